@@ -1,18 +1,77 @@
-"""nbseg: train deep semantic-segmentation models for images and volumes inside JupyterLab."""
+"""nbseg: train deep semantic-segmentation models for images and volumes inside JupyterLab.
+
+The headless API (scripts, tests and the widgets all use it)::
+
+    import nbseg
+    spec = nbseg.ModelSpec(architecture="unet", class_count=3, input_dimension="2D")
+    model = nbseg.generate_model(spec)
+    tset = nbseg.TrainingSet(inputs=image, output=labels)
+    result = nbseg.train(model, [tset], nbseg.TrainingParams(epochs=20))
+    labels = nbseg.segment(model, image)
+"""
 
 from __future__ import annotations
 
+from . import datasets
+from .data.augment import AugmentationParams
+from .data.multiroi import (
+    UNLABELLED,
+    extract_labelled_slices,
+    from_binary_rois,
+    labelled_slices,
+    multi_roi,
+)
+from .data.trainingset import Normalisation, TrainingSet
 from .errors import InputError, ModelFileError, NbsegError, ParamsError, SpecError, TrainingError
+from .inference.sliding import preview, segment
+from .model import Model, generate_model, load_model
+from .models.registry import architectures, get_architecture
 from .models.spec import ModelSpec
+from .training.callbacks import CheckpointCache, FeedbackRegion, TrainingListener
+from .training.params import TrainingParams
+from .training.run import TrainingResult, TrainingRun, train
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):  # lazy: the widgets import ipywidgets & co only when used
+    if name == "DeepLearningTool":
+        from .ui.tool import DeepLearningTool
+
+        return DeepLearningTool
+    raise AttributeError(f"module 'nbseg' has no attribute {name!r}")
+
+
 __all__ = [
+    "UNLABELLED",
+    "AugmentationParams",
+    "CheckpointCache",
+    "DeepLearningTool",
+    "FeedbackRegion",
     "InputError",
+    "Model",
     "ModelFileError",
     "ModelSpec",
     "NbsegError",
+    "Normalisation",
     "ParamsError",
     "SpecError",
     "TrainingError",
+    "TrainingListener",
+    "TrainingParams",
+    "TrainingResult",
+    "TrainingRun",
+    "TrainingSet",
+    "architectures",
+    "datasets",
+    "extract_labelled_slices",
+    "from_binary_rois",
+    "generate_model",
+    "get_architecture",
+    "labelled_slices",
+    "load_model",
+    "multi_roi",
+    "preview",
+    "segment",
+    "train",
 ]

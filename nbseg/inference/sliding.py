@@ -1,0 +1,433 @@
+"""Apply a model to whole volumes: sliding window with Gaussian blending.
+
+Tiles are placed like MONAI's ``sliding_window_inference`` (step = window × (1 - overlap),
+the last tile flush with the border), each tile's softmax is weighted by a Gaussian importance
+map (sigma = window / 8) and the weighted sum is normalised. 2D and 2.5D models slide a 2D
+window over every slice (2.5D reads the neighbouring slices as channels, clamped at the volume
+ends); 3D models slide a 3D window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..data.multiroi import OUTSIDE_MASK
+from ..data.trainingset import as_dataarray, check_finite, volume_of
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+Progress = Callable[[int, int], None]
+
+
+def tile_starts(length: int, window: int, overlap: float) -> list[int]:
+    """Start indices of windows along one axis (MONAI's placement)."""
+    if length <= window:
+        return [0]
+    interval = max(1, int(window * (1 - overlap)))
+    num = math.ceil((length - window) / interval) + 1
+    return [min(i * interval, length - window) for i in range(num)]
+
+
+def gaussian_importance(window: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+    """Gaussian tile weights (sigma = window × ``sigma_scale``), MONAI's own importance map,
+    so that blending matches ``monai.inferers.sliding_window_inference`` exactly."""
+    from monai.data.utils import compute_importance_map
+
+    m = compute_importance_map(
+        tuple(int(w) for w in window), mode="gaussian", sigma_scale=sigma_scale, device="cpu"
+    )
+    return m.numpy().astype(np.float32)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_window(model: Model, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    from ..models.registry import size_divisor
+
+    p = model.params.patch_size if model.params is not None else 64
+    ps = (p, p, p) if isinstance(p, int) else tuple(p)
+    div = size_divisor(model.spec)
+    if model.spec.input_dimension == "3D":
+        wz = ps[-3]
+    else:
+        wz = 1
+    wy, wx = ps[-2], ps[-1]
+    return wz, _round_up(wy, div), _round_up(wx, div)
+
+
+def _round_up(v: int, d: int) -> int:
+    return int(math.ceil(v / d) * d)
+
+
+class VolumePredictor:
+    """Predict class probabilities of a prepared (normalised) volume, tile by tile.
+
+    This is the single code path of :func:`segment`, :func:`preview`, the training
+    feedback region and streaming segmentation.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        window: tuple[int, int, int],
+        overlap: float = 0.25,
+        batch_size: int = 8,
+        device: str | torch.device | None = None,
+        blending: str = "gaussian",
+    ) -> None:
+        if not 0 <= overlap < 1:
+            raise InputError(f"overlap must lie in [0, 1), got {overlap}.")
+        if blending not in ("gaussian", "constant"):
+            raise InputError(f"blending must be 'gaussian' or 'constant', got {blending!r}.")
+        self.model = model
+        self.spec = model.spec
+        self.window = window
+        self.overlap = overlap
+        self.batch_size = max(1, int(batch_size))
+        self.device = resolve_device(device)
+        spatial = window if self.spec.input_dimension == "3D" else window[1:]
+        imp = gaussian_importance(spatial) if blending == "gaussian" else np.ones(spatial, np.float32)
+        self.importance = torch.from_numpy(imp).to(self.device)
+
+    def tiles(
+        self, shape: tuple[int, int, int], mask: np.ndarray | None, z_indices: Sequence[int]
+    ) -> list[tuple[int, int, int]]:
+        wz, wy, wx = self.window
+        ys = tile_starts(shape[1], wy, self.overlap)
+        xs = tile_starts(shape[2], wx, self.overlap)
+        if self.spec.input_dimension == "3D":
+            zs = tile_starts(shape[0], wz, self.overlap)
+        else:
+            zs = list(z_indices)
+        out = []
+        for z in zs:
+            for y in ys:
+                for x in xs:
+                    if mask is not None:
+                        zsl = slice(z, z + wz)
+                        if not mask[zsl, y : y + wy, x : x + wx].any():
+                            continue
+                    out.append((z, y, x))
+        return out
+
+    def _gather(self, vol: np.ndarray, tile: tuple[int, int, int]) -> np.ndarray:
+        z, y, x = tile
+        wz, wy, wx = self.window
+        ys, xs = slice(y, y + wy), slice(x, x + wx)
+        if self.spec.input_dimension == "3D":
+            return vol[:, z : z + wz, ys, xs]
+        if self.spec.input_dimension == "2.5D":
+            idx = np.clip(np.asarray(self.spec.slice_offsets) + z, 0, vol.shape[1] - 1)
+            return vol[:, idx, ys, xs].reshape(-1, wy, wx)
+        return vol[:, z, ys, xs]
+
+    def batches(self, vol: np.ndarray, tiles: list[tuple[int, int, int]]) -> Iterator[Any]:
+        net = self.model.network
+        for i in range(0, len(tiles), self.batch_size):
+            chunk = tiles[i : i + self.batch_size]
+            x = torch.from_numpy(np.stack([self._gather(vol, t) for t in chunk])).to(self.device)
+            with torch.inference_mode():
+                prob = net(x).float().softmax(dim=1) * self.importance
+            yield chunk, prob
+
+    def predict(
+        self,
+        vol: np.ndarray,
+        mask: np.ndarray | None = None,
+        z_indices: Sequence[int] | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted probability sums ``(K, Z', Y, X)`` and weights ``(Z', Y, X)``.
+
+        ``vol`` is normalised ``(C, Z, Y, X)``, at least one window large. For 2D/2.5D
+        models ``z_indices`` selects the slices to predict (``Z'`` = their count).
+        """
+        k = self.spec.class_count
+        _, nz, ny, nx = vol.shape
+        is3d = self.spec.input_dimension == "3D"
+        z_indices = list(range(nz)) if z_indices is None else list(z_indices)
+        out_z = nz if is3d else len(z_indices)
+        row = {z: i for i, z in enumerate(z_indices)}
+        acc = torch.zeros((k, out_z, ny, nx), dtype=torch.float32, device=self.device)
+        wsum = torch.zeros((out_z, ny, nx), dtype=torch.float32, device=self.device)
+        tiles = self.tiles(vol.shape[1:], mask, z_indices)
+        wz, wy, wx = self.window
+        net = self.model.network
+        was_training = net.training
+        net.eval()
+        net.to(self.device)
+        try:
+            done = 0
+            for chunk, prob in self.batches(vol, tiles):
+                for (z, y, x), p in zip(chunk, prob):
+                    if is3d:
+                        acc[:, z : z + wz, y : y + wy, x : x + wx] += p
+                        wsum[z : z + wz, y : y + wy, x : x + wx] += self.importance
+                    else:
+                        r = row[z]
+                        acc[:, r, y : y + wy, x : x + wx] += p
+                        wsum[r, y : y + wy, x : x + wx] += self.importance
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(tiles))
+        finally:
+            net.train(was_training)
+        return acc.cpu().numpy(), wsum.cpu().numpy()
+
+
+def prepare_inputs(
+    model: Model, image: xr.DataArray | Sequence[xr.DataArray], what: str = "image"
+) -> tuple[list[xr.DataArray], np.ndarray]:
+    """Validate inputs against the model and return them normalised as ``(C, Z, Y, X)``."""
+    if not model.trained:
+        raise InputError(
+            f"Model {model.name!r} is untrained (it has no intensity normalisation yet); "
+            "train it with nbseg.train first, or load a trained model."
+        )
+    images = [image] if not isinstance(image, (list, tuple)) else list(image)
+    images = [as_dataarray(im, f"{what} {i}") for i, im in enumerate(images)]
+    if len(images) != model.spec.input_count:
+        raise InputError(
+            f"Model {model.name!r} takes {model.spec.input_count} input(s) "
+            f"({model.spec.input_names}) but {len(images)} were given."
+        )
+    for i, im in enumerate(images[1:], start=1):
+        if im.shape != images[0].shape:
+            raise InputError(
+                f"{what} {i} has shape {im.shape} but {what} 0 has {images[0].shape}; the "
+                "inputs must share one geometry."
+            )
+    for i, im in enumerate(images):
+        check_finite(im, f"{what} {i}")
+    norm = model.normalisation
+    assert norm is not None
+    vol = np.stack([norm.apply(volume_of(im), i) for i, im in enumerate(images)])
+    return images, vol
+
+
+def _pad_to_window(
+    vol: np.ndarray, mask: np.ndarray | None, window: tuple[int, int, int], is3d: bool
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int]]:
+    shape = vol.shape[1:]
+    pads = [max(0, w - s) if (a > 0 or is3d) else 0 for a, (w, s) in enumerate(zip(window, shape))]
+    if not any(pads):
+        return vol, mask, shape
+    mode = "reflect" if all(p < s for p, s in zip(pads, shape)) else "edge"
+    vol = np.pad(vol, [(0, 0)] + [(0, p) for p in pads], mode=mode)
+    if mask is not None:
+        mask = np.pad(mask, [(0, p) for p in pads], mode="constant")
+    return vol, mask, shape
+
+
+def segment(
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    mask: xr.DataArray | None = None,
+    *,
+    overlap: float = 0.25,
+    blending: str = "gaussian",
+    batch_size: int = 8,
+    window: int | Sequence[int] | None = None,
+    probabilities: bool = False,
+    device: str | None = None,
+    progress: Progress | None = None,
+    out: str | None = None,
+    chunks: Any = None,
+) -> xr.DataArray:
+    """Segment a volume (or several inputs of one geometry) into a label volume.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`nbseg.Model`; its normalisation and input dimension are applied.
+    image
+        ``xarray.DataArray`` ``(z, y, x)`` or ``(y, x)`` (a list for multi-input models).
+        Dask-backed arrays, or ``out=`` a zarr path, stream chunk by chunk.
+    mask
+        Optional boolean ROI: tiles outside it are skipped, voxels outside it get ``-1``.
+    overlap, blending, batch_size, window
+        Sliding-window settings (window defaults to the training patch size).
+    probabilities
+        Return per-class probabilities (float32, leading ``class`` dim) instead of labels.
+    progress
+        ``progress(done, total)`` called after each batch of tiles.
+    out, chunks
+        Stream into a zarr store at ``out`` (see :mod:`nbseg.inference.stream`).
+
+    Returns
+    -------
+    xarray.DataArray
+        int16 class ids with the dims, coords and attrs of ``image`` plus ``class_names`` and
+        ``class_colors`` attrs; ``-1`` outside the mask.
+    """
+    images = [image] if not isinstance(image, (list, tuple)) else list(image)
+    lazy = any(isinstance(im, xr.DataArray) and im.chunks is not None for im in images)
+    if out is not None or (lazy and not probabilities):
+        from .stream import segment_streaming
+
+        return segment_streaming(
+            model,
+            image,
+            mask,
+            out=out,
+            overlap=overlap,
+            blending=blending,
+            batch_size=batch_size,
+            window=window,
+            device=device,
+            progress=progress,
+            chunks=chunks,
+        )
+    return _segment_in_memory(
+        model, image, mask, overlap, blending, batch_size, window, probabilities, device, progress
+    )
+
+
+def _segment_in_memory(
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    mask: xr.DataArray | None,
+    overlap: float,
+    blending: str,
+    batch_size: int,
+    window: int | Sequence[int] | None,
+    probabilities: bool,
+    device: str | None,
+    progress: Progress | None,
+    z_indices: Sequence[int] | None = None,
+) -> xr.DataArray:
+    """In-memory segmentation; for 2D/2.5D models optionally of some slices only."""
+    images, vol = prepare_inputs(model, image)
+    ref = images[0]
+    m = None
+    if mask is not None:
+        mask = as_dataarray(mask, "mask")
+        if mask.shape != ref.shape:
+            raise InputError(f"mask has shape {mask.shape} but the image has {ref.shape}.")
+        m = volume_of(mask).astype(bool)
+    is3d = model.spec.input_dimension == "3D"
+    win = _resolve_window(model, window, vol.shape[1:])
+    vol_p, m_p, shape = _pad_to_window(vol, m, win, is3d)
+    predictor = VolumePredictor(model, win, overlap, batch_size, device, blending)
+    acc, wsum = predictor.predict(vol_p, m_p, z_indices=z_indices, progress=progress)
+    nz = shape[0] if z_indices is None else len(z_indices)
+    acc = acc[:, :nz, : shape[1], : shape[2]]
+    wsum = wsum[:nz, : shape[1], : shape[2]]
+    if z_indices is not None:
+        ref = ref.isel({ref.dims[0]: list(z_indices)})
+        if m is not None:
+            m = m[list(z_indices)]
+    return _to_output(model, ref, acc, wsum, m, probabilities)
+
+
+def _resolve_window(
+    model: Model, window: int | Sequence[int] | None, shape: Sequence[int]
+) -> tuple[int, int, int]:
+    from ..models.registry import size_divisor
+
+    if window is None:
+        win = default_window(model, tuple(shape))
+    else:
+        w = (window,) * 3 if isinstance(window, int) else tuple(int(v) for v in window)
+        div = size_divisor(model.spec)
+        if model.spec.input_dimension == "3D":
+            win = (_round_up(w[-3], div), _round_up(w[-2], div), _round_up(w[-1], div))
+        else:
+            win = (1, _round_up(w[-2], div), _round_up(w[-1], div))
+    if model.spec.input_dimension == "3D":
+        div = size_divisor(model.spec)
+        # a volume thinner than the window is padded; keep the window no deeper than needed
+        win = (min(win[0], _round_up(shape[0], div)), *win[1:])
+    return win  # type: ignore[return-value]
+
+
+def _to_output(
+    model: Model,
+    ref: xr.DataArray,
+    acc: np.ndarray,
+    wsum: np.ndarray,
+    mask: np.ndarray | None,
+    probabilities: bool,
+) -> xr.DataArray:
+    covered = wsum > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = np.where(covered[None], acc / np.where(covered, wsum, 1)[None], 0).astype(np.float32)
+    attrs = dict(ref.attrs)
+    attrs.update(class_names=list(model.class_names), class_colors=list(model.class_colors))
+    attrs["model"] = model.name
+    squeeze = ref.ndim == 2
+    if probabilities:
+        data = prob[:, 0] if squeeze else prob
+        da = xr.DataArray(
+            data,
+            dims=("class", *ref.dims),
+            coords={**{k: v for k, v in ref.coords.items()}, "class": list(model.class_names)},
+            attrs=attrs,
+            name="probabilities",
+        )
+        return da
+    labels = prob.argmax(axis=0).astype(np.int16)
+    invalid = ~covered if mask is None else ~(covered & mask)
+    labels[invalid] = OUTSIDE_MASK
+    data = labels[0] if squeeze else labels
+    return xr.DataArray(data, dims=ref.dims, coords=ref.coords, attrs=attrs, name="labels")
+
+
+def preview(
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    index: int,
+    *,
+    dim: str = "z",
+    mask: xr.DataArray | None = None,
+    probabilities: bool = False,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    window: int | Sequence[int] | None = None,
+    device: str | None = None,
+) -> xr.DataArray:
+    """Fast prediction of slice ``index`` along ``dim``: the 2D labels of that slice.
+
+    2D and 2.5D models predict that slice only (2.5D reads its neighbours); 3D models
+    predict a slab of the window's depth around it.
+    """
+    images = [image] if not isinstance(image, (list, tuple)) else list(image)
+    images = [as_dataarray(im, "image") for im in images]
+    ref = images[0]
+    if ref.ndim == 2:
+        return segment(model, image, mask, probabilities=probabilities, overlap=overlap,
+                       batch_size=batch_size, window=window, device=device)
+    if dim not in ref.dims:
+        raise InputError(f"dim {dim!r} is not a dimension of the image {ref.dims}.")
+    n = ref.sizes[dim]
+    if not 0 <= index < n:
+        raise InputError(f"slice index {index} is outside 0 … {n - 1} along {dim!r}.")
+    images = [im.transpose(dim, ...) for im in images]
+    mask_t = None if mask is None else as_dataarray(mask, "mask").transpose(dim, ...)
+    one = images if len(images) > 1 else images[0]
+    if model.spec.input_dimension != "3D":
+        res = _segment_in_memory(
+            model, one, mask_t, overlap, "gaussian", batch_size, window, probabilities, device,
+            None, z_indices=[index],
+        )
+        return res.isel({dim: 0})
+    win = _resolve_window(model, window, images[0].shape)
+    lo = max(0, min(index - win[0] // 2, n - win[0]))
+    hi = min(n, lo + win[0])
+    sub = [im.isel({dim: slice(lo, hi)}) for im in images]
+    submask = None if mask_t is None else mask_t.isel({dim: slice(lo, hi)})
+    res = segment(model, sub if len(sub) > 1 else sub[0], submask, probabilities=probabilities,
+                  overlap=overlap, batch_size=batch_size, window=window, device=device)
+    return res.isel({dim: index - lo})

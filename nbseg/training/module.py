@@ -1,0 +1,249 @@
+"""The Lightning pieces under :func:`nbseg.train`: data module and segmentation module."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.augment import augment_batch
+from ..data.patches import (
+    PatchPlan,
+    PreparedSet,
+    extract,
+    patch_shape,
+    plan_patches,
+    random_train_boxes,
+)
+from ..data.trainingset import Normalisation, TrainingSet
+from ..models.spec import ModelSpec
+from .losses import SegmentationLoss, confusion_matrix, metrics_from_confusion
+from .params import TrainingParams
+
+
+class _TrainPatches(Dataset):
+    """Random training crops, redrawn every epoch (``set_epoch``), deterministic per seed."""
+
+    def __init__(
+        self,
+        sets: Sequence[PreparedSet],
+        plan: PatchPlan,
+        pshape: tuple[int, int, int],
+        spec: ModelSpec,
+        count: int,
+        seed: int,
+    ) -> None:
+        self.sets, self.plan, self.pshape, self.spec = sets, plan, pshape, spec
+        self.count, self.seed = count, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.seed, epoch])
+        self.boxes = random_train_boxes(self.sets, self.plan, self.pshape, self.count, rng)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, box = self.boxes[i]
+        x, y = extract(self.sets[s], box, self.pshape, self.spec)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+
+
+class _FixedPatches(Dataset):
+    def __init__(
+        self,
+        sets: Sequence[PreparedSet],
+        boxes: Sequence[np.ndarray],
+        pshape: tuple[int, int, int],
+        spec: ModelSpec,
+    ) -> None:
+        self.items = [(i, b) for i, bs in enumerate(boxes) for b in bs]
+        self.sets, self.pshape, self.spec = sets, pshape, spec
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, box = self.items[i]
+        x, y = extract(self.sets[s], box, self.pshape, self.spec)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Normalises the training sets, plans the patches and serves them in batches.
+
+    Unlabelled voxels (and voxels outside the mask) carry target ``-1`` and are ignored by
+    the loss and the metrics.
+    """
+
+    def __init__(
+        self,
+        training_sets: Sequence[TrainingSet],
+        spec: ModelSpec,
+        params: TrainingParams,
+        normalisation: Normalisation,
+        validation: float | Sequence[TrainingSet] = 0.2,
+    ) -> None:
+        super().__init__()
+        self.spec, self.params, self.normalisation = spec, params, normalisation
+        self.pshape = patch_shape(spec, params.patch_size)
+        self.sets = [PreparedSet.from_training_set(ts, normalisation) for ts in training_sets]
+        if isinstance(validation, (int, float)):
+            val: float | list[PreparedSet] = float(validation)
+        else:
+            val = [PreparedSet.from_training_set(ts, normalisation) for ts in validation]
+        self.plan = plan_patches(
+            self.sets,
+            self.pshape,
+            params.stride_ratio,
+            val,
+            full_labels_only=params.full_labels_only,
+            seed=params.seed,
+            max_validation_patches=params.max_validation_patches,
+        )
+        factor = max(1, params.augmentation.factor)
+        self.train_patches = _TrainPatches(
+            self.sets, self.plan, self.pshape, spec, self.plan.train_count * factor, params.seed
+        )
+        val_sets = self.plan.val_sets or self.sets
+        self.val_patches = _FixedPatches(val_sets, self.plan.val, self.pshape, spec)
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.val_patches) > 0
+
+    def class_counts(self) -> list[int]:
+        counts = np.zeros(self.spec.class_count, dtype=np.int64)
+        for ps in self.sets:
+            lab = ps.labels[ps.labels >= 0]
+            counts += np.bincount(lab, minlength=self.spec.class_count)[: self.spec.class_count]
+        return counts.tolist()
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_patches, batch_size=self.params.batch_size, shuffle=False, drop_last=False
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_patches, batch_size=self.params.batch_size, shuffle=False)
+
+
+def build_optimizer(params: TrainingParams, parameters: Any) -> torch.optim.Optimizer:
+    lr, wd = params.learning_rate, params.weight_decay
+    name = params.optimizer
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=lr, momentum=params.momentum, nesterov=params.nesterov, weight_decay=wd
+        )
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr, momentum=params.momentum, weight_decay=wd)
+    if name == "adadelta":
+        return torch.optim.Adadelta(parameters, lr=lr, weight_decay=wd)
+    if name == "adagrad":
+        return torch.optim.Adagrad(parameters, lr=lr, weight_decay=wd)
+    raise ValueError(name)
+
+
+class SegmentationModule(pl.LightningModule):
+    """Network + loss + metrics + optimiser/schedule, with batch augmentation on device."""
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        spec: ModelSpec,
+        params: TrainingParams,
+        class_names: Sequence[str],
+        class_weights: Sequence[float] | None,
+        steps_per_epoch: int,
+        has_validation: bool,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.spec, self.params = spec, params
+        self.class_names = list(class_names)
+        self.loss_fn = SegmentationLoss(params, class_weights)
+        self.steps_per_epoch = steps_per_epoch
+        self.has_validation = has_validation
+        self.aug_generator = torch.Generator().manual_seed(params.seed)
+        self._val_cm = torch.zeros(spec.class_count, spec.class_count, dtype=torch.long)
+        self.nan_detected: str | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            x, y = batch
+            x, y = augment_batch(
+                x, y, self.params.augmentation, self.spec.spatial_dims, self.aug_generator
+            )
+            return x, y
+        return batch
+
+    def on_train_epoch_start(self) -> None:
+        dm = self.trainer.datamodule
+        if dm is not None:
+            dm.train_patches.set_epoch(self.current_epoch)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        x, y = batch
+        loss = self.loss_fn(self(x), y)
+        if not torch.isfinite(loss):
+            if self.params.terminate_on_nan:
+                self.nan_detected = (
+                    f"The loss became {float(loss)} at epoch {self.current_epoch + 1}, batch "
+                    f"{batch_idx + 1}; training stopped. Lower the learning rate, use gradient "
+                    "clipping or check the input for extreme values."
+                )
+                self.trainer.should_stop = True
+            return None
+        self.log("loss", loss.detach(), on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_cm = torch.zeros_like(self._val_cm)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        cm = confusion_matrix(logits.argmax(1), y, self.spec.class_count)
+        self._val_cm += cm.cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        metrics = metrics_from_confusion(self._val_cm, self.class_names)
+        for k, v in metrics.items():
+            if not math.isnan(v):
+                self.log(f"val_{k}", v)
+
+    def configure_optimizers(self) -> Any:
+        opt = build_optimizer(self.params, self.network.parameters())
+        p = self.params
+        if p.lr_schedule == "constant":
+            return opt
+        if p.lr_schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, factor=p.plateau_factor, patience=p.plateau_patience
+            )
+            monitor = "val_loss" if self.has_validation else "loss"
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor}}
+        if p.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, p.epochs))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=p.learning_rate, total_steps=max(2, p.epochs * self.steps_per_epoch)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,469 @@
+"""`nbseg.train` (blocking) and `TrainingRun` (the same call in a background thread)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from ..data.trainingset import Normalisation, TrainingSet
+from ..errors import InputError, NbsegError, TrainingError
+from .callbacks import (
+    CheckpointCache,
+    FeedbackHistory,
+    FeedbackRegion,
+    LiveFeedback,
+    TrainingListener,
+)
+from .module import SegmentationDataModule, SegmentationModule
+from .params import TrainingParams, class_weight_vector
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+
+@dataclass
+class TrainingResult:
+    """What a training produced: history, feedback images, checkpoints and how it ended.
+
+    ``status`` is ``"completed"``, ``"stopped"`` (Stop was pressed), ``"early_stopped"`` or
+    ``"failed"`` (``error`` says why; the model keeps its last good weights).
+    """
+
+    model: Model
+    history: list[dict[str, Any]]
+    status: str
+    duration: float
+    feedback: FeedbackHistory | None = None
+    checkpoints: CheckpointCache | None = None
+    memory_estimate: Any = None
+    error: str | None = None
+    best_epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stopped(self) -> bool:
+        return self.status == "stopped"
+
+    def metric(self, name: str) -> list[float]:
+        """One metric over the epochs (NaN where missing)."""
+        return [float(r.get(name, float("nan"))) for r in self.history]
+
+    def to_csv(self, path: str | Path | None = None, digits: int | None = None) -> str:
+        """The per-epoch table (epoch, lr, losses, metrics) as CSV; written to ``path`` if
+        given. ``digits`` rounds to that many significant digits."""
+        return history_csv(self.history, path, digits)
+
+    def __repr__(self) -> str:
+        last = self.history[-1] if self.history else {}
+        shown = {k: round(v, 4) for k, v in last.items() if k in ("loss", "val_loss", "val_dice")}
+        return (
+            f"<TrainingResult {self.status}: {len(self.history)} epochs in "
+            f"{self.duration:.1f} s, last {shown}, best epoch {self.best_epoch}>"
+        )
+
+
+def history_columns(history: Sequence[dict[str, Any]]) -> list[str]:
+    first = ["epoch", "lr", "loss", "val_loss", "val_dice", "val_iou", "val_accuracy"]
+    seen = [c for c in first if any(c in r for r in history)]
+    rest = sorted({k for r in history for k in r} - set(seen))
+    return seen + rest
+
+
+def format_value(v: Any, digits: int | None) -> Any:
+    if isinstance(v, float) and digits is not None:
+        return float(f"{v:.{digits}g}")
+    return v
+
+
+def history_csv(
+    history: Sequence[dict[str, Any]], path: str | Path | None = None, digits: int | None = None
+) -> str:
+    """Per-epoch history as CSV text (and file, atomically, when ``path`` is given)."""
+    cols = history_columns(history)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in history:
+        w.writerow([format_value(r.get(c, ""), digits) for c in cols])
+    text = buf.getvalue()
+    if path is not None:
+        from ..store.fileformat import atomic_write_bytes
+
+        atomic_write_bytes(path, text.encode())
+    return text
+
+
+def _as_sets(sets: TrainingSet | Sequence[TrainingSet], what: str) -> list[TrainingSet]:
+    if isinstance(sets, TrainingSet):
+        return [sets]
+    sets = list(sets)
+    if not sets or not all(isinstance(s, TrainingSet) for s in sets):
+        raise InputError(f"{what} must be a TrainingSet or a non-empty list of TrainingSets.")
+    return sets
+
+
+def _accelerator(device: str) -> tuple[str, Any]:
+    if device == "auto":
+        return ("gpu", 1) if torch.cuda.is_available() else ("cpu", 1)
+    if device.startswith("cuda"):
+        idx = device.split(":")[1] if ":" in device else "0"
+        return "gpu", [int(idx)]
+    return device, 1
+
+
+def train(
+    model: Model,
+    training_sets: TrainingSet | Sequence[TrainingSet],
+    params: TrainingParams | None = None,
+    validation: float | TrainingSet | Sequence[TrainingSet] = 0.2,
+    *,
+    callbacks: Sequence[TrainingListener | pl.Callback] = (),
+    feedback: FeedbackRegion | None = None,
+    stop_event: threading.Event | None = None,
+    trainer_kwargs: dict[str, Any] | None = None,
+) -> TrainingResult:
+    """Train ``model`` in place on one or more training sets; blocks until done.
+
+    Parameters
+    ----------
+    model
+        From :func:`nbseg.generate_model` (or a trained model to fine-tune: its intensity
+        normalisation is kept and its history continues).
+    training_sets
+        One :class:`TrainingSet` or a list.
+    params
+        :class:`TrainingParams` (default: the model's last params, else the defaults).
+    validation
+        A fraction of the labelled patches (``0.2``; ``0`` = none; validation patches never
+        overlap training patches) or ground-truth :class:`TrainingSet` (s).
+    callbacks
+        :class:`TrainingListener` objects (live metrics, feedback images, progress) and/or
+        Lightning callbacks.
+    feedback
+        The :class:`FeedbackRegion` predicted after every epoch (default: a central square
+        of the first training set's middle labelled slice).
+    stop_event
+        Set it (from any thread) to stop after the current batch, keeping the model.
+
+    Returns
+    -------
+    TrainingResult
+        ``history`` has one dict per epoch: ``epoch``, ``loss``, ``val_loss``, ``val_dice``,
+        ``val_iou``, ``val_accuracy``, ``val_dice_<class>``, ``val_iou_<class>``, ``lr``,
+        ``time``, ``checkpoint``.
+    """
+    t0 = time.perf_counter()
+    spec = model.spec
+    params = params or model.params or TrainingParams()
+    params.validate(spec.class_count)
+    sets = _as_sets(training_sets, "training_sets")
+    for ts in sets:
+        ts.validate(spec.input_count, spec.class_count)
+    if isinstance(validation, (int, float)) and not isinstance(validation, bool):
+        val: float | list[TrainingSet] = float(validation)
+    else:
+        val = _as_sets(validation, "validation")  # type: ignore[arg-type]
+        for ts in val:
+            ts.validate(spec.input_count, spec.class_count)
+    _adopt_class_names(model, sets[0])
+
+    estimate = None
+    try:
+        estimate = params.memory_estimate(spec)
+        if estimate.ratio > 1.0:
+            warnings.warn(
+                f"{estimate}: this training step will probably not fit in memory; reduce the "
+                "batch size or the patch size.",
+                ResourceWarning,
+                stacklevel=2,
+            )
+    except NbsegError:
+        raise
+    except Exception:  # the estimate is advisory; never block training on it
+        estimate = None
+
+    pl.seed_everything(params.seed, workers=True, verbose=False)
+    norm = model.normalisation or Normalisation.fit(sets, seed=params.seed)
+    dm = SegmentationDataModule(sets, spec, params, norm, val)
+    counts = dm.class_counts()
+    weights = class_weight_vector(params.class_weights, counts, spec.class_count)
+    steps = max(1, int(np.ceil(len(dm.train_patches) / params.batch_size)))
+    module = SegmentationModule(
+        model.network,
+        spec,
+        params,
+        model.class_names,
+        weights,
+        steps,
+        dm.has_validation,
+    )
+
+    monitor = params.monitor
+    if not dm.has_validation and monitor.startswith("val_"):
+        monitor = "loss"
+    # the model needs its normalisation before the feedback prediction of epoch 1
+    previous_norm = model.normalisation
+    model.normalisation = norm
+    feedback_history, fb = _feedback(model, dm, feedback)
+    cache = (
+        CheckpointCache(int(params.checkpoint_cache_mb * 2**20), monitor, params.min_delta)
+        if params.checkpoint_cache_mb > 0
+        else None
+    )
+    listeners = [c for c in callbacks if isinstance(c, TrainingListener)]
+    pl_callbacks: list[pl.Callback] = [c for c in callbacks if isinstance(c, pl.Callback)]
+    stop_event = stop_event or threading.Event()
+    epoch_offset = len(model.history)
+    live = LiveFeedback(model, listeners, stop_event, cache, fb, epoch_offset, feedback_history)
+    pl_callbacks.insert(0, live)
+    early = None
+    if params.early_stopping:
+        early = pl.callbacks.EarlyStopping(
+            monitor=monitor,
+            patience=params.patience,
+            min_delta=params.min_delta,
+            mode="min" if "loss" in monitor else "max",
+            check_on_train_epoch_end=True,
+        )
+        pl_callbacks.append(early)
+    accelerator, devices = _accelerator(params.device)
+    kwargs: dict[str, Any] = dict(
+        max_epochs=params.epochs,
+        accelerator=accelerator,
+        devices=devices,
+        precision=params.precision,
+        gradient_clip_val=params.gradient_clip or None,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if dm.has_validation else 0,
+        callbacks=pl_callbacks,
+        deterministic=False,
+    )
+    kwargs.update(trainer_kwargs or {})
+    trainer = pl.Trainer(**kwargs)
+
+    status, error = "completed", None
+    was_training = model.network.training
+    initial_state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+    try:
+        trainer.fit(module, datamodule=dm)
+    except torch.OutOfMemoryError as err:
+        status, error = "failed", _oom_message(err, estimate)
+    except MemoryError as err:
+        status, error = "failed", _oom_message(err, estimate)
+    except KeyboardInterrupt:
+        status, error = "stopped", None
+    finally:
+        model.network.train(was_training)
+        model.network.to("cpu")
+    if module.nan_detected:
+        status, error = "failed", module.nan_detected
+    elif status == "completed" and live.stopped_by_user:
+        status = "stopped"
+    elif status == "completed" and early is not None and early.stopped_epoch > 0:
+        status = "early_stopped"
+
+    history = live.history
+    if not history and status == "failed":
+        model.normalisation = previous_norm
+    best_epoch = cache.best_epoch if cache is not None else None
+    if status == "failed":
+        # NaN or OOM mid-epoch: go back to the last good weights (or those before training)
+        if cache is not None and cache.entries:
+            cache.load_into(model, cache.entries[-1].epoch)
+        else:
+            model.network.load_state_dict(initial_state)
+    elif params.restore_best and best_epoch is not None and dm.has_validation and history:
+        if best_epoch != history[-1]["epoch"]:
+            cache.load_into(model, best_epoch)
+    model.history.extend(history)
+    model.params = params
+    from ..model import _now
+
+    model.updated = _now()
+    result = TrainingResult(
+        model=model,
+        history=list(model.history),
+        status=status,
+        duration=time.perf_counter() - t0,
+        feedback=feedback_history,
+        checkpoints=cache,
+        memory_estimate=estimate,
+        error=error,
+        best_epoch=best_epoch,
+        extra={"train_patches": len(dm.train_patches), "val_patches": len(dm.val_patches)},
+    )
+    for listener in listeners:
+        listener.on_train_end(result)
+    if status == "failed":
+        err = TrainingError(error or "training failed")
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    return result
+
+
+def _oom_message(err: BaseException, estimate: Any) -> str:
+    est = f" ({estimate})" if estimate is not None else ""
+    return (
+        f"Out of memory during training{est}: reduce the batch size or the patch size, or "
+        f"choose a smaller model. ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    )
+
+
+def _adopt_class_names(model: Model, ts: TrainingSet) -> None:
+    """An untrained model with default names takes the multi-ROI's class names/colours."""
+    from ..data.multiroi import default_class_names
+
+    if model.trained or model.class_names != default_class_names(model.spec.class_count):
+        return
+    names, colors = ts.class_names, ts.class_colors
+    if len(names) == model.spec.class_count:
+        model.class_names, model.class_colors = list(names), list(colors)
+
+
+def _feedback(
+    model: Model, dm: SegmentationDataModule, region: FeedbackRegion | None
+) -> tuple[FeedbackHistory | None, Any]:
+    region = region or FeedbackRegion()
+    if not 0 <= region.training_set < len(dm.sets):
+        raise InputError(
+            f"Feedback region refers to training set {region.training_set}, but there are "
+            f"{len(dm.sets)}."
+        )
+    ps = dm.sets[region.training_set]
+    z, box = region.resolve(ps)
+    y0, y1, x0, x1 = box
+    gray = np.clip(ps.image[0, z, y0:y1, x0:x1], 0, 1)
+    history = FeedbackHistory(
+        slice_index=z,
+        box=box,
+        image=(gray * 255 + 0.5).astype(np.uint8),
+        truth=ps.labels[z, y0:y1, x0:x1].copy(),
+        class_colors=list(model.class_colors),
+    )
+    return history, (ps, z, box)
+
+
+class _StateListener(TrainingListener):
+    """Keeps the latest state of a run for pollers (widgets read it, never the model)."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+
+    def on_train_start(self, info: dict[str, Any]) -> None:
+        with self.run._lock:
+            self.run.info = info
+
+    def on_batch_end(self, progress: dict[str, Any]) -> None:
+        with self.run._lock:
+            self.run.progress = progress
+
+    def on_epoch_end(self, record: dict[str, Any], feedback: np.ndarray | None) -> None:
+        with self.run._lock:
+            self.run.history.append(record)
+
+
+class TrainingRun:
+    """One training in a background thread: Start returns at once, Stop within a batch.
+
+    The run owns the thread, the stop event and the latest state (``status``, ``progress``,
+    ``history``, ``result``, ``error``). Listeners get the same events as with
+    :func:`nbseg.train`.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        training_sets: TrainingSet | Sequence[TrainingSet],
+        params: TrainingParams | None = None,
+        validation: float | TrainingSet | Sequence[TrainingSet] = 0.2,
+        *,
+        callbacks: Sequence[TrainingListener | pl.Callback] = (),
+        feedback: FeedbackRegion | None = None,
+    ) -> None:
+        self.model = model
+        self.training_sets = training_sets
+        self.params = params
+        self.validation = validation
+        self.callbacks = list(callbacks)
+        self.feedback = feedback
+        self.status = "idle"
+        self.info: dict[str, Any] = {}
+        self.progress: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.result: TrainingResult | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> TrainingRun:
+        if self.running:
+            raise TrainingError("This training run is already running.")
+        self._stop.clear()
+        self._done.clear()
+        self.status = "running"
+        self._thread = threading.Thread(target=self._main, name="nbseg-training", daemon=True)
+        self._thread.start()
+        return self
+
+    def _main(self) -> None:
+        try:
+            result = train(
+                self.model,
+                self.training_sets,
+                self.params,
+                self.validation,
+                callbacks=[_StateListener(self), *self.callbacks],
+                feedback=self.feedback,
+                stop_event=self._stop,
+            )
+            self.result = result
+            self.error = result.error
+            self.status = result.status
+        except BaseException as err:  # reported to listeners and the state, never lost
+            self.result = getattr(err, "result", None)
+            self.error = f"{type(err).__name__}: {err}" if not isinstance(err, NbsegError) else str(err)
+            self.status = "failed"
+            for c in self.callbacks:
+                if isinstance(c, TrainingListener):
+                    try:
+                        c.on_error(err)
+                    except Exception:
+                        pass
+        finally:
+            self._done.set()
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current batch; the model keeps its weights."""
+        if self.running:
+            self.status = "stopping"
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> TrainingResult | None:
+        """Block until the run ends (or ``timeout`` seconds); returns the result."""
+        self._done.wait(timeout)
+        return self.result

@@ -1,0 +1,189 @@
+"""`ImageView`: an ipycanvas view of a 2D image with a class overlay, zoom and pan.
+
+All canvas drawing in nbseg goes through :data:`DRAW_LOCK` (widget callbacks can run
+concurrently with the cell and the training thread). Rendering is pure numpy
+(:class:`nbseg.render.View`), so it is tested without a browser; the canvas only receives the
+final pixels via ``put_image_data`` and a few vector annotations (rectangle, brush cursor).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+from ipycanvas import Canvas, hold_canvas
+
+from ..render import View, render_overlay
+
+DRAW_LOCK = threading.RLock()
+"""The one lock behind which every nbseg canvas is drawn."""
+
+PointerHandler = Callable[[str, float, float, dict[str, Any]], None]
+
+
+class ImageView(widgets.VBox):
+    """Canvas showing a grey image, an optional label overlay, a rectangle and a cursor.
+
+    Parameters
+    ----------
+    width, height
+        Canvas size in screen pixels.
+    interactive_pan
+        When True, dragging with the mouse pans and the wheel zooms (set False when a tool,
+        e.g. the brush, uses the drag).
+
+    Pointer events in *image* coordinates go to handlers registered with :meth:`on_pointer`
+    (``kind`` is ``"down"``, ``"move"``, ``"up"`` or ``"out"``).
+    """
+
+    def __init__(self, width: int = 512, height: int = 512, interactive_pan: bool = True) -> None:
+        self.canvas = Canvas(width=width, height=height, layout=widgets.Layout(width=f"{width}px",
+                                                                             height=f"{height}px"))
+        self.canvas.sync_image_data = False
+        super().__init__([self.canvas])
+        self.add_class("nbseg-imageview")
+        self._gray: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self._colors: list[str] = []
+        self.opacity = 0.5
+        self.image_opacity = 1.0
+        self.view: View | None = None
+        self.rect: tuple[int, int, int, int] | None = None
+        self.cursor: tuple[float, float, float] | None = None
+        self.interactive_pan = interactive_pan
+        self._handlers: list[PointerHandler] = []
+        self._drag: tuple[float, float] | None = None
+        self.last_frame: np.ndarray | None = None
+        self.canvas.on_mouse_down(lambda x, y: self._pointer("down", x, y))
+        self.canvas.on_mouse_move(lambda x, y: self._pointer("move", x, y))
+        self.canvas.on_mouse_up(lambda x, y: self._pointer("up", x, y))
+        self.canvas.on_mouse_out(lambda x, y: self._pointer("out", x, y))
+        self.canvas.on_client_ready(self.redraw)
+        # ipycanvas' wheel event carries no direction: zoom is on buttons
+        self.zoom_in = _tool_button("search-plus", "Zoom in", lambda _: self.zoom(1.5))
+        self.zoom_out = _tool_button("search-minus", "Zoom out", lambda _: self.zoom(1 / 1.5))
+        self.zoom_fit = _tool_button("expand", "Fit the image to the view", lambda _: self.reset_view())
+        self.toolbar = widgets.HBox([self.zoom_in, self.zoom_out, self.zoom_fit])
+        self.toolbar.add_class("nbseg-toolbar")
+        self.children = [self.toolbar, self.canvas]
+
+    # -- content ---------------------------------------------------------------------------
+    @property
+    def canvas_shape(self) -> tuple[int, int]:
+        return int(self.canvas.height), int(self.canvas.width)
+
+    def set_image(self, gray: np.ndarray, *, keep_view: bool = True) -> None:
+        """Show a uint8 ``(H, W)`` grey image (the view is kept when the shape is unchanged)."""
+        gray = np.asarray(gray)
+        if gray.dtype != np.uint8 or gray.ndim != 2:
+            raise ValueError(f"ImageView.set_image needs uint8 (H, W), got {gray.dtype} {gray.shape}")
+        with DRAW_LOCK:
+            if self.view is None or not keep_view or self.view.shape != gray.shape:
+                self.view = View(gray.shape, self.canvas_shape)
+            self._gray = gray
+        self.redraw()
+
+    def set_labels(self, labels: np.ndarray | None, colors: Sequence[str] | None = None) -> None:
+        """Overlay class ids (``-1`` = none) coloured by ``colors``."""
+        with DRAW_LOCK:
+            self._labels = None if labels is None else np.asarray(labels)
+            if colors is not None:
+                self._colors = list(colors)
+        self.redraw()
+
+    def set_opacity(self, labels: float | None = None, image: float | None = None) -> None:
+        if labels is not None:
+            self.opacity = float(labels)
+        if image is not None:
+            self.image_opacity = float(image)
+        self.redraw()
+
+    def set_rect(self, rect: tuple[int, int, int, int] | None) -> None:
+        """Outline ``(y0, y1, x0, x1)`` in image coordinates (the feedback region)."""
+        self.rect = rect
+        self.redraw()
+
+    # -- rendering -------------------------------------------------------------------------
+    def compose(self) -> np.ndarray | None:
+        """The image with its overlay, before the view transform (uint8 ``(H, W, 3)``)."""
+        if self._gray is None:
+            return None
+        labels = self._labels if self._labels is not None and self._labels.shape == self._gray.shape else None
+        return render_overlay(self._gray, labels, self._colors, self.opacity, self.image_opacity)
+
+    def frame(self) -> np.ndarray | None:
+        """The canvas pixels (uint8 ``(h, w, 3)``) as they will be drawn."""
+        rgb = self.compose()
+        if rgb is None or self.view is None:
+            return None
+        return self.view.render(rgb)
+
+    def redraw(self, *_: Any) -> None:
+        with DRAW_LOCK:
+            frame = self.frame()
+            if frame is None:
+                return
+            self.last_frame = frame
+            with hold_canvas(self.canvas):
+                self.canvas.put_image_data(frame, 0, 0)
+                if self.rect is not None and self.view is not None:
+                    y0, y1, x0, x1 = self.rect
+                    cy0, cx0 = self.view.to_canvas(y0, x0)
+                    cy1, cx1 = self.view.to_canvas(y1, x1)
+                    self.canvas.stroke_style = "#ffd400"
+                    self.canvas.line_width = 2
+                    self.canvas.stroke_rect(cx0, cy0, cx1 - cx0, cy1 - cy0)
+                if self.cursor is not None and self.view is not None:
+                    y, x, r = self.cursor
+                    cy, cx = self.view.to_canvas(y, x)
+                    self.canvas.stroke_style = "#ffffff"
+                    self.canvas.line_width = 1
+                    self.canvas.stroke_circle(cx, cy, max(1.0, r * self.view.scale))
+
+    def snapshot_png(self) -> bytes | None:
+        """PNG of the current frame (static fallback, exports)."""
+        from .._png import encode_png
+
+        return None if self.last_frame is None else encode_png(self.last_frame)
+
+    # -- view --------------------------------------------------------------------------
+    def zoom(self, factor: float, at: tuple[float, float] | None = None) -> None:
+        if self.view is None:
+            return
+        cy, cx = at if at is not None else (self.canvas_shape[0] / 2, self.canvas_shape[1] / 2)
+        self.view.zoom_at(factor, cy, cx)
+        self.redraw()
+
+    def reset_view(self) -> None:
+        if self.view is not None:
+            self.view.reset()
+            self.redraw()
+
+    # -- pointer -------------------------------------------------------------------------
+    def on_pointer(self, handler: PointerHandler) -> None:
+        self._handlers.append(handler)
+
+    def _pointer(self, kind: str, cx: float, cy: float) -> None:
+        if self.view is None:
+            return
+        y, x = self.view.to_image(cy, cx)
+        if self.interactive_pan:
+            if kind == "down":
+                self._drag = (cy, cx)
+            elif kind == "move" and self._drag is not None:
+                self.view.pan(cy - self._drag[0], cx - self._drag[1])
+                self._drag = (cy, cx)
+                self.redraw()
+            elif kind in ("up", "out"):
+                self._drag = None
+        for h in list(self._handlers):
+            h(kind, y, x, {"canvas": (cy, cx)})
+
+
+def _tool_button(icon: str, tooltip: str, handler: Callable[[Any], None]) -> widgets.Button:
+    b = widgets.Button(icon=icon, tooltip=tooltip, description="", layout=widgets.Layout(width="34px"))
+    b.on_click(handler)
+    return b

@@ -1,0 +1,56 @@
+import pytest
+
+import nbseg
+from nbseg.training.params import class_weight_vector
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"patch_size": 2}, "patch_size"),
+        ({"stride_ratio": 0}, "stride_ratio"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"epochs": 0}, "epochs"),
+        ({"loss": "hinge"}, "loss.*choose one of"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"class_weights": [1.0, -1.0]}, "class_weights"),
+        ({"monitor": "val_nonsense"}, "monitor"),
+    ],
+)
+def test_invalid_values_name_the_parameter(change, match):
+    with pytest.raises(nbseg.ParamsError, match=match):
+        nbseg.TrainingParams(**change).validate()
+
+
+def test_class_weights_must_match_class_count():
+    with pytest.raises(nbseg.ParamsError, match="one weight per class"):
+        nbseg.TrainingParams(class_weights=[1.0, 2.0]).validate(class_count=3)
+
+
+def test_json_and_yaml_roundtrip(tmp_path):
+    p = nbseg.TrainingParams(patch_size=(32, 48), epochs=3, class_weights=[1.0, 2.0])
+    p.augmentation.factor = 2
+    assert nbseg.TrainingParams.from_json(p.to_json()) == p
+    path = tmp_path / "params.yaml"
+    p.to_yaml(path)
+    assert nbseg.TrainingParams.from_yaml(path) == p
+
+
+def test_unknown_key_in_config_is_reported():
+    with pytest.raises(nbseg.ParamsError, match="epoch_count"):
+        nbseg.TrainingParams.from_dict({"epoch_count": 3})
+
+
+def test_frequency_class_weights_favour_rare_classes():
+    w = class_weight_vector("frequency", [900, 100, 0], 3)
+    assert w[1] > w[0] and w[2] == 0.0
+    assert class_weight_vector("uniform", [900, 100], 2) == [1.0, 1.0]
+
+
+def test_memory_ratio_grows_with_batch():
+    spec = nbseg.ModelSpec(class_count=2)
+    small = nbseg.TrainingParams(batch_size=1, patch_size=64).memory_ratio(spec)
+    big = nbseg.TrainingParams(batch_size=32, patch_size=64).memory_ratio(spec)
+    assert 0 < small < big

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import nbseg
+from nbseg.inference.sliding import gaussian_importance, tile_starts
+
+from .helpers import blobs
+
+
+def _ready_model(dim="2D", classes=2, **spec_kw):
+    spec = nbseg.ModelSpec(architecture="unet", class_count=classes, input_dimension=dim,
+                           parameters={"filters": 4, "depth": 2}, **spec_kw)
+    m = nbseg.generate_model(spec)
+    m.normalisation = nbseg.Normalisation(low=[400.0], high=[700.0])
+    m.params = nbseg.TrainingParams(patch_size=16 if dim == "3D" else 32)
+    return m
+
+
+@pytest.mark.parametrize("dim", ["2D", "2.5D", "3D"])
+def test_segment_keeps_geometry_coords_attrs(dim):
+    image, _, _ = blobs((6, 40, 36))
+    out = nbseg.segment(_ready_model(dim), image)
+    assert out.dims == image.dims and out.shape == image.shape and out.dtype == np.int16
+    assert (out.z.values == image.z.values).all() and out.attrs["units"] == "um"
+    assert out.attrs["class_names"] == ["background", "class 1"]
+    assert set(np.unique(out.values)) <= {0, 1}
+
+
+def test_segment_2d_image_and_volume_smaller_than_window():
+    image, _, _ = blobs((1, 20, 24))
+    out = nbseg.segment(_ready_model("2D"), image.isel(z=0))
+    assert out.dims == ("y", "x") and out.shape == (20, 24)
+
+
+def test_mask_skips_tiles_and_marks_outside():
+    image, _, _ = blobs((4, 64, 64))
+    m = _ready_model()
+    calls = []
+    m.network.register_forward_hook(lambda mod, i, o: calls.append(i[0].shape[0]))
+    mask = xr.zeros_like(image, dtype=bool)
+    mask[:, :20, :20] = True
+    out = nbseg.segment(m, image, mask=mask, overlap=0.0)
+    assert (out.values[:, 20:, :] == -1).all() and (out.values[:, :20, :20] >= 0).all()
+    tiles_masked = sum(calls)
+    calls.clear()
+    nbseg.segment(m, image, overlap=0.0)
+    assert tiles_masked == 4 and sum(calls) == 16
+
+
+def test_probabilities_sum_to_one_and_argmax_is_labels():
+    image, _, _ = blobs((2, 32, 32))
+    m = _ready_model(classes=3)
+    p = nbseg.segment(m, image, probabilities=True)
+    assert p.dims == ("class", "z", "y", "x") and list(p["class"].values) == m.class_names
+    np.testing.assert_allclose(p.sum("class").values, 1.0, atol=1e-5)
+    lab = nbseg.segment(m, image)
+    assert (p.argmax("class").values == lab.values).all()
+
+
+def test_matches_monai_sliding_window_inference():
+    from monai.inferers import sliding_window_inference
+
+    image, _, _ = blobs((1, 70, 90))
+    m = _ready_model()
+    ours = nbseg.segment(m, image, probabilities=True, overlap=0.25).values[:, 0]
+    x = torch.from_numpy(m.normalisation.apply(image.values[0], 0))[None, None]
+    m.network.eval()
+    with torch.no_grad():
+        ref = sliding_window_inference(
+            x, (32, 32), 4, lambda t: m.network(t).softmax(1), overlap=0.25, mode="gaussian"
+        )[0].numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("dim", ["2D", "2.5D", "3D"])
+def test_preview_equals_full_segmentation_slice(dim):
+    image, _, _ = blobs((7, 32, 32))
+    m = _ready_model(dim, slices=3) if dim == "2.5D" else _ready_model(dim)
+    full = nbseg.segment(m, image)
+    for z in (0, 3, 6):
+        pv = nbseg.preview(m, image, z)
+        assert pv.dims == ("y", "x")
+        if dim != "3D":
+            assert (pv.values == full.values[z]).all()
+
+
+def test_untrained_model_and_wrong_inputs_are_clear_errors():
+    image, _, _ = blobs((2, 32, 32))
+    spec = nbseg.ModelSpec(parameters={"filters": 4, "depth": 2})
+    with pytest.raises(nbseg.InputError, match="untrained"):
+        nbseg.segment(nbseg.generate_model(spec), image)
+    m = _ready_model()
+    with pytest.raises(nbseg.InputError, match="takes 1 input"):
+        nbseg.segment(m, [image, image])
+    bad = image.copy()
+    bad.values[0, 0, 0] = np.inf
+    with pytest.raises(nbseg.InputError, match="NaN/inf"):
+        nbseg.segment(m, bad)
+
+
+def test_tile_placement_and_importance():
+    assert tile_starts(100, 32, 0.25) == [0, 24, 48, 68]
+    assert tile_starts(20, 32, 0.25) == [0]
+    w = gaussian_importance((8, 8))
+    assert 0 < w.min() < w.max() <= 1.0
+    np.testing.assert_allclose(w, w[::-1, ::-1])  # symmetric, peak in the middle
+    assert w[3:5, 3:5].min() == w.max()

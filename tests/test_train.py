@@ -1,0 +1,163 @@
+"""End-to-end training with tiny models on small synthetic volumes (seconds each)."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import nbseg
+from nbseg._png import decode_png
+
+from .helpers import blobs, dice
+
+pytestmark = pytest.mark.slow
+
+TINY = {"filters": 8, "depth": 2}
+
+
+def _fit(dim="2D", epochs=8, **kw):
+    # 3D patches need labels at varied depths within a patch: label more slices of a deeper volume
+    shape, labelled = ((12, 48, 48), (1, 2, 4, 5, 7, 9, 10)) if dim == "3D" else ((8, 48, 48), (1, 3, 5, 6))
+    image, labels, truth = blobs(shape, labelled=labelled)
+    spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension=dim,
+                           parameters=TINY, slices=3)
+    model = nbseg.generate_model(spec)
+    params = nbseg.TrainingParams(
+        patch_size=(4, 32, 32) if dim == "3D" else 32, batch_size=4, epochs=epochs,
+        learning_rate=5e-3, **kw,
+    )
+    params.augmentation.factor = 8 if dim == "3D" else 2
+    result = nbseg.train(model, nbseg.TrainingSet(image, labels), params, validation=0.25)
+    unlabelled = [z for z in range(shape[0]) if z not in labelled]
+    return model, result, image, truth, unlabelled
+
+
+@pytest.mark.parametrize("dim, threshold", [("2D", 0.85), ("2.5D", 0.85), ("3D", 0.75)])
+def test_learning_happens_and_segment_matches_truth(dim, threshold):
+    model, result, image, truth, unlabelled = _fit(dim)
+    dices = result.metric("val_dice_blob")
+    assert result.status == "completed" and len(dices) == 8
+    assert dices[-1] > threshold and dices[-1] > dices[0]
+    out = nbseg.segment(model, image)
+    assert out.shape == image.shape
+    assert dice(out.values[unlabelled], truth.values[unlabelled]) > threshold
+    assert model.class_names == ["background", "blob"]  # adopted from the multi-ROI
+
+
+def test_same_seed_same_metrics():
+    _, a, *_ = _fit(epochs=2)
+    _, b, *_ = _fit(epochs=2)
+    assert a.metric("loss") == b.metric("loss") and a.metric("val_loss") == b.metric("val_loss")
+
+
+def test_history_feedback_checkpoints_csv_png(tmp_path):
+    model, result, *_ = _fit(epochs=4)
+    h = result.history
+    assert [r["epoch"] for r in h] == [1, 2, 3, 4]
+    for key in ("loss", "val_loss", "val_dice", "val_iou", "val_accuracy", "lr", "val_dice_blob"):
+        assert all(np.isfinite(r[key]) for r in h), key
+    csv = result.to_csv(tmp_path / "h.csv", digits=3)
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,lr,loss,val_loss,val_dice") and len(lines) == 5 and csv
+    fb = result.feedback
+    assert fb.epochs == [1, 2, 3, 4] and fb.predictions[4].dtype == np.uint8
+    png = decode_png(fb.export_png(tmp_path / "e2.png", epoch=2).read_bytes())
+    assert png.shape == (*fb.image.shape, 3)
+    cache = result.checkpoints
+    assert cache.best_epoch in cache.epochs and any(r["checkpoint"] for r in h)
+    best = cache.best_epoch
+    copy_path = cache.save_copy(model, best, tmp_path / "best.nbseg")
+    back = nbseg.load_model(copy_path)
+    ref = cache.get(best).state
+    assert all(torch.equal(v, ref[k]) for k, v in back.network.state_dict().items())
+    assert back.history[-1]["epoch"] == best
+
+
+def test_fine_tuning_continues_history_and_keeps_normalisation(tmp_path):
+    model, result, image, *_ = _fit(epochs=2)
+    path = model.save(tmp_path / "m.nbseg")
+    again = nbseg.load_model(path)
+    norm = again.normalisation.to_dict()
+    image2, labels2, _ = blobs((8, 48, 48), seed=5, labelled=(2, 4))
+    r2 = nbseg.train(again, nbseg.TrainingSet(image2, labels2), validation=0.25)
+    assert [h["epoch"] for h in r2.history] == [1, 2, 3, 4]
+    assert again.normalisation.to_dict() == norm
+
+
+class _Recorder(nbseg.TrainingListener):
+    def __init__(self, stop_after_batches=None, run=None):
+        self.batches, self.epochs, self.feedback = 0, [], []
+        self.stop_after, self.event = stop_after_batches, threading.Event()
+
+    def on_batch_end(self, progress):
+        self.batches += 1
+        if self.stop_after and self.batches == self.stop_after:
+            self.event.set()
+
+    def on_epoch_end(self, record, feedback):
+        self.epochs.append(record["epoch"])
+        self.feedback.append(feedback)
+
+
+def test_stop_within_one_batch_in_background_run():
+    image, labels, _ = blobs((8, 48, 48), labelled=(1, 3, 5, 6))
+    model = nbseg.generate_model(nbseg.ModelSpec(parameters=TINY))
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    params = nbseg.TrainingParams(patch_size=32, batch_size=2, epochs=50)
+    rec = _Recorder()
+    holder = {}
+
+    class _StopAt(nbseg.TrainingListener):
+        def on_batch_end(self, progress):
+            if progress["epoch"] == 2 and progress["batch"] == 3:
+                self.stopped_at = rec.batches
+                holder["run"].stop()  # as the Stop button does, from another thread's view
+
+    stopper = _StopAt()
+    run = nbseg.TrainingRun(model, nbseg.TrainingSet(image, labels), params, callbacks=[rec, stopper])
+    holder["run"] = run
+    assert run.start() is run and run.running
+    result = run.wait(120)
+    assert not run.running and result is not None
+    assert result.status == "stopped" and run.status == "stopped"
+    assert rec.batches == stopper.stopped_at  # no batch ran after the one that saw the stop
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert any(not torch.equal(v, before[k]) for k, v in model.network.state_dict().items())
+
+
+def test_stop_event_stops_after_current_batch():
+    image, labels, _ = blobs((8, 48, 48), labelled=(1, 3, 5, 6))
+    model = nbseg.generate_model(nbseg.ModelSpec(parameters=TINY))
+    rec = _Recorder(stop_after_batches=3)
+    params = nbseg.TrainingParams(patch_size=32, batch_size=2, epochs=50)
+    result = nbseg.train(model, nbseg.TrainingSet(image, labels), params,
+                         callbacks=[rec], stop_event=rec.event)
+    assert result.status == "stopped" and rec.batches == 3
+    assert len(result.history) == 1  # the interrupted epoch is still recorded and validated
+
+
+def test_nan_loss_fails_clearly_and_keeps_last_good_weights(monkeypatch):
+    from nbseg.training import losses
+
+    model, _, image, *_ = _fit(epochs=1)
+    good = {k: v.clone() for k, v in model.network.state_dict().items()}
+    monkeypatch.setattr(losses.SegmentationLoss, "forward", lambda self, a, b: a.sum() * float("nan"))
+    _, labels, _ = blobs((8, 48, 48), labelled=(1, 3, 5, 6))
+    with pytest.raises(nbseg.TrainingError, match="loss became nan") as info:
+        nbseg.train(model, nbseg.TrainingSet(image, labels), validation=0.25)
+    assert info.value.result.status == "failed"
+    assert all(torch.equal(v, good[k]) for k, v in model.network.state_dict().items())
+
+
+def test_mask_restricts_patches_and_early_stopping():
+    image, labels, _ = blobs((8, 48, 48), labelled=(1, 3, 5, 6))
+    mask = image.copy(data=np.zeros(image.shape, bool))
+    mask.values[:, :, :24] = True
+    model = nbseg.generate_model(nbseg.ModelSpec(parameters=TINY))
+    params = nbseg.TrainingParams(patch_size=16, batch_size=4, epochs=30, early_stopping=True,
+                                  patience=1, min_delta=10.0)
+    result = nbseg.train(model, nbseg.TrainingSet(image, labels, mask=mask), params)
+    assert result.status == "early_stopped" and len(result.history) < 30
+    with pytest.raises(nbseg.InputError, match="no labelled voxel inside the mask"):
+        nbseg.train(model, nbseg.TrainingSet(image, labels, mask=mask.copy(data=np.zeros(image.shape, bool))))
