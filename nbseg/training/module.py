@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,6 +155,20 @@ def build_optimizer(params: TrainingParams, parameters: Any) -> torch.optim.Opti
     raise ValueError(name)
 
 
+class _TimeCosine:
+    """LR factor following a cosine over a wall-clock budget (for ``max_minutes``)."""
+
+    def __init__(self, budget_s: float, floor: float = 0.01) -> None:
+        self.budget_s, self.floor, self.t0 = budget_s, floor, None
+
+    def __call__(self, step: int) -> float:
+        now = time.perf_counter()
+        if self.t0 is None:
+            self.t0 = now
+        frac = min(1.0, (now - self.t0) / self.budget_s)
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 class SegmentationModule(pl.LightningModule):
     """Network + loss + metrics + optimiser/schedule, with batch augmentation on device."""
 
@@ -240,6 +255,9 @@ class SegmentationModule(pl.LightningModule):
             )
             monitor = "val_loss" if self.has_validation else "loss"
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor}}
+        if p.lr_schedule == "cosine" and p.max_minutes:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, _TimeCosine(p.max_minutes * 60.0))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if p.lr_schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, p.epochs))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

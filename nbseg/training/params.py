@@ -33,7 +33,9 @@ class TrainingParams:
     ``patience``, ``min_delta``, ``restore_best``), ``terminate_on_nan``, ``gradient_clip``
     (0 = off), ``precision`` (``"32"``, ``"bf16-mixed"``, ``"16-mixed"`` on CUDA), ``seed``,
     ``full_labels_only`` (Dragonfly's behaviour: only patches whose voxels are all labelled),
-    ``checkpoint_cache_mb`` (size budget of the checkpoint cache) and ``device``.
+    ``checkpoint_cache_mb`` (size budget of the checkpoint cache), ``max_minutes`` (a
+    wall-clock budget: training ends when it is spent, and the cosine schedule then follows
+    elapsed time instead of epochs) and ``device``.
     """
 
     patch_size: int | tuple[int, ...] = 64
@@ -66,6 +68,7 @@ class TrainingParams:
     tversky_beta: float = 0.7
     checkpoint_cache_mb: float = 256.0
     max_validation_patches: int = 512
+    max_minutes: float | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -123,6 +126,8 @@ class TrainingParams:
                 raise bad("class_weights", w, "weights must be >= 0 with at least one > 0")
             if class_count is not None and len(w) != class_count:
                 raise bad("class_weights", w, f"give one weight per class ({class_count})")
+        if self.max_minutes is not None and not float(self.max_minutes) > 0:
+            raise bad("max_minutes", self.max_minutes, "must be > 0 (or None for no limit)")
         if self.checkpoint_cache_mb < 0:
             raise bad("checkpoint_cache_mb", self.checkpoint_cache_mb, "must be >= 0")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith(

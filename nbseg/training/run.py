@@ -257,6 +257,8 @@ def train(
         callbacks=pl_callbacks,
         deterministic=False,
     )
+    if params.max_minutes:
+        kwargs["max_time"] = {"seconds": float(params.max_minutes) * 60.0}
     kwargs.update(trainer_kwargs or {})
     trainer = pl.Trainer(**kwargs)
 
