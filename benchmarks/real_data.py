@@ -23,8 +23,18 @@ import nbseg
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SPLITS = {
-    "isbi2012": ("isbi2012/isbi2012_image.tif", "isbi2012/isbi2012_labels.tif", 20, ["interior", "membrane"]),
-    "sandstone": ("sandstone/sandstone_image.tif", "sandstone/sandstone_labels.tif", 6, ["pore", "phase 1", "phase 2", "dense"]),
+    "isbi2012": (
+        "isbi2012/isbi2012_image.tif",
+        "isbi2012/isbi2012_labels.tif",
+        20,
+        ["interior", "membrane"],
+    ),
+    "sandstone": (
+        "sandstone/sandstone_image.tif",
+        "sandstone/sandstone_labels.tif",
+        6,
+        ["pore", "phase 1", "phase 2", "dense"],
+    ),
 }
 
 
@@ -80,13 +90,20 @@ def run(name: str, args: argparse.Namespace) -> dict:
     train_img, train_lab, test_img, test_truth, classes = load(name, args.sparse)
     arch = nbseg.get_architecture(args.arch)
     spec = nbseg.ModelSpec(
-        architecture=args.arch, class_count=len(classes), input_dimension=args.dim,
-        slices=args.slices, name=f"{name}-{args.arch}-{args.dim}",
+        architecture=args.arch,
+        class_count=len(classes),
+        input_dimension=args.dim,
+        slices=args.slices,
+        name=f"{name}-{args.arch}-{args.dim}",
     )
     model = nbseg.generate_model(spec, class_names=classes)
     params = nbseg.TrainingParams(
-        patch_size=args.patch, batch_size=args.batch, epochs=10_000, max_minutes=args.minutes,
-        learning_rate=args.lr, seed=args.seed,
+        patch_size=args.patch,
+        batch_size=args.batch,
+        epochs=10_000,
+        max_minutes=args.minutes,
+        learning_rate=args.lr,
+        seed=args.seed,
     )
     if args.factor:
         params.augmentation.factor = args.factor
@@ -124,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--factor", type=int, default=0, help="augmentation factor (0 = default)")
-    ap.add_argument("--sparse", type=float, default=None, help="keep this fraction of labels as scribbles")
+    ap.add_argument(
+        "--sparse", type=float, default=None, help="keep this fraction of labels as scribbles"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args(argv)
@@ -132,11 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     if not DATA.exists():
         print(f"no shared data at {DATA}; nothing to do")
         return 0
-    print(f"{'dataset':10} {'arch':8} {'dim':5} {'params':>8} {'epochs':>6} {'train s':>8} {'seg s':>6}  score   Dice per class")
+    print(
+        f"{'dataset':10} {'arch':8} {'dim':5} {'params':>8} {'epochs':>6} {'train s':>8} {'seg s':>6}  score   Dice per class"
+    )
     for name in names:
         row = run(name, args)
-        print(f"{row['dataset']:10} {row['arch']:8} {row['dim']:5} {row['params']:8d} {row['epochs']:6d} "
-              f"{row['train_s']:8.1f} {row['segment_s']:6.1f}  {row['score']:.4f}  {row['dice']}", flush=True)
+        print(
+            f"{row['dataset']:10} {row['arch']:8} {row['dim']:5} {row['params']:8d} {row['epochs']:6d} "
+            f"{row['train_s']:8.1f} {row['segment_s']:6.1f}  {row['score']:.4f}  {row['dice']}",
+            flush=True,
+        )
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")

@@ -24,7 +24,7 @@ def to_uint8(image: np.ndarray, low: float | None = None, high: float | None = N
     a = np.asarray(image, dtype=np.float32)
     if low is None or high is None:
         finite = a[np.isfinite(a)]
-        lo, hi = (np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0))
+        lo, hi = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
         low = lo if low is None else low
         high = hi if high is None else high
     scale = 255.0 / max(float(high) - float(low), 1e-12)

@@ -9,7 +9,7 @@ import xarray as xr
 def blobs(shape=(6, 48, 48), seed=0, labelled=(1, 3), noise=0.15):
     """Bright discs on a dark background; labels on the ``labelled`` slices only."""
     rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape)
+    _z, y, x = np.indices(shape)
     truth = np.zeros(shape, np.int16)
     for _ in range(max(3, shape[1] * shape[2] // 300)):
         cy, cx, r = rng.uniform(0, shape[1]), rng.uniform(0, shape[2]), rng.uniform(3, 7)
@@ -18,7 +18,11 @@ def blobs(shape=(6, 48, 48), seed=0, labelled=(1, 3), noise=0.15):
     image = xr.DataArray(
         (image * 100 + 500).astype(np.float32),
         dims=("z", "y", "x"),
-        coords={"z": np.arange(shape[0]) * 2.0, "y": np.arange(shape[1]) * 0.5, "x": np.arange(shape[2]) * 0.5},
+        coords={
+            "z": np.arange(shape[0]) * 2.0,
+            "y": np.arange(shape[1]) * 0.5,
+            "x": np.arange(shape[2]) * 0.5,
+        },
         attrs={"units": "um"},
         name="image",
     )
@@ -26,8 +30,12 @@ def blobs(shape=(6, 48, 48), seed=0, labelled=(1, 3), noise=0.15):
     for s in labelled:
         if s < shape[0]:
             labels[s] = truth[s]
-    labels = xr.DataArray(labels, dims=image.dims, coords=image.coords,
-                          attrs={"class_names": ["background", "blob"], "class_colors": ["#000000", "#ff0000"]})
+    labels = xr.DataArray(
+        labels,
+        dims=image.dims,
+        coords=image.coords,
+        attrs={"class_names": ["background", "blob"], "class_colors": ["#000000", "#ff0000"]},
+    )
     return image, labels, xr.DataArray(truth, dims=image.dims, coords=image.coords)
 
 

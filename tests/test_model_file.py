@@ -7,8 +7,13 @@ from nbseg.store.fileformat import read_model_meta
 
 
 def _model():
-    spec = nbseg.ModelSpec(architecture="unet", class_count=3, name="m", description="d",
-                           parameters={"filters": 4, "depth": 2})
+    spec = nbseg.ModelSpec(
+        architecture="unet",
+        class_count=3,
+        name="m",
+        description="d",
+        parameters={"filters": 4, "depth": 2},
+    )
     return nbseg.generate_model(spec, class_names=["a", "b", "c"])
 
 

@@ -46,8 +46,11 @@ def test_from_binary_rois_later_wins_and_complement():
 
 
 def test_extract_labelled_slices_keeps_coords_and_context():
-    img = xr.DataArray(np.arange(6 * 4 * 4).reshape(6, 4, 4), dims=("z", "y", "x"),
-                       coords={"z": np.arange(6) * 0.5})
+    img = xr.DataArray(
+        np.arange(6 * 4 * 4).reshape(6, 4, 4),
+        dims=("z", "y", "x"),
+        coords={"z": np.arange(6) * 0.5},
+    )
     lab = np.full((6, 4, 4), -1, np.int16)
     lab[3] = 1
     lab[3, 0, 0] = 0

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 import nbseg
-from nbseg.data.patches import PreparedSet, extract, grid_boxes, overlaps, plan_patches, random_train_boxes
+from nbseg.data.patches import (
+    PreparedSet,
+    extract,
+    grid_boxes,
+    overlaps,
+    plan_patches,
+    random_train_boxes,
+)
 
 
 def _ps(shape=(6, 64, 64), labelled_slices=(1, 4)):

@@ -10,8 +10,13 @@ from .helpers import blobs
 
 
 def _ready_model(dim="2D", classes=2, **spec_kw):
-    spec = nbseg.ModelSpec(architecture="unet", class_count=classes, input_dimension=dim,
-                           parameters={"filters": 4, "depth": 2}, **spec_kw)
+    spec = nbseg.ModelSpec(
+        architecture="unet",
+        class_count=classes,
+        input_dimension=dim,
+        parameters={"filters": 4, "depth": 2},
+        **spec_kw,
+    )
     m = nbseg.generate_model(spec)
     m.normalisation = nbseg.Normalisation(low=[400.0], high=[700.0])
     m.params = nbseg.TrainingParams(patch_size=16 if dim == "3D" else 32)

@@ -18,14 +18,20 @@ TINY = {"filters": 8, "depth": 2}
 
 def _fit(dim="2D", epochs=8, **kw):
     # 3D patches need labels at varied depths within a patch: label more slices of a deeper volume
-    shape, labelled = ((12, 48, 48), (1, 2, 4, 5, 7, 9, 10)) if dim == "3D" else ((8, 48, 48), (1, 3, 5, 6))
+    shape, labelled = (
+        ((12, 48, 48), (1, 2, 4, 5, 7, 9, 10)) if dim == "3D" else ((8, 48, 48), (1, 3, 5, 6))
+    )
     image, labels, truth = blobs(shape, labelled=labelled)
-    spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension=dim,
-                           parameters=TINY, slices=3)
+    spec = nbseg.ModelSpec(
+        architecture="unet", class_count=2, input_dimension=dim, parameters=TINY, slices=3
+    )
     model = nbseg.generate_model(spec)
     params = nbseg.TrainingParams(
-        patch_size=(4, 32, 32) if dim == "3D" else 32, batch_size=4, epochs=epochs,
-        learning_rate=5e-3, **kw,
+        patch_size=(4, 32, 32) if dim == "3D" else 32,
+        batch_size=4,
+        epochs=epochs,
+        learning_rate=5e-3,
+        **kw,
     )
     params.augmentation.factor = 8 if dim == "3D" else 2
     result = nbseg.train(model, nbseg.TrainingSet(image, labels), params, validation=0.25)
@@ -75,7 +81,7 @@ def test_history_feedback_checkpoints_csv_png(tmp_path):
 
 
 def test_fine_tuning_continues_history_and_keeps_normalisation(tmp_path):
-    model, result, image, *_ = _fit(epochs=2)
+    model, _result, _image, *_ = _fit(epochs=2)
     path = model.save(tmp_path / "m.nbseg")
     again = nbseg.load_model(path)
     norm = again.normalisation.to_dict()
@@ -115,7 +121,9 @@ def test_stop_within_one_batch_in_background_run():
                 holder["run"].stop()  # as the Stop button does, from another thread's view
 
     stopper = _StopAt()
-    run = nbseg.TrainingRun(model, nbseg.TrainingSet(image, labels), params, callbacks=[rec, stopper])
+    run = nbseg.TrainingRun(
+        model, nbseg.TrainingSet(image, labels), params, callbacks=[rec, stopper]
+    )
     holder["run"] = run
     assert run.start() is run and run.running
     result = run.wait(120)
@@ -131,8 +139,9 @@ def test_stop_event_stops_after_current_batch():
     model = nbseg.generate_model(nbseg.ModelSpec(parameters=TINY))
     rec = _Recorder(stop_after_batches=3)
     params = nbseg.TrainingParams(patch_size=32, batch_size=2, epochs=50)
-    result = nbseg.train(model, nbseg.TrainingSet(image, labels), params,
-                         callbacks=[rec], stop_event=rec.event)
+    result = nbseg.train(
+        model, nbseg.TrainingSet(image, labels), params, callbacks=[rec], stop_event=rec.event
+    )
     assert result.status == "stopped" and rec.batches == 3
     assert len(result.history) == 1  # the interrupted epoch is still recorded and validated
 
@@ -142,7 +151,9 @@ def test_nan_loss_fails_clearly_and_keeps_last_good_weights(monkeypatch):
 
     model, _, image, *_ = _fit(epochs=1)
     good = {k: v.clone() for k, v in model.network.state_dict().items()}
-    monkeypatch.setattr(losses.SegmentationLoss, "forward", lambda self, a, b: a.sum() * float("nan"))
+    monkeypatch.setattr(
+        losses.SegmentationLoss, "forward", lambda self, a, b: a.sum() * float("nan")
+    )
     _, labels, _ = blobs((8, 48, 48), labelled=(1, 3, 5, 6))
     with pytest.raises(nbseg.TrainingError, match="loss became nan") as info:
         nbseg.train(model, nbseg.TrainingSet(image, labels), validation=0.25)
@@ -155,9 +166,13 @@ def test_mask_restricts_patches_and_early_stopping():
     mask = image.copy(data=np.zeros(image.shape, bool))
     mask.values[:, :, :24] = True
     model = nbseg.generate_model(nbseg.ModelSpec(parameters=TINY))
-    params = nbseg.TrainingParams(patch_size=16, batch_size=4, epochs=30, early_stopping=True,
-                                  patience=1, min_delta=10.0)
+    params = nbseg.TrainingParams(
+        patch_size=16, batch_size=4, epochs=30, early_stopping=True, patience=1, min_delta=10.0
+    )
     result = nbseg.train(model, nbseg.TrainingSet(image, labels, mask=mask), params)
     assert result.status == "early_stopped" and len(result.history) < 30
     with pytest.raises(nbseg.InputError, match="no labelled voxel inside the mask"):
-        nbseg.train(model, nbseg.TrainingSet(image, labels, mask=mask.copy(data=np.zeros(image.shape, bool))))
+        nbseg.train(
+            model,
+            nbseg.TrainingSet(image, labels, mask=mask.copy(data=np.zeros(image.shape, bool))),
+        )

@@ -8,18 +8,20 @@ from nbseg.data.trainingset import Normalisation
 
 def _vol(shape=(4, 16, 16), dtype=np.float32, seed=0):
     rng = np.random.default_rng(seed)
-    return xr.DataArray(rng.random(shape).astype(dtype), dims=("z", "y", "x")[-len(shape):])
+    return xr.DataArray(rng.random(shape).astype(dtype), dims=("z", "y", "x")[-len(shape) :])
 
 
 def _labels(shape=(4, 16, 16)):
     lab = np.full(shape, -1, np.int16)
     lab[1] = 0
     lab[1, 4:8, 4:8] = 1
-    return xr.DataArray(lab, dims=("z", "y", "x")[-len(shape):])
+    return xr.DataArray(lab, dims=("z", "y", "x")[-len(shape) :])
 
 
 def test_mismatched_geometry_names_both_shapes():
-    with pytest.raises(nbseg.InputError, match=r"\(4, 16, 16\).*\(4, 16, 15\)|\(4, 16, 15\).*\(4, 16, 16\)"):
+    with pytest.raises(
+        nbseg.InputError, match=r"\(4, 16, 16\).*\(4, 16, 15\)|\(4, 16, 15\).*\(4, 16, 16\)"
+    ):
         nbseg.TrainingSet(_vol(), _labels().isel(x=slice(0, 15)))
 
 
@@ -37,7 +39,9 @@ def test_nan_in_image_is_reported_with_position():
 
 
 def test_nothing_labelled():
-    ts = nbseg.TrainingSet(_vol(), xr.DataArray(np.full((4, 16, 16), -1, np.int16), dims=("z", "y", "x")))
+    ts = nbseg.TrainingSet(
+        _vol(), xr.DataArray(np.full((4, 16, 16), -1, np.int16), dims=("z", "y", "x"))
+    )
     with pytest.raises(nbseg.InputError, match="no labelled voxel"):
         ts.validate(1, 2)
 
@@ -53,7 +57,7 @@ def test_class_count_too_small_for_labels():
     lab = _labels()
     lab.values[1, 0, 0] = 2
     ts = nbseg.TrainingSet(_vol(), lab)
-    with pytest.raises(nbseg.InputError, match="class id 2.*2 classes"):
+    with pytest.raises(nbseg.InputError, match=r"class id 2.*2 classes"):
         ts.validate(1, 2)
 
 
@@ -72,7 +76,10 @@ def test_mask_unlabels_outside():
 
 
 def test_normalisation_robust_percentiles_any_dtype():
-    v = xr.DataArray(np.linspace(1000, 5000, 4 * 16 * 16).reshape(4, 16, 16).astype(np.uint16), dims=("z", "y", "x"))
+    v = xr.DataArray(
+        np.linspace(1000, 5000, 4 * 16 * 16).reshape(4, 16, 16).astype(np.uint16),
+        dims=("z", "y", "x"),
+    )
     norm = Normalisation.fit([nbseg.TrainingSet(v, _labels())])
     out = norm.apply(v.values, 0)
     assert out.dtype == np.float32

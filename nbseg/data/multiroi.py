@@ -160,7 +160,9 @@ def from_binary_rois(
     out = np.full(shape, 0 if complement else UNLABELLED, dtype=np.int16)
     for i, a in enumerate(arrays):
         out[a] = i + offset
-    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(len(rois))]
+    names = (
+        list(class_names) if class_names is not None else [f"class {i}" for i in range(len(rois))]
+    )
     if len(names) != len(rois):
         raise InputError(f"{len(rois)} ROIs but {len(names)} class names; give one per ROI.")
     if complement:

@@ -263,7 +263,10 @@ def random_train_boxes(
     base = np.concatenate(plan.train)
     pick = rng.integers(0, len(base), count)
     shift = np.stack(
-        [rng.integers(-(p // 2), p // 2 + 1, count) if p > 1 else np.zeros(count, int) for p in pshape],
+        [
+            rng.integers(-(p // 2), p // 2 + 1, count) if p > 1 else np.zeros(count, int)
+            for p in pshape
+        ],
         axis=1,
     )
     out = []

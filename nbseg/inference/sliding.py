@@ -98,7 +98,9 @@ class VolumePredictor:
         self.batch_size = max(1, int(batch_size))
         self.device = resolve_device(device)
         spatial = window if self.spec.input_dimension == "3D" else window[1:]
-        imp = gaussian_importance(spatial) if blending == "gaussian" else np.ones(spatial, np.float32)
+        imp = (
+            gaussian_importance(spatial) if blending == "gaussian" else np.ones(spatial, np.float32)
+        )
         self.importance = torch.from_numpy(imp).to(self.device)
 
     def tiles(
@@ -407,8 +409,16 @@ def preview(
     images = [as_dataarray(im, "image") for im in images]
     ref = images[0]
     if ref.ndim == 2:
-        return segment(model, image, mask, probabilities=probabilities, overlap=overlap,
-                       batch_size=batch_size, window=window, device=device)
+        return segment(
+            model,
+            image,
+            mask,
+            probabilities=probabilities,
+            overlap=overlap,
+            batch_size=batch_size,
+            window=window,
+            device=device,
+        )
     if dim not in ref.dims:
         raise InputError(f"dim {dim!r} is not a dimension of the image {ref.dims}.")
     n = ref.sizes[dim]
@@ -419,8 +429,17 @@ def preview(
     one = images if len(images) > 1 else images[0]
     if model.spec.input_dimension != "3D":
         res = _segment_in_memory(
-            model, one, mask_t, overlap, "gaussian", batch_size, window, probabilities, device,
-            None, z_indices=[index],
+            model,
+            one,
+            mask_t,
+            overlap,
+            "gaussian",
+            batch_size,
+            window,
+            probabilities,
+            device,
+            None,
+            z_indices=[index],
         )
         return res.isel({dim: 0})
     win = _resolve_window(model, window, images[0].shape)
@@ -428,6 +447,14 @@ def preview(
     hi = min(n, lo + win[0])
     sub = [im.isel({dim: slice(lo, hi)}) for im in images]
     submask = None if mask_t is None else mask_t.isel({dim: slice(lo, hi)})
-    res = segment(model, sub if len(sub) > 1 else sub[0], submask, probabilities=probabilities,
-                  overlap=overlap, batch_size=batch_size, window=window, device=device)
+    res = segment(
+        model,
+        sub if len(sub) > 1 else sub[0],
+        submask,
+        probabilities=probabilities,
+        overlap=overlap,
+        batch_size=batch_size,
+        window=window,
+        device=device,
+    )
     return res.isel({dim: index - lo})

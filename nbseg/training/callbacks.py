@@ -152,14 +152,18 @@ def feedback_prediction(
     else:
         vol = ps.image[:, z : z + 1, y0:y1, x0:x1]
         zi, row = [0], 0
-    window = (window[0], min(window[1], _ceil_to(vol.shape[2], 8)), min(window[2], _ceil_to(vol.shape[3], 8)))
+    window = (
+        window[0],
+        min(window[1], _ceil_to(vol.shape[2], 8)),
+        min(window[2], _ceil_to(vol.shape[3], 8)),
+    )
     from ..models.registry import size_divisor
 
     div = size_divisor(spec)
     window = (window[0], _ceil_to(window[1], div), _ceil_to(window[2], div))
     if spec.input_dimension == "3D":
         window = (_ceil_to(window[0], div), window[1], window[2])
-    vol_p, _, shape = _pad_to_window(vol, None, window, spec.input_dimension == "3D")
+    vol_p, _, _shape = _pad_to_window(vol, None, window, spec.input_dimension == "3D")
     predictor = VolumePredictor(model, window, overlap=0.25, batch_size=4)
     acc, _ = predictor.predict(vol_p, None, z_indices=zi)
     pred = acc[:, row, : y1 - y0, : x1 - x0].argmax(0)
@@ -335,7 +339,12 @@ class LiveFeedback(pl.Callback):
         self._epoch_t0 = time.perf_counter()
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         batches = trainer.num_training_batches
         elapsed = time.perf_counter() - self._t0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -448,14 +449,14 @@ class TrainingRun:
             self.status = result.status
         except BaseException as err:  # reported to listeners and the state, never lost
             self.result = getattr(err, "result", None)
-            self.error = f"{type(err).__name__}: {err}" if not isinstance(err, NbsegError) else str(err)
+            self.error = (
+                f"{type(err).__name__}: {err}" if not isinstance(err, NbsegError) else str(err)
+            )
             self.status = "failed"
             for c in self.callbacks:
                 if isinstance(c, TrainingListener):
-                    try:
+                    with contextlib.suppress(Exception):
                         c.on_error(err)
-                    except Exception:
-                        pass
         finally:
             self._done.set()
 

@@ -40,8 +40,11 @@ class ImageView(widgets.VBox):
     """
 
     def __init__(self, width: int = 512, height: int = 512, interactive_pan: bool = True) -> None:
-        self.canvas = Canvas(width=width, height=height, layout=widgets.Layout(width=f"{width}px",
-                                                                             height=f"{height}px"))
+        self.canvas = Canvas(
+            width=width,
+            height=height,
+            layout=widgets.Layout(width=f"{width}px", height=f"{height}px"),
+        )
         self.canvas.sync_image_data = False
         super().__init__([self.canvas])
         self.add_class("nbseg-imageview")
@@ -65,7 +68,9 @@ class ImageView(widgets.VBox):
         # ipycanvas' wheel event carries no direction: zoom is on buttons
         self.zoom_in = _tool_button("search-plus", "Zoom in", lambda _: self.zoom(1.5))
         self.zoom_out = _tool_button("search-minus", "Zoom out", lambda _: self.zoom(1 / 1.5))
-        self.zoom_fit = _tool_button("expand", "Fit the image to the view", lambda _: self.reset_view())
+        self.zoom_fit = _tool_button(
+            "expand", "Fit the image to the view", lambda _: self.reset_view()
+        )
         self.toolbar = widgets.HBox([self.zoom_in, self.zoom_out, self.zoom_fit])
         self.toolbar.add_class("nbseg-toolbar")
         self.children = [self.toolbar, self.canvas]
@@ -79,7 +84,9 @@ class ImageView(widgets.VBox):
         """Show a uint8 ``(H, W)`` grey image (the view is kept when the shape is unchanged)."""
         gray = np.asarray(gray)
         if gray.dtype != np.uint8 or gray.ndim != 2:
-            raise ValueError(f"ImageView.set_image needs uint8 (H, W), got {gray.dtype} {gray.shape}")
+            raise ValueError(
+                f"ImageView.set_image needs uint8 (H, W), got {gray.dtype} {gray.shape}"
+            )
         with DRAW_LOCK:
             if self.view is None or not keep_view or self.view.shape != gray.shape:
                 self.view = View(gray.shape, self.canvas_shape)
@@ -111,7 +118,11 @@ class ImageView(widgets.VBox):
         """The image with its overlay, before the view transform (uint8 ``(H, W, 3)``)."""
         if self._gray is None:
             return None
-        labels = self._labels if self._labels is not None and self._labels.shape == self._gray.shape else None
+        labels = (
+            self._labels
+            if self._labels is not None and self._labels.shape == self._gray.shape
+            else None
+        )
         return render_overlay(self._gray, labels, self._colors, self.opacity, self.image_opacity)
 
     def frame(self) -> np.ndarray | None:
@@ -184,6 +195,8 @@ class ImageView(widgets.VBox):
 
 
 def _tool_button(icon: str, tooltip: str, handler: Callable[[Any], None]) -> widgets.Button:
-    b = widgets.Button(icon=icon, tooltip=tooltip, description="", layout=widgets.Layout(width="34px"))
+    b = widgets.Button(
+        icon=icon, tooltip=tooltip, description="", layout=widgets.Layout(width="34px")
+    )
     b.on_click(handler)
     return b

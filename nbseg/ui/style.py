@@ -68,7 +68,7 @@ class MessageBox(widgets.HTML):
         self.value = f"<div class='nbseg-message-{kind}'>{html.escape(text)}</div>"
 
     def error(self, err: BaseException | str) -> None:
-        if isinstance(err, NbsegError) or isinstance(err, str):
+        if isinstance(err, (NbsegError, str)):
             text = str(err)
         else:
             text = f"{type(err).__name__}: {err}"

@@ -1,0 +1,100 @@
+"""MONAI networks in the registry: SegResNet.
+
+MONAI is imported only when the network is built (``import monai`` takes seconds). Not
+offered: UNETR, whose position embeddings fix the input size at build time (conflicting with
+sliding-window inference on windows of any padded size), and SwinUNETR, which needs the
+``einops`` package (not an nbseg dependency) and is several times slower than U-Net on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..errors import SpecError
+from .blocks import SafeBatchNorm2d, SafeBatchNorm3d, group_count
+from .registry import ArchitectureInfo, register
+from .spec import ModelSpec
+
+
+def make_batchnorm_safe(module: nn.Module) -> nn.Module:
+    """Replace plain ``nn.BatchNorm2d/3d`` layers by the safe variants (in place).
+
+    See :class:`nbseg.models.blocks.SafeBatchNorm2d`: a batch of one sample with a 1-pixel
+    feature map is then normalised with the running statistics instead of raising.
+    """
+    for name, child in module.named_children():
+        kind = {nn.BatchNorm2d: SafeBatchNorm2d, nn.BatchNorm3d: SafeBatchNorm3d}.get(type(child))
+        if kind is not None:
+            safe = kind(
+                child.num_features,
+                eps=child.eps,
+                momentum=child.momentum,
+                affine=child.affine,
+                track_running_stats=child.track_running_stats,
+            )
+            safe.load_state_dict(child.state_dict())
+            setattr(module, name, safe)
+        else:
+            make_batchnorm_safe(child)
+    return module
+
+
+def _monai_norm(norm: str, filters: int) -> tuple[str, dict[str, Any]]:
+    if norm == "batch":
+        return ("BATCH", {})
+    if norm == "instance":
+        return ("INSTANCE", {"affine": True})
+    if norm == "group":
+        return ("GROUP", {"num_groups": group_count(filters)})
+    raise SpecError(
+        f"norm must be 'batch', 'instance' or 'group' for MONAI networks, got {norm!r}."
+    )
+
+
+_BLOCKS_DOWN = (1, 2, 2, 4, 4, 4)
+
+
+def build_segresnet(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
+    """Build a MONAI ``SegResNet`` for ``spec`` with resolved ``params``."""
+    from monai.networks.nets import SegResNet
+
+    depth, filters = params["depth"], params["filters"]
+    if not 2 <= depth <= len(_BLOCKS_DOWN):
+        raise SpecError(f"depth must lie in 2..{len(_BLOCKS_DOWN)}, got {depth!r}.")
+    if not 1 <= filters <= 256:
+        raise SpecError(f"filters must lie in 1..256, got {filters!r}.")
+    if not 0.0 <= params["dropout"] < 1.0:
+        raise SpecError(f"dropout must lie in [0, 1), got {params['dropout']!r}.")
+    net = SegResNet(
+        spatial_dims=spec.spatial_dims,
+        init_filters=filters,
+        in_channels=spec.in_channels,
+        out_channels=spec.class_count,
+        dropout_prob=params["dropout"] or None,
+        norm=_monai_norm(params["norm"], filters),
+        blocks_down=_BLOCKS_DOWN[:depth],
+        blocks_up=(1,) * (depth - 1),
+        upsample_mode="nontrainable",
+    )
+    return make_batchnorm_safe(net)
+
+
+register(
+    ArchitectureInfo(
+        name="segresnet",
+        title="SegResNet (MONAI)",
+        description=(
+            "MONAI's SegResNet (Myronenko 2018, BraTS winner): a residual encoder with "
+            "group normalisation and a light decoder with bilinear/trilinear upsampling. "
+            "Trains well with small batches and in 3D; a good alternative to U-Net for CT and "
+            "MRI volumes. 'depth' is the number of resolution levels (inputs padded to "
+            "multiples of 2^(depth-1)). 2D, 2.5D and 3D; similar cost to U-Net on a CPU."
+        ),
+        dimensions=("2D", "2.5D", "3D"),
+        defaults={"depth": 4, "filters": 16, "norm": "group", "dropout": 0.0},
+        builder=build_segresnet,
+        size_divisor=lambda spec, params: 2 ** (int(params["depth"]) - 1),
+    )
+)

@@ -1,0 +1,107 @@
+"""Training-memory estimate (Dragonfly's memory ratio) against a real measurement."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbseg.errors import ParamsError
+from nbseg.models.memory import (
+    OPTIMIZER_STATE,
+    MemoryEstimate,
+    estimate_training_memory,
+    measure_training_step_peak,
+)
+from nbseg.models.spec import ModelSpec
+
+SMALL_UNET = ModelSpec(parameters={"depth": 3, "filters": 8})
+
+
+def test_estimate_fields_and_ratio() -> None:
+    est = estimate_training_memory(SMALL_UNET, 64, 4)
+    assert isinstance(est, MemoryEstimate)
+    assert est.device == "cpu"
+    assert est.available > 0
+    assert est.ratio == pytest.approx(est.total / est.available)
+    for name in ("parameters", "gradients", "optimizer_state", "activations", "batch"):
+        assert getattr(est, name) > 0
+    assert est.total >= est.parameters + est.optimizer_state + est.activations
+    assert "estimated memory ratio" in str(est) and "GiB" in str(est) and "cpu" in str(est)
+
+
+def test_estimate_grows_with_batch_and_patch() -> None:
+    small = estimate_training_memory(SMALL_UNET, 32, 2)
+    bigger_batch = estimate_training_memory(SMALL_UNET, 32, 8)
+    bigger_patch = estimate_training_memory(SMALL_UNET, 96, 2)
+    assert bigger_batch.total > small.total
+    assert bigger_batch.activations == pytest.approx(4 * small.activations, rel=0.05)
+    assert bigger_patch.total > small.total
+    assert bigger_patch.activations == pytest.approx(9 * small.activations, rel=0.05)
+
+
+def test_estimate_3d_and_tuple_patches() -> None:
+    spec = ModelSpec(input_dimension="3D", parameters={"depth": 3, "filters": 4})
+    cube = estimate_training_memory(spec, 16, 1)
+    box = estimate_training_memory(spec, (16, 16, 32), 1)
+    assert box.activations == pytest.approx(2 * cube.activations, rel=0.05)
+    # 2D: the last two entries of a longer tuple are used, as by the patch sampler
+    flat = estimate_training_memory(SMALL_UNET, (1, 32, 64), 2)
+    assert flat.activations == pytest.approx(
+        estimate_training_memory(SMALL_UNET, (32, 64), 2).activations
+    )
+    with pytest.raises(ParamsError):
+        estimate_training_memory(spec, (16, 16), 1)
+
+
+def test_optimizer_state_ordering() -> None:
+    def state(optimizer: str, momentum: float = 0.9) -> int:
+        return estimate_training_memory(
+            SMALL_UNET, 32, 2, optimizer, momentum=momentum
+        ).optimizer_state
+
+    params = estimate_training_memory(SMALL_UNET, 32, 2).gradients
+    assert state("sgd", momentum=0.0) == 0
+    assert state("sgd", momentum=0.0) < state("sgd") < state("adam")
+    assert state("adam") == state("adamw") == state("adadelta") == 2 * params
+    assert state("adagrad") == params
+    assert state("rmsprop", momentum=0.0) < state("rmsprop")
+    assert set(OPTIMIZER_STATE) == {"adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad"}
+    with pytest.raises(ParamsError, match="optimizer"):
+        estimate_training_memory(SMALL_UNET, 32, 2, "lbfgs")
+
+
+def test_half_precision_halves_activations() -> None:
+    full = estimate_training_memory(SMALL_UNET, 64, 2)
+    half = estimate_training_memory(SMALL_UNET, 64, 2, precision="bf16-mixed")
+    assert half.activations < full.activations
+
+
+def test_invalid_batch_size() -> None:
+    with pytest.raises(ParamsError, match="batch_size"):
+        estimate_training_memory(SMALL_UNET, 32, 0)
+
+
+def test_estimate_is_cached_and_fast() -> None:
+    import time
+
+    spec = ModelSpec(parameters={"depth": 4, "filters": 8})
+    estimate_training_memory(spec, 64, 2)
+    start = time.perf_counter()
+    for batch in range(1, 20):
+        estimate_training_memory(spec, 64 + 16 * batch, batch)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("spec", "patch", "batch"),
+    [
+        (ModelSpec(parameters={"depth": 4, "filters": 8}), 64, 4),
+        (ModelSpec(architecture="deeplabv3plus", parameters={"filters": 8}), 64, 2),
+        (ModelSpec(input_dimension="3D", parameters={"depth": 3, "filters": 4}), 16, 2),
+    ],
+    ids=["unet-2d", "deeplab-2d", "unet-3d"],
+)
+def test_estimate_matches_measured_peak(spec: ModelSpec, patch: int, batch: int) -> None:
+    estimate = estimate_training_memory(spec, patch, batch).total
+    measured = measure_training_step_peak(spec, patch, batch)
+    assert measured > 0
+    assert estimate == pytest.approx(measured, rel=0.25)
