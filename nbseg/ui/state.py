@@ -1,7 +1,13 @@
 """`Workspace`: the data and model a Deep Learning Tool works on (plain Python, no widgets).
 
 Panels read it and send user intent back; they observe changes with :meth:`Workspace.observe`
-(events: ``"images"``, ``"labels"``, ``"masks"``, ``"model"``, ``"params"``, ``"result"``).
+(events: ``"images"``, ``"labels"``, ``"masks"``, ``"model"``, ``"params"``, ``"result"``,
+``"training_sets"``, ``"feedback"``).
+
+Contract between panels: the Inputs panel writes ``training_sets``, ``validation`` and
+``feedback`` (via :meth:`set_training_sets` / :meth:`set_feedback`); the New-model and Models
+panels write ``model``; the Training-parameters panel writes ``params``; the Training panel
+reads all of them and writes ``result`` (and the trained ``model``).
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ import numpy as np
 import xarray as xr
 
 from ..data.multiroi import multi_roi
-from ..data.trainingset import as_dataarray
+from ..data.trainingset import TrainingSet, as_dataarray
 from ..errors import InputError
 from ..model import Model
+from ..training.callbacks import FeedbackRegion
 from ..training.params import TrainingParams
 
 Listener = Callable[[str, Any], None]
@@ -40,6 +47,9 @@ class Workspace:
         self.params = params or (model.params if model and model.params else TrainingParams())
         self.library = library
         self.result: Any = None
+        self.training_sets: list[TrainingSet] = []
+        self.validation: float | list[TrainingSet] = 0.2
+        self.feedback: FeedbackRegion | None = None
         self._listeners: list[Listener] = []
         for name, da in (images or {}).items():
             self.add_image(name, da)
@@ -105,6 +115,18 @@ class Workspace:
     def set_params(self, params: TrainingParams) -> None:
         self.params = params
         self.emit("params", params)
+
+    def set_training_sets(
+        self, sets: list[TrainingSet], validation: float | list[TrainingSet] | None = None
+    ) -> None:
+        self.training_sets = list(sets)
+        if validation is not None:
+            self.validation = validation
+        self.emit("training_sets", self.training_sets)
+
+    def set_feedback(self, region: FeedbackRegion | None) -> None:
+        self.feedback = region
+        self.emit("feedback", region)
 
     def set_result(self, result: Any) -> None:
         self.result = result
