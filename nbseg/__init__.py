@@ -12,7 +12,7 @@ The headless API (scripts, tests and the widgets all use it)::
 
 from __future__ import annotations
 
-from . import datasets
+from . import _system, datasets
 from .data.augment import AugmentationParams
 from .data.multiroi import (
     UNLABELLED,
@@ -23,6 +23,7 @@ from .data.multiroi import (
 )
 from .data.trainingset import Normalisation, TrainingSet
 from .errors import InputError, ModelFileError, NbsegError, ParamsError, SpecError, TrainingError
+from .evaluation import evaluate, overlay, show
 from .inference.sliding import preview, segment
 from .model import Model, generate_model, load_model
 from .models.registry import architectures, get_architecture
@@ -32,6 +33,9 @@ from .training.params import TrainingParams
 from .training.run import TrainingResult, TrainingRun, train
 
 __version__ = "0.1.0"
+
+# Binder and containers give 1-2 CPUs of a big host: never start more torch threads than that.
+_system.limit_torch_threads()
 
 
 def __getattr__(name: str):  # lazy: the widgets import ipywidgets & co only when used
@@ -64,6 +68,7 @@ __all__ = [
     "TrainingSet",
     "architectures",
     "datasets",
+    "evaluate",
     "extract_labelled_slices",
     "from_binary_rois",
     "generate_model",
@@ -71,7 +76,9 @@ __all__ = [
     "labelled_slices",
     "load_model",
     "multi_roi",
+    "overlay",
     "preview",
     "segment",
+    "show",
     "train",
 ]
