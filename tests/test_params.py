@@ -54,3 +54,13 @@ def test_memory_ratio_grows_with_batch():
     small = nbseg.TrainingParams(batch_size=1, patch_size=64).memory_ratio(spec)
     big = nbseg.TrainingParams(batch_size=32, patch_size=64).memory_ratio(spec)
     assert 0 < small < big
+
+
+def test_yaml_text_and_file_round_trip(tmp_path):
+    p = nbseg.TrainingParams(epochs=7, learning_rate=0.01)
+    text = p.to_yaml()
+    assert nbseg.TrainingParams.from_yaml(text) == p  # a whole YAML document as text
+    path = tmp_path / "p.yaml"
+    p.to_yaml(path)
+    assert nbseg.TrainingParams.from_yaml(path) == p
+    assert nbseg.TrainingParams.from_yaml(str(path)) == p

@@ -179,8 +179,14 @@ class TrainingParams:
     def from_yaml(cls, text_or_path: str | Path) -> TrainingParams:
         import yaml
 
-        p = Path(text_or_path)
-        text = p.read_text() if (len(str(text_or_path)) < 4096 and p.exists()) else text_or_path
+        text = str(text_or_path)
+        if isinstance(text_or_path, Path) or ("\n" not in text and len(text) < 4096):
+            try:
+                p = Path(text_or_path)
+                if p.is_file():
+                    text = p.read_text()
+            except OSError:  # too long to be a file name: it is YAML text
+                pass
         data = yaml.safe_load(text)
         if not isinstance(data, dict):
             raise ParamsError(f"Expected a mapping of training parameters, got {type(data)}.")

@@ -6,6 +6,8 @@ import contextlib
 import csv
 import io
 import logging
+import shutil
+import tempfile
 import threading
 import time
 import warnings
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
+# nbseg augments on the device in the module's hook by design; Lightning warns about it.
+warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 
 
 @dataclass
@@ -160,6 +164,15 @@ def train(
         of the first training set's middle labelled slice).
     stop_event
         Set it (from any thread) to stop after the current batch, keeping the model.
+    trainer_kwargs
+        Extra :class:`pytorch_lightning.Trainer` arguments, applied last. Scale-out uses
+        Lightning's own strategies through it, e.g. ``{"accelerator": "cpu", "devices": 2,
+        "strategy": "ddp"}`` (one process per device; CPU uses gloo) or ``"num_nodes"``. In a
+        notebook use ``"strategy": "ddp_notebook"`` (forked workers): the trained weights of
+        rank 0 and its history come back to the notebook, but listeners (live graph, feedback)
+        only fire in the workers. With several processes only global rank 0 runs the
+        feedback prediction and the listeners; ``result.extra["global_rank"]`` and
+        ``["world_size"]`` tell a script (e.g. ``nbseg train``) which process should save.
 
     Returns
     -------
@@ -231,7 +244,9 @@ def train(
     stop_event = stop_event or threading.Event()
     epoch_offset = len(model.history)
     live = LiveFeedback(model, listeners, stop_event, cache, fb, epoch_offset, feedback_history)
-    pl_callbacks.insert(0, live)
+    record_dir = tempfile.mkdtemp(prefix="nbseg-run-")
+    guard = _RankZeroGuard(live, Path(record_dir) / "history.json")
+    pl_callbacks[0:0] = [guard, live]
     early = None
     if params.early_stopping:
         early = pl.callbacks.EarlyStopping(
@@ -268,6 +283,7 @@ def train(
     initial_state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
     try:
         trainer.fit(module, datamodule=dm)
+        guard.recover()  # spawn/fork strategies: the history of rank 0 comes back by file
     except torch.OutOfMemoryError as err:
         status, error = "failed", _oom_message(err, estimate)
     except MemoryError as err:
@@ -277,6 +293,7 @@ def train(
     finally:
         model.network.train(was_training)
         model.network.to("cpu")
+        shutil.rmtree(record_dir, ignore_errors=True)
     if module.nan_detected:
         status, error = "failed", module.nan_detected
     elif status == "completed" and live.stopped_by_user:
@@ -312,7 +329,12 @@ def train(
         memory_estimate=estimate,
         error=error,
         best_epoch=best_epoch,
-        extra={"train_patches": len(dm.train_patches), "val_patches": len(dm.val_patches)},
+        extra={
+            "train_patches": len(dm.train_patches),
+            "val_patches": len(dm.val_patches),
+            "global_rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+        },
     )
     for listener in listeners:
         listener.on_train_end(result)
@@ -321,6 +343,35 @@ def train(
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+class _RankZeroGuard(pl.Callback):
+    """Multi-process training (DDP): only global rank 0 runs the feedback prediction and the
+    listeners; rank 0 also writes its history to ``record`` so that spawn/fork strategies
+    (``ddp_spawn``, ``ddp_notebook``), whose workers are child processes, can hand it back to
+    the calling process (Lightning hands back the weights itself)."""
+
+    def __init__(self, live: LiveFeedback, record: Path) -> None:
+        self.live = live
+        self.record = record
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.global_rank != 0:
+            self.live.feedback = None
+            self.live.feedback_history = None
+            self.live.listeners = []
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1 and trainer.global_rank == 0:
+            import json
+
+            self.record.write_text(json.dumps(self.live.history))
+
+    def recover(self) -> None:
+        if not self.live.history and self.record.is_file():
+            import json
+
+            self.live.history = json.loads(self.record.read_text())
 
 
 def _oom_message(err: BaseException, estimate: Any) -> str:

@@ -60,6 +60,7 @@ class ImageView(widgets.VBox):
         self._handlers: list[PointerHandler] = []
         self._drag: tuple[float, float] | None = None
         self.last_frame: np.ndarray | None = None
+        self._cursor_box: tuple[float, float, float, float] | None = None
         self.canvas.on_mouse_down(lambda x, y: self._pointer("down", x, y))
         self.canvas.on_mouse_move(lambda x, y: self._pointer("move", x, y))
         self.canvas.on_mouse_up(lambda x, y: self._pointer("up", x, y))
@@ -91,6 +92,27 @@ class ImageView(widgets.VBox):
             if self.view is None or not keep_view or self.view.shape != gray.shape:
                 self.view = View(gray.shape, self.canvas_shape)
             self._gray = gray
+        self.redraw()
+
+    def show(
+        self,
+        gray: np.ndarray,
+        labels: np.ndarray | None,
+        colors: Sequence[str] | None = None,
+        *,
+        keep_view: bool = True,
+    ) -> None:
+        """:meth:`set_image` and :meth:`set_labels` with one redraw (slice scrolling)."""
+        gray = np.asarray(gray)
+        if gray.dtype != np.uint8 or gray.ndim != 2:
+            raise ValueError(f"ImageView.show needs uint8 (H, W), got {gray.dtype} {gray.shape}")
+        with DRAW_LOCK:
+            if self.view is None or not keep_view or self.view.shape != gray.shape:
+                self.view = View(gray.shape, self.canvas_shape)
+            self._gray = gray
+            self._labels = None if labels is None else np.asarray(labels)
+            if colors is not None:
+                self._colors = list(colors)
         self.redraw()
 
     def set_labels(self, labels: np.ndarray | None, colors: Sequence[str] | None = None) -> None:
@@ -126,11 +148,32 @@ class ImageView(widgets.VBox):
         return render_overlay(self._gray, labels, self._colors, self.opacity, self.image_opacity)
 
     def frame(self) -> np.ndarray | None:
-        """The canvas pixels (uint8 ``(h, w, 3)``) as they will be drawn."""
-        rgb = self.compose()
-        if rgb is None or self.view is None:
+        """The canvas pixels (uint8 ``(h, w, 3)``) as they will be drawn.
+
+        The same pixels as ``view.render(compose())``, but the view samples the grey image and
+        labels first and the overlay is blended at canvas size (a large image costs no more
+        than the canvas).
+        """
+        if self._gray is None or self.view is None:
             return None
-        return self.view.render(rgb)
+        ch, cw = self.canvas_shape
+        return self.frame_region(0, ch, 0, cw)
+
+    def frame_region(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray | None:
+        """Canvas pixels of rows ``r0:r1`` and columns ``c0:c1`` (uint8 ``(h, w, 3)``)."""
+        if self._gray is None or self.view is None:
+            return None
+        iy, ix, vy, vx = self.view.sample_indices()
+        iy, ix, vy, vx = iy[r0:r1], ix[c0:c1], vy[r0:r1], vx[c0:c1]
+        gray = self._gray.take(iy, axis=0).take(ix, axis=1)
+        labels = None
+        if self._labels is not None and self._labels.shape == self._gray.shape:
+            labels = self._labels.take(iy, axis=0).take(ix, axis=1)
+        rgb = render_overlay(gray, labels, self._colors, self.opacity, self.image_opacity)
+        inside = vy[:, None] & vx[None, :]
+        if not inside.all():
+            rgb = np.where(inside[..., None], rgb, np.uint8(32))
+        return np.ascontiguousarray(rgb)
 
     def redraw(self, *_: Any) -> None:
         with DRAW_LOCK:
@@ -138,21 +181,86 @@ class ImageView(widgets.VBox):
             if frame is None:
                 return
             self.last_frame = frame
-            with hold_canvas(self.canvas):
+            with hold_canvas():
                 self.canvas.put_image_data(frame, 0, 0)
-                if self.rect is not None and self.view is not None:
-                    y0, y1, x0, x1 = self.rect
-                    cy0, cx0 = self.view.to_canvas(y0, x0)
-                    cy1, cx1 = self.view.to_canvas(y1, x1)
-                    self.canvas.stroke_style = "#ffd400"
-                    self.canvas.line_width = 2
-                    self.canvas.stroke_rect(cx0, cy0, cx1 - cx0, cy1 - cy0)
-                if self.cursor is not None and self.view is not None:
-                    y, x, r = self.cursor
-                    cy, cx = self.view.to_canvas(y, x)
-                    self.canvas.stroke_style = "#ffffff"
-                    self.canvas.line_width = 1
-                    self.canvas.stroke_circle(cx, cy, max(1.0, r * self.view.scale))
+                self._draw_outlines()
+
+    def _draw_outlines(self) -> None:
+        """Feedback rectangle and brush cursor (vector strokes over the pixels)."""
+        self._cursor_box = None
+        if self.view is None:
+            return
+        if self.rect is not None:
+            y0, y1, x0, x1 = self.rect
+            cy0, cx0 = self.view.to_canvas(y0, x0)
+            cy1, cx1 = self.view.to_canvas(y1, x1)
+            self.canvas.stroke_style = "#ffd400"
+            self.canvas.line_width = 2
+            self.canvas.stroke_rect(cx0, cy0, cx1 - cx0, cy1 - cy0)
+        if self.cursor is not None:
+            y, x, r = self.cursor
+            cy, cx = self.view.to_canvas(y, x)
+            rc = max(1.0, r * self.view.scale)
+            self.canvas.stroke_style = "#ffffff"
+            self.canvas.line_width = 1
+            self.canvas.stroke_circle(cx, cy, rc)
+            pad = rc + 3
+            self._cursor_box = (cy - pad, cy + pad, cx - pad, cx + pad)
+
+    # -- partial redraws (painting) --------------------------------------------------------
+    def canvas_box(self, y0: int, y1: int, x0: int, x1: int) -> tuple[int, int, int, int] | None:
+        """Canvas rows/cols ``(r0, r1, c0, c1)`` showing image rows ``y0:y1``, cols ``x0:x1``
+        (None when none of them is visible)."""
+        if self.view is None:
+            return None
+        iy, ix, vy, vx = self.view.sample_indices()
+        rows = np.flatnonzero(vy & (iy >= y0) & (iy < y1))
+        cols = np.flatnonzero(vx & (ix >= x0) & (ix < x1))
+        if not rows.size or not cols.size:
+            return None
+        return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+    def redraw_region(
+        self, region: tuple[int, int, int, int] | None = None, cursor: Any = "keep"
+    ) -> None:
+        """Re-send only the canvas pixels showing image ``region`` ``(y0, y1, x0, x1)`` and
+        those under the old and the new brush ``cursor`` ``(y, x, radius)`` (``"keep"``: leave
+        it), then the outlines: what a paint stroke or a cursor move changes."""
+        with DRAW_LOCK:
+            if cursor != "keep":
+                self.cursor = cursor
+            if self.last_frame is None or self.view is None or self._gray is None:
+                self.redraw()
+                return
+            ch, cw = self.canvas_shape
+            boxes = []
+            if region is not None:
+                box = self.canvas_box(*region)
+                if box is not None:
+                    boxes.append(box)
+            old = getattr(self, "_cursor_box", None)
+            if old is not None:
+                boxes.append(old)
+            if self.cursor is not None:
+                y, x, r = self.cursor
+                cy, cx = self.view.to_canvas(y, x)
+                pad = max(1.0, r * self.view.scale) + 3
+                boxes.append((cy - pad, cy + pad, cx - pad, cx + pad))
+            if not boxes:
+                return
+            r0 = max(0, int(np.floor(min(b[0] for b in boxes))))
+            r1 = min(ch, int(np.ceil(max(b[1] for b in boxes))))
+            c0 = max(0, int(np.floor(min(b[2] for b in boxes))))
+            c1 = min(cw, int(np.ceil(max(b[3] for b in boxes))))
+            if r1 <= r0 or c1 <= c0:
+                return
+            sub = self.frame_region(r0, r1, c0, c1)
+            if sub is None:
+                return
+            self.last_frame[r0:r1, c0:c1] = sub
+            with hold_canvas():
+                self.canvas.put_image_data(sub, c0, r0)
+                self._draw_outlines()
 
     def snapshot_png(self) -> bytes | None:
         """PNG of the current frame (static fallback, exports)."""

@@ -1,0 +1,654 @@
+"""`InputsPanel`: Dragonfly's *Inputs* tab — training sets, validation and visual feedback.
+
+Each training-set row picks the input image(s) (one per model input), the output multi-ROI
+(only those with the image's geometry and, when a model exists, no class beyond its class
+count) and an optional mask. Validation is a % split of the labelled patches or ground-truth
+set(s) given as rows too. The *visual feedback* section shows a slice of a training set; a
+mouse drag (or the four numeric fields) sets the rectangle that the Train panel predicts after
+every epoch. Valid inputs go to the workspace (``set_training_sets``, ``set_feedback``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+
+from ..data.trainingset import TrainingSet, volume_of
+from ..errors import InputError
+from ..render import to_uint8
+from ..training.callbacks import FeedbackRegion
+from . import style
+from .imageview import ImageView
+from .state import Workspace, _max_class
+
+_COL = "170px"
+_NONE = "(none)"
+
+
+def _dropdown(tooltip: str) -> widgets.Dropdown:
+    return widgets.Dropdown(options=[], layout=widgets.Layout(width=_COL), tooltip=tooltip)
+
+
+def _set_options(dd: widgets.Dropdown, options: list, keep: bool = True) -> None:
+    """Replace a Dropdown's options, keeping its value when still offered."""
+    values = [o[1] if isinstance(o, tuple) else o for o in options]
+    old = dd.value
+    if list(dd.options) != options:
+        dd.options = options
+    if keep and old in values:
+        dd.value = old
+    elif values:
+        dd.value = values[0]
+
+
+class TrainingSetRow(widgets.HBox):
+    """One training (or ground-truth) set: input(s), output multi-ROI, optional mask.
+
+    Attributes: ``inputs`` (list of Dropdowns, one per model input), ``output``, ``mask``
+    (value None = no mask), ``remove_button``, ``title``.
+    """
+
+    def __init__(self, index: int, on_change: Callable[[TrainingSetRow], None]) -> None:
+        self._on_change = on_change
+        self.title = widgets.Label(layout=widgets.Layout(width="60px"))
+        self.inputs: list[widgets.Dropdown] = []
+        self.inputs_box = widgets.HBox()
+        self.output = _dropdown("Output multi-ROI (same geometry as the input)")
+        self.mask = _dropdown("Optional mask: patches and loss only inside it")
+        self.remove_button = widgets.Button(
+            icon="trash", tooltip="Remove this set", layout=widgets.Layout(width="34px")
+        )
+        super().__init__([self.title, self.inputs_box, self.output, self.mask, self.remove_button])
+        self.add_class("nbseg-set-row")
+        self.output.observe(lambda _: self._on_change(self), "value")
+        self.mask.observe(lambda _: self._on_change(self), "value")
+        self.set_index(index)
+
+    def set_index(self, index: int) -> None:
+        self.index = index
+        self.title.value = f"Set {index + 1}"
+
+    def set_input_count(self, n: int) -> None:
+        while len(self.inputs) < n:
+            dd = _dropdown(f"Input {len(self.inputs) + 1} of the model")
+            dd.observe(lambda _: self._on_change(self), "value")
+            self.inputs.append(dd)
+        del self.inputs[n:]
+        self.inputs_box.children = tuple(self.inputs)
+
+    @property
+    def input_names(self) -> list[str | None]:
+        return [dd.value for dd in self.inputs]
+
+
+class InputsPanel(widgets.VBox):
+    """Training sets, validation and the visual-feedback region.
+
+    Attributes
+    ----------
+    workspace
+        The shared :class:`~nbseg.ui.state.Workspace`.
+    rows, add_button
+        Training-set rows (:class:`TrainingSetRow`) and "Add new".
+    validation_mode
+        ``"split"`` (``validation_percent``, a FloatSlider in %) or ``"sets"``
+        (``validation_rows``, added with ``add_validation_button``).
+    feedback_set, slice_slider, view, box_y0, box_y1, box_x0, box_x1
+        Visual feedback: training set, slice, :class:`ImageView` (drag a rectangle) and the
+        box ``(y0, y1, x0, x1)`` in voxels (end exclusive).
+    apply_button, message, summary
+        "Use these inputs" (:meth:`apply`, also run automatically on every change).
+    """
+
+    def __init__(self, workspace: Workspace | None = None, **kw: Any) -> None:
+        self.workspace = workspace if workspace is not None else Workspace()
+        self._updating = False
+        self._drag_start: tuple[float, float] | None = None
+        self._last_feedback: FeedbackRegion | None = None
+        self._shown: tuple[int, int] | None = None  # (set, slice) displayed
+        self.sets: list[TrainingSet] = []
+        self._valid = False  # whether the last apply succeeded
+        self.validation_sets: list[TrainingSet] = []
+
+        self.rows: list[TrainingSetRow] = []
+        self.rows_box = widgets.VBox()
+        self.header = widgets.HBox()
+        self.add_button = widgets.Button(
+            description="Add new", icon="plus", tooltip="Add a training set"
+        )
+        self.validation_mode = widgets.ToggleButtons(
+            options=[("% split", "split"), ("Ground-truth set(s)", "sets")],
+            value="split",
+            tooltips=[
+                "Keep a share of the labelled patches for validation",
+                "Validate on separate, fully labelled sets",
+            ],
+            style={"button_width": "140px"},
+        )
+        self.validation_percent = widgets.FloatSlider(
+            value=20.0,
+            min=0.0,
+            max=50.0,
+            step=1.0,
+            readout_format=".0f",
+            continuous_update=False,
+            layout=widgets.Layout(width="320px"),
+        )
+        self.validation_rows: list[TrainingSetRow] = []
+        self.validation_rows_box = widgets.VBox()
+        self.add_validation_button = widgets.Button(
+            description="Add ground-truth set", icon="plus", tooltip="Add a validation set"
+        )
+        self.split_box = widgets.VBox(
+            [
+                style.labelled(
+                    "Validation (%)",
+                    self.validation_percent,
+                    "Share of the labelled patches kept for validation (0 = none)",
+                )
+            ]
+        )
+        self.sets_box = widgets.VBox(
+            [self.validation_rows_box, self.add_validation_button],
+            layout=widgets.Layout(display="none"),
+        )
+
+        self.feedback_set = widgets.Dropdown(options=[], layout=widgets.Layout(width="320px"))
+        self.slice_slider = widgets.IntSlider(
+            value=0, min=0, max=0, continuous_update=False, layout=widgets.Layout(width="320px")
+        )
+        self.view = ImageView(width=320, height=320, interactive_pan=False)
+        self.box_y0, self.box_y1, self.box_x0, self.box_x1 = (
+            widgets.IntText(
+                value=0,
+                description=d,
+                layout=widgets.Layout(width="120px"),
+                style={"description_width": "24px"},
+            )
+            for d in ("y0", "y1", "x0", "x1")
+        )
+        self.apply_button = widgets.Button(
+            description="Use these inputs",
+            icon="check",
+            button_style="primary",
+            tooltip="Validate the sets and hand them to training",
+        )
+        self.summary = widgets.HTML()
+        self.message = style.MessageBox()
+
+        box = style.panel(
+            style.section(
+                "Training sets",
+                self.header,
+                self.rows_box,
+                self.add_button,
+            ),
+            style.section("Validation", self.validation_mode, self.split_box, self.sets_box),
+            style.section(
+                "Visual feedback",
+                style.labelled("Training set", self.feedback_set, "Set shown during training"),
+                style.labelled("Slice", self.slice_slider, "Slice of the feedback region"),
+                widgets.HTML(
+                    "<div style='color:#666'>Drag a rectangle on the image to choose the "
+                    "region predicted after every epoch, or type its bounds (voxels, end "
+                    "exclusive).</div>"
+                ),
+                self.view,
+                widgets.HBox([self.box_y0, self.box_y1, self.box_x0, self.box_x1]),
+            ),
+            widgets.HBox([self.apply_button]),
+            self.message,
+            self.summary,
+            title="Inputs",
+        )
+        super().__init__(children=box.children, **kw)
+        self.add_class("nbseg-panel")
+
+        self.add_button.on_click(lambda _: self.add_row())
+        self.add_validation_button.on_click(lambda _: self.add_row(validation=True))
+        self.apply_button.on_click(lambda _: self._auto_apply())
+        self.validation_mode.observe(lambda _: self._validation_mode_changed(), "value")
+        self.validation_percent.observe(lambda _: self._auto_apply(), "value")
+        self.feedback_set.observe(lambda _: self._feedback_changed(reset_box=True), "value")
+        self.slice_slider.observe(lambda _: self._feedback_changed(), "value")
+        for w in (self.box_y0, self.box_y1, self.box_x0, self.box_x1):
+            w.observe(lambda _: self._box_typed(), "value")
+        self.view.on_pointer(self._pointer)
+        self.workspace.observe(self._on_workspace)
+
+        v = self.workspace.validation
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            self.validation_percent.value = float(v) * 100.0
+        self._update_header()
+        if self.workspace.images:
+            self.add_row()
+        else:
+            self.message.show(
+                "No images in the workspace yet: add an image and a multi-ROI "
+                "(Workspace.add_image / add_labels, or the Label tab), then choose them here.",
+                "info",
+            )
+
+    # -- rows ------------------------------------------------------------------------------
+    @property
+    def input_count(self) -> int:
+        model = self.workspace.model
+        return model.spec.input_count if model is not None else 1
+
+    def _input_labels(self) -> list[str]:
+        model = self.workspace.model
+        if model is not None and model.spec.input_names:
+            return list(model.spec.input_names)
+        return [f"Input {i + 1}" for i in range(self.input_count)]
+
+    def _update_header(self) -> None:
+        def head(text: str, width: str = _COL) -> widgets.HTML:
+            return widgets.HTML(f"<b>{html.escape(text)}</b>", layout=widgets.Layout(width=width))
+
+        self.header.children = (
+            head("", "60px"),
+            *(head(n) for n in self._input_labels()),
+            head("Output multi-ROI"),
+            head("Mask"),
+        )
+
+    def add_row(self, validation: bool = False) -> TrainingSetRow:
+        """Add a training (or, with ``validation``, a ground-truth) set row and apply."""
+        rows = self.validation_rows if validation else self.rows
+        row = TrainingSetRow(len(rows), self._row_changed)
+        row.remove_button.on_click(lambda _, r=row: self.remove_row(r))
+        rows.append(row)
+        self._updating = True
+        try:
+            self._refresh_row(row, prefer_unused=True)
+        finally:
+            self._updating = False
+        self._layout_rows()
+        self._auto_apply()
+        return row
+
+    def remove_row(self, row: TrainingSetRow) -> None:
+        """Remove a training or ground-truth row and apply."""
+        for rows in (self.rows, self.validation_rows):
+            if row in rows:
+                rows.remove(row)
+                for i, r in enumerate(rows):
+                    r.set_index(i)
+        self._layout_rows()
+        self._auto_apply()
+
+    def _layout_rows(self) -> None:
+        self.rows_box.children = tuple(self.rows)
+        self.validation_rows_box.children = tuple(self.validation_rows)
+
+    def _refresh_row(self, row: TrainingSetRow, prefer_unused: bool = False) -> None:
+        ws = self.workspace
+        row.set_input_count(self.input_count)
+        images = list(ws.images)
+        for k, dd in enumerate(row.inputs):
+            options = images
+            if k == 0 and prefer_unused and dd.value is None:
+                used = {r.inputs[0].value for r in (*self.rows, *self.validation_rows)}
+                options = [n for n in images if n not in used] + [n for n in images if n in used]
+            elif k > 0 and row.inputs[0].value in ws.images:
+                first = row.inputs[0].value
+                same = ws.compatible("images", first)
+                # inputs of one geometry first; the others stay choosable (a clear error)
+                options = [n for n in same if n != first] + [n for n in images if n not in same]
+                options += [first] if first in images and first not in options else []
+            _set_options(dd, options)
+            if prefer_unused and options and k == 0:
+                dd.value = options[0]
+        first = row.inputs[0].value if row.inputs else None
+        labels = ws.compatible("labels", first) if first else []
+        _set_options(row.output, labels)
+        masks = ws.compatible("masks", first) if first else []
+        _set_options(row.mask, [(_NONE, None), *[(m, m) for m in masks]])
+
+    def refresh(self) -> None:
+        """Recompute every dropdown from the workspace (keeps choices still valid)."""
+        self._updating = True
+        try:
+            self._update_header()
+            for row in (*self.rows, *self.validation_rows):
+                self._refresh_row(row)
+        finally:
+            self._updating = False
+
+    def _row_changed(self, row: TrainingSetRow) -> None:
+        if self._updating:
+            return
+        self._updating = True
+        try:
+            self._refresh_row(row)  # the first input decides the compatible outputs and masks
+        finally:
+            self._updating = False
+        self._auto_apply()
+
+    def _validation_mode_changed(self) -> None:
+        sets = self.validation_mode.value == "sets"
+        self.split_box.layout.display = "none" if sets else None
+        self.sets_box.layout.display = None if sets else "none"
+        if sets and not self.validation_rows and self.workspace.images:
+            self.add_row(validation=True)  # applies
+        else:
+            self._auto_apply()
+
+    # -- apply -----------------------------------------------------------------------------
+    def _auto_apply(self) -> None:
+        if not self._updating:
+            style.run_reporting(self.message, self.apply)
+
+    def _why_no_output(self, image: str) -> str:
+        ws = self.workspace
+        shape = ws.images[image].shape
+        if not ws.labels:
+            return (
+                "the workspace has no multi-ROI; paint one in the Label tab or add one with "
+                "Workspace.add_labels"
+            )
+        reasons = []
+        k = ws.model.spec.class_count if ws.model is not None else None
+        for name, roi in ws.labels.items():
+            if roi.shape != shape:
+                reasons.append(f"{name!r} has shape {roi.shape}")
+            elif k is not None and _max_class(roi) >= k:
+                reasons.append(
+                    f"{name!r} holds class id {_max_class(roi)} but the model has {k} classes"
+                )
+        fix = "paint a multi-ROI on this image"
+        if k is not None:
+            fix += " or generate a model with more classes"
+        return f"{'; '.join(reasons)} — {fix}"
+
+    def _build(self, row: TrainingSetRow, what: str) -> TrainingSet:
+        ws = self.workspace
+        names = row.input_names
+        where = f"{what} {row.index + 1}"
+        if not ws.images:
+            raise InputError(
+                f"{where}: the workspace has no image; add one (Workspace.add_image) first."
+            )
+        missing = [i + 1 for i, n in enumerate(names) if n not in ws.images]
+        if missing:
+            raise InputError(f"{where}: choose an image for input(s) {missing}.")
+        image = names[0]
+        if row.output.value not in ws.labels:
+            raise InputError(
+                f"{where}: no output multi-ROI fits image {image!r} (shape "
+                f"{ws.images[image].shape}): {self._why_no_output(image)}."
+            )
+        mask = ws.masks.get(row.mask.value)
+        label = f"{what} {row.index + 1} ({', '.join(names)} → {row.output.value}" + (
+            f", mask {row.mask.value})" if mask is not None else ")"
+        )
+        ts = TrainingSet(
+            inputs=[ws.images[n] for n in names],
+            output=ws.labels[row.output.value],
+            mask=mask,
+            name=label,
+        )
+        model = ws.model
+        if model is not None:
+            ts.validate(input_count=model.spec.input_count, class_count=model.spec.class_count)
+        else:
+            ts.validate()
+        return ts
+
+    def apply(self) -> list[TrainingSet]:
+        """Build and validate the training sets and hand them to the workspace.
+
+        Raises :class:`~nbseg.InputError` naming the set and the arrays when a row is invalid;
+        the workspace then holds no training sets (training cannot use stale inputs).
+        """
+        try:
+            if not self.rows:
+                raise InputError("No training set: click 'Add new' and choose an image.")
+            sets = [self._build(r, "training set") for r in self.rows]
+            if self.validation_mode.value == "sets":
+                if not self.validation_rows:
+                    raise InputError(
+                        "Validation by ground-truth set needs at least one set: click 'Add "
+                        "ground-truth set', or switch to '% split'."
+                    )
+                validation: float | list[TrainingSet] = [
+                    self._build(r, "ground-truth set") for r in self.validation_rows
+                ]
+            else:
+                validation = float(self.validation_percent.value) / 100.0
+        except Exception:
+            self._valid = False
+            self.sets, self.validation_sets = [], []
+            self.summary.value = ""
+            if self.workspace.training_sets:
+                self.workspace.set_training_sets([])
+            self._update_feedback_options()
+            raise
+        self._valid = True
+        self.sets = sets
+        self.validation_sets = validation if isinstance(validation, list) else []
+        self.workspace.set_training_sets(sets, validation)
+        self._update_feedback_options()
+        self._send_feedback()
+        self._show_summary(sets, validation)
+        return sets
+
+    def _show_summary(self, sets: list[TrainingSet], validation: Any) -> None:
+        items = "".join(
+            f"<li>{html.escape(s.name)}: {' × '.join(str(v) for v in s.shape)} voxels, "
+            f"{int((s.labels_volume() >= 0).sum()):,} labelled</li>"
+            for s in sets
+        )
+        if isinstance(validation, list):
+            val = f"{len(validation)} ground-truth set(s)"
+        else:
+            val = f"{validation * 100:.0f} % of the labelled patches"
+        self.summary.value = (
+            f"<div style='color:#333'>{len(sets)} training set(s):<ul style='margin:2px 0'>"
+            f"{items}</ul>Validation: {val}.</div>"
+        )
+
+    # -- visual feedback -------------------------------------------------------------------
+    def _update_feedback_options(self) -> None:
+        options = [
+            (f"Set {i + 1}: {s.name.split('(', 1)[-1].rstrip(')')}", i)
+            for i, s in enumerate(self.sets)
+        ]
+        self._updating = True
+        try:
+            _set_options(self.feedback_set, options)
+        finally:
+            self._updating = False
+        self._show_slice(reset_box=self._shown is None or self._shown[0] >= len(self.sets))
+
+    def _current_set(self) -> TrainingSet | None:
+        i = self.feedback_set.value
+        return self.sets[i] if i is not None and 0 <= i < len(self.sets) else None
+
+    def _show_slice(self, reset_box: bool = False) -> None:
+        ts = self._current_set()
+        if ts is None:
+            self._shown = None
+            return
+        nz, ny, nx = ts.shape
+        self._updating = True
+        try:
+            if self.slice_slider.max != nz - 1:
+                self.slice_slider.max = nz - 1
+                labels = ts.labels_volume()
+                labelled = np.flatnonzero((labels >= 0).any(axis=(1, 2)))
+                z = int(labelled[len(labelled) // 2]) if len(labelled) else nz // 2
+                self.slice_slider.value = z
+            self.slice_slider.disabled = nz == 1
+            z = int(self.slice_slider.value)
+            if reset_box or self._box() is None or not self._box_inside(ny, nx):
+                h, w = min(ny, 256), min(nx, 256)
+                y0, x0 = (ny - h) // 2, (nx - w) // 2
+                self._set_box_fields((y0, y0 + h, x0, x0 + w))
+        finally:
+            self._updating = False
+        image = volume_of(ts.input_list[0])
+        sample = image.ravel()[:: max(1, image.size // 1_000_000)]  # window of the volume
+        low, high = np.percentile(sample, (0.5, 99.5))
+        gray = to_uint8(image[z], float(low), float(high))
+        labels = volume_of(ts.output)[z].astype(np.int16)
+        if ts.mask is not None:
+            labels = np.where(volume_of(ts.mask)[z].astype(bool), labels, -1)
+        self.view.set_image(gray, keep_view=self._shown is not None)
+        self.view.set_labels(labels, ts.class_colors)
+        self.view.set_rect(self._box())
+        self._shown = (int(self.feedback_set.value), z)
+
+    def _box(self) -> tuple[int, int, int, int] | None:
+        box = (self.box_y0.value, self.box_y1.value, self.box_x0.value, self.box_x1.value)
+        return box if box[1] > box[0] and box[3] > box[2] else None
+
+    def _box_inside(self, ny: int, nx: int) -> bool:
+        y0, y1, x0, x1 = self._box()  # type: ignore[misc]
+        return 0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx
+
+    def _set_box_fields(self, box: tuple[int, int, int, int]) -> None:
+        for w, v in zip((self.box_y0, self.box_y1, self.box_x0, self.box_x1), box, strict=True):
+            w.value = int(v)
+
+    def _feedback_changed(self, reset_box: bool = False) -> None:
+        if self._updating:
+            return
+        self._show_slice(reset_box=reset_box)
+        self._send_feedback()
+
+    def _box_typed(self) -> None:
+        if self._updating:
+            return
+        style.run_reporting(self.message, self._apply_typed_box)
+
+    def _apply_typed_box(self) -> None:
+        ts = self._current_set()
+        box = self._box()
+        if ts is None:
+            return
+        _, ny, nx = ts.shape
+        if (
+            box is None
+            or not self._box_inside(ny, nx)
+            or box[1] - box[0] < 4
+            or (box[3] - box[2] < 4)
+        ):
+            raise InputError(
+                f"Feedback box (y0={self.box_y0.value}, y1={self.box_y1.value}, "
+                f"x0={self.box_x0.value}, x1={self.box_x1.value}) must lie inside the slice "
+                f"(0 … {ny}, 0 … {nx}) with y1 - y0 >= 4 and x1 - x0 >= 4."
+            )
+        self.view.set_rect(box)
+        self._send_feedback()
+
+    def _send_feedback(self) -> None:
+        ts = self._current_set()
+        if ts is None:
+            return
+        region = FeedbackRegion(
+            training_set=int(self.feedback_set.value),
+            slice_index=int(self.slice_slider.value),
+            box=self._box(),
+        )
+        self._last_feedback = region
+        self.workspace.set_feedback(region)
+
+    def _clamped_box(
+        self, a: tuple[float, float], b: tuple[float, float]
+    ) -> tuple[int, int, int, int] | None:
+        ts = self._current_set()
+        if ts is None:
+            return None
+        _, ny, nx = ts.shape
+        y0 = max(0, min(ny - 1, math.floor(min(a[0], b[0]))))
+        y1 = max(1, min(ny, math.floor(max(a[0], b[0])) + 1))
+        x0 = max(0, min(nx - 1, math.floor(min(a[1], b[1]))))
+        x1 = max(1, min(nx, math.floor(max(a[1], b[1])) + 1))
+        return (y0, y1, x0, x1)
+
+    def _pointer(self, kind: str, y: float, x: float, _info: dict) -> None:
+        if self._current_set() is None:
+            return
+        if kind == "down":
+            self._drag_start = (y, x)
+            return
+        if self._drag_start is None:
+            return
+        box = self._clamped_box(self._drag_start, (y, x))
+        if box is None:
+            return
+        if kind == "move":
+            self.view.set_rect(box)
+            return
+        # "up" or "out": the drag ends
+        self._drag_start = None
+        if box[1] - box[0] < 4 or box[3] - box[2] < 4:
+            self.view.set_rect(self._box())  # a click, not a rectangle: keep the old box
+            self.message.show("Drag a rectangle of at least 4 × 4 voxels.", "warning")
+            return
+        self.message.clear()
+        self._updating = True
+        try:
+            self._set_box_fields(box)
+        finally:
+            self._updating = False
+        self.view.set_rect(box)
+        self._send_feedback()
+
+    # -- workspace events ------------------------------------------------------------------
+    def _on_workspace(self, event: str, value: Any) -> None:
+        if event in ("images", "labels", "masks", "model"):
+            if event == "images" and not self.rows and self.workspace.images:
+                self.add_row()
+                return
+            before = self._choices()
+            self.refresh()
+            # re-validate when a choice changed or an array in use was replaced/edited (the
+            # Label tab emits "labels" after every stroke: unrelated arrays cost nothing)
+            changed = self._choices() != before or value in before
+            if event == "model" or changed or not self._valid:
+                self._auto_apply()
+        elif event == "training_sets":
+            v = self.workspace.validation
+            if (
+                isinstance(v, float | int)
+                and not isinstance(v, bool)
+                and abs(self.validation_percent.value - v * 100.0) > 1e-9
+            ):
+                self._updating = True
+                try:
+                    self.validation_percent.value = float(v) * 100.0
+                finally:
+                    self._updating = False
+        elif event == "feedback" and value is not None and value is not self._last_feedback:
+            self._show_feedback(value)
+
+    def _choices(self) -> set:
+        out: set = set()
+        for i, row in enumerate((*self.rows, *self.validation_rows)):
+            out |= {(i, "input", k, n) for k, n in enumerate(row.input_names)}
+            out |= {(i, "output", row.output.value), (i, "mask", row.mask.value)}
+            out |= {n for n in (*row.input_names, row.output.value, row.mask.value) if n}
+        return out
+
+    def _show_feedback(self, region: FeedbackRegion) -> None:
+        """Reflect a region set elsewhere (e.g. by the Train panel)."""
+        if not 0 <= region.training_set < len(self.sets):
+            return
+        self._updating = True
+        try:
+            self.feedback_set.value = region.training_set
+            if region.slice_index is not None:
+                self.slice_slider.value = int(region.slice_index)
+            if region.box is not None:
+                self._set_box_fields(region.box)
+        finally:
+            self._updating = False
+        self._last_feedback = region
+        self._show_slice()

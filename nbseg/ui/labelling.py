@@ -1,0 +1,835 @@
+"""`LabelEditor`: paint a multi-ROI over an image or volume (Dragonfly's multi-ROI painting).
+
+The label volume is an int16 numpy array (``-1`` = unlabelled) wrapped once in the
+:class:`xarray.DataArray` :attr:`LabelEditor.labels` (image dims and coords, attributes
+``class_names`` / ``class_colors``). Every edit writes into that array in place, so the
+DataArray (and the workspace entry, which is the same object) is always current; the
+workspace's ``"labels"`` event is emitted after each completed edit (end of a stroke, fill,
+undo/redo, class changes), never per mouse move.
+
+Painting is pure numpy on the touched bounding box only; the canvas receives only the canvas
+pixels showing that box (:meth:`ImageView.redraw_region`), so a stroke costs the same on a
+512² or a 4096² slice.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+from ..data.multiroi import (
+    UNLABELLED,
+    default_class_colors,
+    default_class_names,
+    hex_to_rgb,
+    multi_roi,
+)
+from ..data.trainingset import as_dataarray, volume_of
+from ..errors import InputError
+from ..render import to_uint8
+from . import style
+from .imageview import ImageView
+from .state import Workspace
+
+TOOLS = ("brush", "eraser", "fill", "pan")
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class Patch:
+    """One undoable edit: the voxels of ``data[index]`` where ``changed`` (bit-packed) went
+    from ``old`` to ``new`` (arrays of the changed voxels, or one value when constant)."""
+
+    index: tuple[slice, slice, slice]
+    shape: tuple[int, int, int]
+    changed: np.ndarray
+    old: np.ndarray
+    new: np.ndarray
+
+    @classmethod
+    def from_arrays(
+        cls, index: tuple[slice, slice, slice], before: np.ndarray, after: np.ndarray
+    ) -> Patch | None:
+        mask = before != after
+        if not mask.any():
+            return None
+        return cls(
+            index, mask.shape, np.packbits(mask), _compact(before[mask]), _compact(after[mask])
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.changed.nbytes + self.old.nbytes + self.new.nbytes)
+
+    def mask(self) -> np.ndarray:
+        n = int(np.prod(self.shape))
+        return np.unpackbits(self.changed, count=n).reshape(self.shape).astype(bool)
+
+    def apply(self, data: np.ndarray, undo: bool) -> None:
+        region = data[self.index]
+        region[self.mask()] = self.old if undo else self.new
+
+
+def _compact(values: np.ndarray) -> np.ndarray:
+    """The values, or a single one when they are all equal (fills and strokes)."""
+    if values.size and (values == values.flat[0]).all():
+        return values[:1].copy()
+    return values.copy()
+
+
+class LabelEditor(widgets.VBox):
+    """Paint, erase and fill classes of a multi-ROI over an image or a volume.
+
+    Parameters
+    ----------
+    image
+        ``(z, y, x)`` or ``(y, x)`` DataArray (or None: choose one of the workspace's images).
+    labels
+        Existing multi-ROI of the image's geometry to edit (a copy is edited); default: the
+        workspace's labels called ``name`` when they fit the image, else all unlabelled.
+    workspace
+        Shared :class:`Workspace`: the labels are registered there under ``name``.
+    class_names
+        Classes of new labels (default ``["background", "class 1"]``).
+    name
+        Name of the labels in the workspace.
+
+    Attributes used by the composed tool and tests: :attr:`labels`, :attr:`view`,
+    :attr:`tool`, :attr:`brush_size`, :attr:`slice_slider`, :attr:`contrast`,
+    :attr:`opacity`, :attr:`class_select`, :attr:`class_rows`, :attr:`new_class_name`,
+    :attr:`add_class_button`, :attr:`undo_button`, :attr:`redo_button`,
+    :attr:`unlabelled_slice_button`, :attr:`unlabelled_volume_button`,
+    :attr:`image_select`, :attr:`name_text`, :attr:`message`.
+    """
+
+    max_undo_bytes: int = 256 * 2**20
+    max_undo_steps: int = 200
+
+    def __init__(
+        self,
+        image: xr.DataArray | None = None,
+        labels: xr.DataArray | None = None,
+        workspace: Workspace | None = None,
+        class_names: Sequence[str] | None = None,
+        name: str = "labels",
+        *,
+        width: int = 512,
+        height: int = 512,
+        **kw: Any,
+    ) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._default_class_names = list(class_names) if class_names else None
+        self._image: xr.DataArray | None = None
+        self._vol: np.ndarray | None = None
+        self._data: np.ndarray | None = None
+        self._labels_da: xr.DataArray | None = None
+        self.z = 0
+        self._undo: deque[Patch] = deque()
+        self._redo: list[Patch] = []
+        self._stroke: dict[str, Any] | None = None
+        self._quiet = False
+
+        self.message = style.MessageBox()
+        self.view = ImageView(width, height, interactive_pan=False)
+        self.view.on_pointer(self._on_pointer)
+        self.image_select = widgets.Dropdown(options=[], description="")
+        self.name_text = widgets.Text(value=name, continuous_update=False)
+        self.slice_slider = widgets.IntSlider(
+            value=0, min=0, max=0, description="", continuous_update=True
+        )
+        self.contrast = widgets.FloatRangeSlider(
+            value=(0.0, 1.0), min=0.0, max=1.0, step=0.001, continuous_update=True
+        )
+        self.opacity = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05)
+        self.tool = widgets.ToggleButtons(
+            options=[("Brush", "brush"), ("Eraser", "eraser"), ("Fill", "fill"), ("Pan", "pan")],
+            value="brush",
+            tooltips=[
+                "Paint the selected class (drag)",
+                "Make voxels unlabelled again (drag)",
+                "Give the connected region of one label on this slice the selected class",
+                "Drag to move the view",
+            ],
+        )
+        self.brush_size = widgets.IntSlider(value=5, min=1, max=64, description="")
+        self.class_select = widgets.Dropdown(options=[], description="")
+        self.class_rows = widgets.VBox([])
+        self.new_class_name = widgets.Text(placeholder="new class name")
+        self.add_class_button = widgets.Button(description="Add class", icon="plus")
+        self.undo_button = widgets.Button(description="Undo", icon="undo", disabled=True)
+        self.redo_button = widgets.Button(description="Redo", icon="repeat", disabled=True)
+        self.unlabelled_slice_button = widgets.Button(
+            description="Unlabelled → class (slice)",
+            tooltip="Give every unlabelled voxel of this slice the selected class",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.unlabelled_volume_button = widgets.Button(
+            description="Unlabelled → class (volume)",
+            tooltip="Give every unlabelled voxel of the whole volume the selected class",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.info = widgets.HTML("")
+
+        self.slice_row = style.labelled("Slice", self.slice_slider)
+        source = style.section(
+            "Image and labels",
+            style.labelled("Image", self.image_select, "An image of the workspace"),
+            style.labelled("Labels name", self.name_text, "Name of the multi-ROI"),
+        )
+        if workspace is None:
+            source.layout.display = "none"
+        tools = style.section(
+            "Tools",
+            self.tool,
+            style.labelled("Brush radius (px)", self.brush_size),
+            widgets.HBox([self.undo_button, self.redo_button]),
+            widgets.HBox([self.unlabelled_slice_button, self.unlabelled_volume_button]),
+        )
+        classes = style.section(
+            "Classes",
+            style.labelled("Paint with", self.class_select),
+            self.class_rows,
+            widgets.HBox([self.new_class_name, self.add_class_button]),
+        )
+        display = style.section(
+            "View",
+            self.slice_row,
+            style.labelled("Contrast", self.contrast),
+            style.labelled("Label opacity", self.opacity),
+        )
+        side = widgets.VBox([source, tools, classes, display], layout=widgets.Layout(width="460px"))
+        box = style.panel(
+            self.message,
+            widgets.HBox([widgets.VBox([self.view, self.info]), side]),
+            title="Label (multi-ROI painting)",
+        )
+        super().__init__(box.children, **kw)
+        self.add_class("nbseg-panel")
+
+        self.slice_slider.observe(self._on_slice, names="value")
+        self.contrast.observe(lambda _: self._render(), names="value")
+        self.opacity.observe(self._on_opacity, names="value")
+        self.tool.observe(self._on_tool, names="value")
+        self.add_class_button.on_click(lambda _: self._ui(self._add_class_from_ui))
+        self.undo_button.on_click(lambda _: self._ui(self.undo))
+        self.redo_button.on_click(lambda _: self._ui(self.redo))
+        self.unlabelled_slice_button.on_click(
+            lambda _: self._ui(self.add_unlabelled, None, "slice")
+        )
+        self.unlabelled_volume_button.on_click(
+            lambda _: self._ui(self.add_unlabelled, None, "volume")
+        )
+        self.image_select.observe(self._on_image_select, names="value")
+        self.name_text.observe(self._on_name, names="value")
+        if workspace is not None:
+            workspace.observe(self._on_workspace)
+            self._refresh_images()
+
+        if image is None and workspace is not None and workspace.images:
+            image = next(iter(workspace.images.values()))
+        if image is not None:
+            self._ui(self.load, image, labels)
+        else:
+            self.message.show(
+                "No image: pass LabelEditor(image=...) or add images to the workspace.", "info"
+            )
+
+    # -- data ------------------------------------------------------------------------------
+    @property
+    def labels(self) -> xr.DataArray | None:
+        """The multi-ROI being edited (int16, ``-1`` unlabelled, live: edits write into it)."""
+        return self._labels_da
+
+    @property
+    def image(self) -> xr.DataArray | None:
+        return self._image
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._labels_da.attrs["class_names"]) if self._labels_da is not None else []
+
+    @property
+    def class_colors(self) -> list[str]:
+        return list(self._labels_da.attrs["class_colors"]) if self._labels_da is not None else []
+
+    @property
+    def current_class(self) -> int:
+        return int(self.class_select.value if self.class_select.value is not None else 0)
+
+    @property
+    def slice_count(self) -> int:
+        return 0 if self._data is None else int(self._data.shape[0])
+
+    def load(self, image: Any, labels: Any = None) -> None:
+        """Edit ``labels`` (default: the workspace's ``name`` labels when they fit, else new
+        unlabelled ones) over ``image``."""
+        image = as_dataarray(image, "image")
+        vol = volume_of(image)
+        if labels is None and self.workspace is not None:
+            existing = self.workspace.labels.get(self.name)
+            if existing is not None and existing.shape == image.shape:
+                labels = existing
+        if labels is not None:
+            labels = as_dataarray(labels, "labels")
+            if labels.shape != image.shape:
+                raise InputError(
+                    f"Labels have shape {labels.shape} but the image has {image.shape}; give "
+                    "labels of the image's geometry (or none to start unlabelled)."
+                )
+            names = None if "class_names" in labels.attrs else self._default_class_names
+            roi = multi_roi(labels, names)
+            values = np.array(roi.values, dtype=np.int16, copy=True)
+            attrs = dict(roi.attrs)
+        else:
+            names = self._default_class_names or default_class_names(2)
+            values = np.full(image.shape, UNLABELLED, np.int16)
+            attrs = {"class_names": list(names), "class_colors": default_class_colors(len(names))}
+        attrs["class_names"] = list(attrs["class_names"])
+        attrs["class_colors"] = [str(c).lower() for c in attrs["class_colors"]]
+        self._end_stroke()
+        self._image = image
+        self._vol = vol
+        self._data = values[None] if values.ndim == 2 else values
+        self._labels_da = xr.DataArray(
+            values, dims=image.dims, coords=image.coords, attrs=attrs, name=self.name
+        )
+        self._undo.clear()
+        self._redo.clear()
+        self._update_undo_buttons()
+        finite = vol[np.isfinite(vol)] if np.issubdtype(vol.dtype, np.floating) else vol
+        step = max(1, finite.size // 2_000_000)
+        sample = finite.reshape(-1)[::step].astype(np.float32)
+        lo, hi = (float(sample.min()), float(sample.max())) if sample.size else (0.0, 1.0)
+        if hi <= lo:
+            hi = lo + 1.0
+        plo, phi = np.percentile(sample, (0.5, 99.5)) if sample.size else (lo, hi)
+        self._quiet = True
+        try:
+            self.contrast.min, self.contrast.max = -1e300, 1e300
+            self.contrast.min, self.contrast.max = lo, hi
+            self.contrast.step = (hi - lo) / 1000
+            self.contrast.value = (float(plo), float(max(phi, plo + (hi - lo) / 1000)))
+            self.slice_slider.max = max(0, self._data.shape[0] - 1)
+            self.z = self._data.shape[0] // 2  # a volume opens on its middle slice
+            self.slice_slider.value = self.z
+        finally:
+            self._quiet = False
+        self.slice_row.layout.display = None if image.ndim == 3 else "none"
+        self._rebuild_classes()
+        self._register()
+        self._refresh_images()
+        self._render()
+
+    # -- workspace ---------------------------------------------------------------------------
+    def _register(self) -> None:
+        """Put :attr:`labels` (the same object) into the workspace and tell the panels."""
+        ws = self.workspace
+        if ws is None or self._labels_da is None:
+            return
+        if self._image is not None and not any(im is self._image for im in ws.images.values()):
+            ws.add_image(str(self._image.name or "image"), self._image)
+        ws.labels[self.name] = self._labels_da
+        ws.emit("labels", self.name)
+
+    def _changed(self) -> None:
+        """After a completed edit: the workspace panels re-read the labels."""
+        if self.workspace is not None and self._labels_da is not None:
+            if self.workspace.labels.get(self.name) is not self._labels_da:
+                self.workspace.labels[self.name] = self._labels_da
+            self.workspace.emit("labels", self.name)
+
+    def _on_workspace(self, event: str, value: Any) -> None:
+        if event == "images":
+            self._refresh_images()
+
+    def _refresh_images(self) -> None:
+        if self.workspace is None:
+            return
+        names = list(self.workspace.images)
+        self._quiet = True
+        try:
+            current = self.image_select.value
+            self.image_select.options = names
+            for n, im in self.workspace.images.items():
+                if im is self._image:
+                    current = n
+            self.image_select.value = current if current in names else None
+        finally:
+            self._quiet = False
+
+    def _on_image_select(self, change: dict[str, Any]) -> None:
+        if self._quiet or self.workspace is None or change["new"] is None:
+            return
+        image = self.workspace.images.get(change["new"])
+        if image is not None and image is not self._image:
+            self._ui(self.load, image)
+
+    def _on_name(self, change: dict[str, Any]) -> None:
+        new = str(change["new"]).strip()
+        if not new:
+            self.message.error("The labels need a name; type one in 'Labels name'.")
+            return
+        old = self.name
+        if new == old:
+            return
+        self.name = new
+        if self._labels_da is not None:
+            self._labels_da.name = new
+        if self.workspace is not None and self.workspace.labels.get(old) is self._labels_da:
+            self.workspace.remove("labels", old)
+        self._register()
+
+    # -- rendering -----------------------------------------------------------------------
+    def _slice_gray(self) -> np.ndarray:
+        lo, hi = self.contrast.value
+        return to_uint8(self._vol[self.z], lo, hi)
+
+    def _render(self) -> None:
+        if self._data is None or self._quiet:
+            return
+        self.view.opacity = float(self.opacity.value)
+        self.view.show(self._slice_gray(), self._data[self.z], self.class_colors)
+        self._update_info()
+
+    def _update_info(self) -> None:
+        if self._data is None:
+            self.info.value = ""
+            return
+        n = self._data.shape[0]
+        where = f"slice {self.z} / {n - 1} · " if n > 1 or self._image.ndim == 3 else ""
+        tool = self.tool.value
+        cls = self.class_names[self.current_class] if self.class_names else ""
+        self.info.value = (
+            f"<span style='font-size:12px'>{where}tool: {tool} · class: {html.escape(cls)}</span>"
+        )
+
+    def _on_slice(self, change: dict[str, Any]) -> None:
+        if self._quiet:
+            return
+        self._ui(self.set_slice, int(change["new"]))
+
+    def _on_opacity(self, change: dict[str, Any]) -> None:
+        self.view.set_opacity(labels=float(change["new"]))
+
+    def _on_tool(self, change: dict[str, Any]) -> None:
+        self._end_stroke()
+        self.view.interactive_pan = change["new"] == "pan"
+        if change["new"] not in ("brush", "eraser"):
+            self.view.redraw_region(None, cursor=None)
+        self._update_info()
+
+    def set_slice(self, z: int) -> None:
+        """Show slice ``z`` (along the first dim of a volume)."""
+        self._require()
+        n = self._data.shape[0]
+        if not 0 <= z < n:
+            raise InputError(f"Slice {z} is outside 0 … {n - 1}.")
+        self._end_stroke()
+        self.z = int(z)
+        if self.slice_slider.value != self.z:
+            self._quiet = True
+            try:
+                self.slice_slider.value = self.z
+            finally:
+                self._quiet = False
+        self._render()
+
+    # -- classes -------------------------------------------------------------------------
+    def _rebuild_classes(self) -> None:
+        names, colors = self.class_names, self.class_colors
+        current = self.class_select.value
+        self._quiet = True
+        try:
+            self.class_select.options = [(f"{i}: {n}", i) for i, n in enumerate(names)]
+            self.class_select.value = (
+                current if current in range(len(names)) else (1 if len(names) > 1 else 0)
+            )
+        finally:
+            self._quiet = False
+        rows = []
+        for i, (n, c) in enumerate(zip(names, colors)):
+            text = widgets.Text(
+                value=n, continuous_update=False, layout=widgets.Layout(width="180px")
+            )
+            picker = widgets.ColorPicker(value=c, concise=True, layout=widgets.Layout(width="40px"))
+            pick = widgets.Button(
+                description="",
+                icon="paint-brush",
+                tooltip=f"Paint with class {i}",
+                layout=widgets.Layout(width="34px"),
+            )
+            text.observe(lambda ch, i=i: self._ui(self._rename_from_ui, i, ch), names="value")
+            picker.observe(lambda ch, i=i: self._ui(self._recolor_from_ui, i, ch), names="value")
+            pick.on_click(lambda _, i=i: self.select_class(i))
+            rows.append(widgets.HBox([pick, widgets.Label(f"{i}"), text, picker]))
+        self.class_rows.children = rows
+
+    def select_class(self, cls: int) -> None:
+        self._check_class(cls)
+        self.class_select.value = int(cls)
+        self._update_info()
+
+    def new_class(self, name: str | None = None, color: str | None = None) -> int:
+        """Append a class; returns its id (it becomes the painting class)."""
+        self._require()
+        k = len(self.class_names)
+        name = (name or "").strip() or f"class {k}"
+        self._check_name(name, None)
+        color = (color or default_class_colors(k + 1)[-1]).lower()
+        hex_to_rgb(color)
+        self._labels_da.attrs["class_names"] = [*self.class_names, name]
+        self._labels_da.attrs["class_colors"] = [*self.class_colors, color]
+        self._rebuild_classes()
+        self.select_class(k)
+        self._changed()
+        return k
+
+    def rename_class(self, cls: int, name: str) -> None:
+        self._require()
+        self._check_class(cls)
+        name = str(name).strip()
+        self._check_name(name, cls)
+        names = self.class_names
+        names[cls] = name
+        self._labels_da.attrs["class_names"] = names
+        self._rebuild_classes()
+        self._update_info()
+        self._changed()
+
+    def recolor_class(self, cls: int, color: str) -> None:
+        self._require()
+        self._check_class(cls)
+        color = str(color).strip().lower()
+        try:
+            hex_to_rgb(color)
+        except InputError:
+            raise InputError(
+                f"Colour {color!r} for class {cls} is not of the form '#rrggbb' (e.g. '#ff0000')."
+            ) from None
+        colors = self.class_colors
+        colors[cls] = color
+        self._labels_da.attrs["class_colors"] = colors
+        self._rebuild_classes()
+        self._render()
+        self._changed()
+
+    def _add_class_from_ui(self) -> None:
+        self.new_class(self.new_class_name.value)
+        self.new_class_name.value = ""
+
+    def _rename_from_ui(self, cls: int, change: dict[str, Any]) -> None:
+        try:
+            self.rename_class(cls, change["new"])
+        except InputError:
+            change["owner"].value = change["old"]
+            raise
+
+    def _recolor_from_ui(self, cls: int, change: dict[str, Any]) -> None:
+        try:
+            self.recolor_class(cls, change["new"])
+        except InputError:
+            change["owner"].value = change["old"]
+            raise
+
+    def _check_class(self, cls: int) -> None:
+        k = len(self.class_names)
+        if not isinstance(cls, (int, np.integer)) or not 0 <= cls < k:
+            raise InputError(
+                f"Class {cls!r} does not exist; classes are 0 … {k - 1} ({self.class_names}). "
+                "Add a class first."
+            )
+
+    def _check_name(self, name: str, cls: int | None) -> None:
+        if not name:
+            raise InputError("A class needs a name; type one.")
+        for i, n in enumerate(self.class_names):
+            if n == name and i != cls:
+                raise InputError(f"Class name {name!r} is already used by class {i}; pick another.")
+
+    # -- editing -----------------------------------------------------------------------------
+    def _require(self) -> None:
+        if self._data is None:
+            raise InputError("No image loaded: choose an image first.")
+
+    def _slice_index(self, z: int | None) -> int:
+        self._require()
+        if z is None:
+            return self.z
+        n = self._data.shape[0]
+        if not 0 <= int(z) < n:
+            raise InputError(f"Slice {z} is outside 0 … {n - 1}.")
+        return int(z)
+
+    def _begin_stroke(self, z: int, value: int, radius: float) -> None:
+        self._end_stroke()
+        self._stroke = {
+            "z": z,
+            "value": int(value),
+            "radius": max(float(radius), 0.5),
+            "before": self._data[z].copy(),
+            "last": None,
+            "box": None,
+        }
+
+    def _extend_stroke(self, y: float, x: float) -> Box | None:
+        """Paint the capsule from the last point to (y, x) (index coordinates)."""
+        s = self._stroke
+        if s is None:
+            return None
+        p0 = s["last"] if s["last"] is not None else (y, x)
+        s["last"] = (y, x)
+        box = _stamp_segment(self._data[s["z"]], p0, (y, x), s["radius"], s["value"])
+        if box is not None:
+            s["box"] = box if s["box"] is None else _union(s["box"], box)
+            if s["z"] == self.z:
+                self.view.redraw_region(box)
+        return box
+
+    def _end_stroke(self) -> int:
+        """Finish the stroke: record its undo patch. Returns the count of changed voxels."""
+        s, self._stroke = self._stroke, None
+        if s is None or s["box"] is None:
+            return 0
+        y0, y1, x0, x1 = s["box"]
+        z = s["z"]
+        index = (slice(z, z + 1), slice(y0, y1), slice(x0, x1))
+        patch = Patch.from_arrays(index, s["before"][None, y0:y1, x0:x1], self._data[index])
+        if patch is None:
+            return 0
+        self._push(patch)
+        self._changed()
+        return int(patch.mask().sum())
+
+    def paint(
+        self,
+        z: int | None,
+        points: Sequence[tuple[float, float]],
+        cls: int | None = None,
+        radius: float | None = None,
+    ) -> int:
+        """Paint class ``cls`` (default: the selected one) along ``points`` ``(y, x)`` (pixel
+        indices) of slice ``z`` with a disk of ``radius`` pixels; segments between points are
+        filled. One undo step. Returns the number of voxels changed."""
+        cls = self.current_class if cls is None else int(cls)
+        self._check_class(cls)
+        return self._stroke_points(z, points, cls, radius)
+
+    def erase(
+        self, z: int | None, points: Sequence[tuple[float, float]], radius: float | None = None
+    ) -> int:
+        """Make voxels along ``points`` unlabelled (``-1``); see :meth:`paint`."""
+        return self._stroke_points(z, points, UNLABELLED, radius)
+
+    def _stroke_points(
+        self, z: int | None, points: Sequence[tuple[float, float]], value: int, radius: float | None
+    ) -> int:
+        z = self._slice_index(z)
+        radius = float(self.brush_size.value if radius is None else radius)
+        if radius < 0:
+            raise InputError(f"Brush radius must be ≥ 0, got {radius}.")
+        pts = [(float(p[0]), float(p[1])) for p in points]
+        if not pts:
+            return 0
+        self._begin_stroke(z, value, radius)
+        for y, x in pts:
+            self._extend_stroke(y, x)
+        return self._end_stroke()
+
+    def fill(self, z: int | None, y: int, x: int, cls: int | None = None) -> int:
+        """Give the connected region (4-connected, on slice ``z``) of the label at ``(y, x)``
+        class ``cls``. Returns the number of voxels changed."""
+        z = self._slice_index(z)
+        cls = self.current_class if cls is None else int(cls)
+        self._check_class(cls)
+        sl = self._data[z]
+        h, w = sl.shape
+        y, x = int(y), int(x)
+        if not (0 <= y < h and 0 <= x < w):
+            raise InputError(
+                f"Fill point ({y}, {x}) is outside the slice (0 … {h - 1}, 0 … {w - 1})."
+            )
+        target = sl[y, x]
+        if target == cls:
+            return 0
+        comp, _ = ndimage.label(sl == target)
+        region = comp == comp[y, x]
+        ys, xs = ndimage.find_objects(region.astype(np.int8))[0]
+        before = sl[ys, xs].copy()
+        sl[ys, xs][region[ys, xs]] = cls
+        self._end_stroke()
+        index = (slice(z, z + 1), ys, xs)
+        patch = Patch.from_arrays(index, before[None], self._data[index])
+        if patch is None:
+            return 0
+        self._push(patch)
+        if z == self.z:
+            self.view.redraw_region((ys.start, ys.stop, xs.start, xs.stop))
+        self._changed()
+        return int(region.sum())
+
+    def add_unlabelled(self, cls: int | None = None, scope: str = "slice") -> int:
+        """Give every unlabelled voxel of the current slice (``scope="slice"``) or of the
+        whole volume (``"volume"``) class ``cls``. Returns the number of voxels changed."""
+        self._require()
+        cls = self.current_class if cls is None else int(cls)
+        self._check_class(cls)
+        if scope not in ("slice", "volume"):
+            raise InputError(f"scope must be 'slice' or 'volume', got {scope!r}.")
+        self._end_stroke()
+        zs = slice(self.z, self.z + 1) if scope == "slice" else slice(None)
+        index = (zs, slice(None), slice(None))
+        region = self._data[index]
+        mask = region == UNLABELLED
+        n = int(mask.sum())
+        if not n:
+            self.message.show(f"No unlabelled voxel in this {scope}.", "info")
+            return 0
+        patch = Patch(
+            index,
+            mask.shape,
+            np.packbits(mask),
+            np.array([UNLABELLED], np.int16),
+            np.array([cls], np.int16),
+        )
+        region[mask] = cls
+        self._push(patch)
+        self._render()
+        self._changed()
+        return n
+
+    # -- undo ------------------------------------------------------------------------------
+    def _push(self, patch: Patch) -> None:
+        self._undo.append(patch)
+        self._redo.clear()
+        total = sum(p.nbytes for p in self._undo)
+        while self._undo and (len(self._undo) > self.max_undo_steps or total > self.max_undo_bytes):
+            total -= self._undo.popleft().nbytes
+        self._update_undo_buttons()
+
+    def _update_undo_buttons(self) -> None:
+        self.undo_button.disabled = not self._undo
+        self.redo_button.disabled = not self._redo
+
+    @property
+    def undo_count(self) -> int:
+        return len(self._undo)
+
+    @property
+    def redo_count(self) -> int:
+        return len(self._redo)
+
+    def undo(self) -> bool:
+        """Undo the last edit (shows its slice). False when there is nothing to undo."""
+        self._end_stroke()
+        if not self._undo:
+            return False
+        patch = self._undo.pop()
+        patch.apply(self._data, undo=True)
+        self._redo.append(patch)
+        self._after_history(patch)
+        return True
+
+    def redo(self) -> bool:
+        self._end_stroke()
+        if not self._redo:
+            return False
+        patch = self._redo.pop()
+        patch.apply(self._data, undo=False)
+        self._undo.append(patch)
+        self._after_history(patch)
+        return True
+
+    def _after_history(self, patch: Patch) -> None:
+        self._update_undo_buttons()
+        zs = patch.index[0]
+        if zs.start is not None and zs.stop - zs.start == 1 and zs.start != self.z:
+            self.set_slice(zs.start)
+        else:
+            self._render()
+        self._changed()
+
+    # -- pointer -------------------------------------------------------------------------
+    def _on_pointer(self, kind: str, y: float, x: float, _info: dict[str, Any]) -> None:
+        if self._data is None:
+            return
+        tool = self.tool.value
+        iy, ix = y - 0.5, x - 0.5  # image coordinates → pixel-centre (index) coordinates
+        try:
+            if tool in ("brush", "eraser"):
+                r = float(self.brush_size.value)
+                if kind == "down":
+                    value = self.current_class if tool == "brush" else UNLABELLED
+                    self._begin_stroke(self.z, value, r)
+                    self.view.cursor = (y, x, r)
+                    self._extend_stroke(iy, ix)
+                elif kind == "move":
+                    if self._stroke is not None:
+                        self.view.cursor = (y, x, r)
+                        self._extend_stroke(iy, ix)
+                    else:
+                        self.view.redraw_region(None, cursor=(y, x, r))
+                elif kind in ("up", "out"):
+                    self._end_stroke()
+                    if kind == "out":
+                        self.view.redraw_region(None, cursor=None)
+            elif tool == "fill" and kind == "down":
+                h, w = self._data.shape[1:]
+                if 0 <= y < h and 0 <= x < w:
+                    self.fill(self.z, math.floor(y), math.floor(x))
+        except Exception as err:  # shown in the panel, never raised into the comm
+            self._stroke = None
+            self.message.error(err)
+
+    def _ui(self, fn: Any, *args: Any) -> Any:
+        return style.run_reporting(self.message, fn, *args)
+
+
+def _stamp_segment(
+    sl: np.ndarray,
+    p0: tuple[float, float],
+    p1: tuple[float, float],
+    radius: float,
+    value: int,
+) -> Box | None:
+    """Set ``value`` on the pixels (index coords) within ``radius`` of segment p0–p1.
+    Returns the touched ``(y0, y1, x0, x1)`` or None when it lies outside the slice."""
+    h, w = sl.shape
+    (ay, ax), (by, bx) = p0, p1
+    y0 = max(0, math.floor(min(ay, by) - radius))
+    y1 = min(h, math.ceil(max(ay, by) + radius) + 1)
+    x0 = max(0, math.floor(min(ax, bx) - radius))
+    x1 = min(w, math.ceil(max(ax, bx) + radius) + 1)
+    if y1 <= y0 or x1 <= x0:
+        return None
+    yy = np.arange(y0, y1, dtype=np.float32)[:, None]
+    xx = np.arange(x0, x1, dtype=np.float32)[None, :]
+    dy, dx = by - ay, bx - ax
+    length2 = dy * dy + dx * dx
+    if length2 > 0:
+        t = np.clip(((yy - ay) * dy + (xx - ax) * dx) / length2, 0.0, 1.0)
+        d2 = (yy - (ay + t * dy)) ** 2 + (xx - (ax + t * dx)) ** 2
+    else:
+        d2 = (yy - ay) ** 2 + (xx - ax) ** 2
+    inside = d2 <= radius * radius + 1e-6
+    if not inside.any():
+        return None
+    sl[y0:y1, x0:x1][inside] = value
+    return y0, y1, x0, x1
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
+
+
+__all__ = ["TOOLS", "LabelEditor", "Patch"]

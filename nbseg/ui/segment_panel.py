@@ -1,0 +1,410 @@
+"""`SegmentPanel`: Dragonfly's *Segment with AI* — apply a model to whole images.
+
+The model is the workspace's (or a ``.nbseg`` file loaded here, for this panel only); one image
+per model input and an optional mask are chosen from the workspace. *Preview slice* predicts
+the shown slice; *Segment* runs :func:`nbseg.segment` in a background thread, reports its
+``progress`` callback in an IntProgress and stops at the next batch of tiles on *Cancel* (the
+callback raises). The result becomes :attr:`SegmentPanel.result` and the workspace labels
+``"<image>_segmented"``; it can also be written to a ``.zarr`` store or a ``.tif`` file.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import xarray as xr
+
+from ..errors import InputError
+from . import style
+from .imageview import ImageView
+from .preview_panel import NO_MODEL, InputPicker, image_slice
+from .state import Workspace
+
+WORKSPACE_MODEL = "__workspace__"
+NO_MASK = "__none__"
+
+
+class Cancelled(Exception):
+    """Raised inside segment's progress callback to stop it."""
+
+
+def check_write_path(path: str | Path) -> Path:
+    """The output path, or an InputError saying what is wrong with it."""
+    text = str(path).strip()
+    if not text:
+        raise InputError("'Write to' is ticked but no path is given; type a .zarr or .tif path.")
+    path = Path(text).expanduser()
+    if path.suffix.lower() not in (".zarr", ".tif", ".tiff"):
+        raise InputError(f"Cannot write {text!r}: the file name must end in .zarr, .tif or .tiff.")
+    if path.exists():
+        raise InputError(f"{text!r} already exists; choose another path or delete it first.")
+    if not path.parent.exists():
+        raise InputError(f"Folder {str(path.parent)!r} does not exist; create it or fix the path.")
+    return path
+
+
+def write_result(result: xr.DataArray, path: str | Path) -> Path:
+    """Write labels to ``.zarr`` (xarray) or ``.tif``/``.tiff`` (tifffile); refuses to overwrite."""
+    path = check_write_path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        ds = result.to_dataset(name=str(result.name or "labels"))
+        ds.to_zarr(str(path), mode="w-", zarr_format=2, consolidated=True)
+    else:
+        import tifffile
+
+        tifffile.imwrite(
+            str(path),
+            np.asarray(result.values),
+            photometric="minisblack",
+            metadata={"axes": _axes(result)},
+        )
+    return path
+
+
+def _axes(da: xr.DataArray) -> str:
+    return "ZYX" if da.ndim == 3 else "YX"
+
+
+class SegmentPanel(widgets.VBox):
+    """Segment whole images with a model, in the background, with progress and Cancel.
+
+    Attributes: :attr:`model_select` (workspace model or loaded files), :attr:`model_path`,
+    :attr:`load_button`, :attr:`inputs` (:class:`InputPicker`), :attr:`mask_select`,
+    :attr:`slice_slider`, :attr:`preview_button`, :attr:`segment_button`,
+    :attr:`cancel_button`, :attr:`progress` (IntProgress), :attr:`progress_label`,
+    :attr:`write_check`, :attr:`write_path`, :attr:`view`, :attr:`message`,
+    :attr:`result` (DataArray), :attr:`result_name`, :attr:`status` (``"idle"``,
+    ``"running"``, ``"done"``, ``"cancelled"``, ``"error"``), :attr:`elapsed_s`.
+    Methods: :meth:`start`, :meth:`cancel`, :meth:`wait`, :meth:`preview_slice`,
+    :meth:`load_model_file`.
+    """
+
+    def __init__(self, workspace: Workspace | None = None, *, size: int = 384, **kw: Any) -> None:
+        self.workspace = workspace if workspace is not None else Workspace()
+        self.message = style.MessageBox()
+        self._files: dict[str, Any] = {}
+        self.model_select = widgets.Dropdown(options=[], description="")
+        self.model_path = widgets.Text(placeholder="path/to/model.nbseg")
+        self.load_button = widgets.Button(description="Load model file", icon="folder-open")
+        self.model_info = widgets.HTML()
+        self.inputs = InputPicker(self.workspace)
+        self.mask_select = widgets.Dropdown(options=[("(none)", NO_MASK)], value=NO_MASK)
+        self.slice_slider = widgets.IntSlider(value=0, min=0, max=0, continuous_update=False)
+        self.slice_row = style.labelled("Preview slice", self.slice_slider)
+        self.preview_button = widgets.Button(description="Preview slice", icon="eye")
+        self.segment_button = widgets.Button(
+            description="Segment",
+            icon="play",
+            button_style="primary",
+            tooltip="Segment every slice of the image in the background",
+        )
+        self.cancel_button = widgets.Button(
+            description="Cancel", icon="stop", button_style="danger", disabled=True
+        )
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
+        self.progress_label = widgets.Label("")
+        self.write_check = widgets.Checkbox(value=False, description="Write to", indent=False)
+        self.write_path = widgets.Text(placeholder="result.zarr or result.tif")
+        self.view = ImageView(size, size)
+        self.result: xr.DataArray | None = None
+        self.result_name: str | None = None
+        self.status = "idle"
+        self.elapsed_s: float | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._done.set()
+        self._t0 = 0.0
+        self._last_update = 0.0
+
+        box = style.panel(
+            self.message,
+            style.section(
+                "Model",
+                style.labelled("Model", self.model_select),
+                widgets.HBox([self.model_path, self.load_button]),
+                self.model_info,
+            ),
+            style.section(
+                "Input",
+                self.inputs,
+                style.labelled("Mask", self.mask_select, "Segment only inside this mask"),
+            ),
+            style.section(
+                "Segment",
+                self.slice_row,
+                widgets.HBox([self.preview_button, self.segment_button, self.cancel_button]),
+                widgets.HBox([self.progress, self.progress_label]),
+                widgets.HBox([self.write_check, self.write_path]),
+            ),
+            self.view,
+            title="Segment with AI",
+        )
+        super().__init__(box.children, **kw)
+        self.add_class("nbseg-panel")
+        self.load_button.on_click(
+            lambda _: style.run_reporting(self.message, self.load_model_file, self.model_path.value)
+        )
+        self.preview_button.on_click(
+            lambda _: style.run_reporting(self.message, self.preview_slice)
+        )
+        self.segment_button.on_click(lambda _: style.run_reporting(self.message, self.start))
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.model_select.observe(lambda _: self._sync_model(), names="value")
+        self.slice_slider.observe(lambda _: self._on_slice(), names="value")
+        self.inputs.on_change(self._on_input)
+        self.workspace.observe(self._on_workspace)
+        self._refresh_models()
+        self._on_input()
+
+    # -- model -----------------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The chosen model (None when there is none)."""
+        if self.model_select.value == WORKSPACE_MODEL:
+            return self.workspace.model
+        return self._files.get(self.model_select.value)
+
+    def load_model_file(self, path: str) -> Any:
+        """Load a ``.nbseg`` file and choose it (for this panel; the workspace keeps its model)."""
+        import nbseg
+
+        path = str(path).strip()
+        if not path:
+            raise InputError("Type the path of a .nbseg model file first.")
+        if not Path(path).expanduser().exists():
+            raise InputError(f"Model file {path!r} does not exist; check the path.")
+        model = nbseg.load_model(Path(path).expanduser())
+        self._files[path] = model
+        self._refresh_models()
+        self.model_select.value = path
+        self.message.show(f"Loaded {model!r}.", "info")
+        return model
+
+    def _refresh_models(self) -> None:
+        ws_model = self.workspace.model
+        label = f"Workspace model: {ws_model.name}" if ws_model is not None else "Workspace model"
+        options = [(label, WORKSPACE_MODEL)] + [(f"File: {p}", p) for p in self._files]
+        current = self.model_select.value
+        self.model_select.options = options
+        self.model_select.value = current if current in dict(options).values() else WORKSPACE_MODEL
+        self._sync_model()
+
+    def _sync_model(self) -> None:
+        model = self.model
+        if model is None:
+            self.model_info.value = "<i>No model: create, train or load one.</i>"
+            self.inputs.set_inputs(["input_0"])
+            return
+        state = f"trained {model.epochs_trained} epochs" if model.trained else "untrained"
+        self.model_info.value = html.escape(
+            f"{model.spec.architecture} {model.spec.input_dimension}, "
+            f"{model.spec.class_count} classes ({', '.join(model.class_names)}), {state}"
+        )
+        self.inputs.set_inputs(list(model.spec.input_names))
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _on_workspace(self, event: str, _value: Any) -> None:
+        if event == "model":
+            self._refresh_models()
+        elif event == "images":
+            self.inputs.refresh()
+        elif event == "masks":
+            self._refresh_masks()
+
+    def _first_image(self) -> tuple[str | None, xr.DataArray | None]:
+        names = self.inputs.names()
+        name = names[0] if names else None
+        return name, self.workspace.images.get(name) if name else None
+
+    def _on_input(self) -> None:
+        _, image = self._first_image()
+        self._refresh_masks()
+        if image is None:
+            return
+        n = image.shape[0] if image.ndim == 3 else 1
+        self.slice_slider.max = max(0, n - 1)
+        self.slice_row.layout.display = None if image.ndim == 3 else "none"
+        self._on_slice()
+
+    def _on_slice(self) -> None:
+        """Show the slice, with the segmentation result over it when it is of this image."""
+        name, image = self._first_image()
+        if image is None:
+            return
+        index = int(self.slice_slider.value) if image.ndim == 3 else 0
+        res = self.result
+        labels = None
+        colors = None
+        if res is not None and res.shape == image.shape and self.result_name == f"{name}_segmented":
+            labels = np.asarray(res.values if res.ndim == 2 else res.values[index])
+            colors = list(res.attrs.get("class_colors", []))
+        self.view.show(image_slice(image, index), labels, colors)
+
+    def _refresh_masks(self) -> None:
+        name, _ = self._first_image()
+        masks = self.workspace.compatible("masks", name) if name else []
+        options = [("(none)", NO_MASK)] + [(m, m) for m in masks]
+        current = self.mask_select.value
+        self.mask_select.options = options
+        self.mask_select.value = current if current in dict(options).values() else NO_MASK
+
+    def _mask(self) -> xr.DataArray | None:
+        value = self.mask_select.value
+        return None if value in (None, NO_MASK) else self.workspace.masks.get(value)
+
+    def _checked(self) -> tuple[Any, list[xr.DataArray], xr.DataArray | None]:
+        model = self.model
+        if model is None:
+            raise InputError(NO_MODEL)
+        if not model.trained:
+            raise InputError(
+                f"Model {model.name!r} is untrained: train it in the Train tab (or load a "
+                "trained .nbseg file) before segmenting."
+            )
+        images = self.inputs.images()
+        mask = self._mask()
+        if mask is not None and mask.shape != images[0].shape:
+            raise InputError(
+                f"Mask has shape {mask.shape} but the image has {images[0].shape}; choose a "
+                "mask of the image's geometry."
+            )
+        return model, images, mask
+
+    # -- preview ---------------------------------------------------------------------------
+    def preview_slice(self, index: int | None = None) -> xr.DataArray:
+        """Predict one slice (default: the slider's) and show it over the image."""
+        import nbseg
+
+        model, images, mask = self._checked()
+        if index is not None:
+            self.slice_slider.value = int(index)
+        index = int(self.slice_slider.value)
+        ref = images[0]
+        dim = ref.dims[0] if ref.ndim == 3 else "z"
+        pred = nbseg.preview(
+            model, images if len(images) > 1 else images[0], index, dim=dim, mask=mask
+        )
+        self.view.show(image_slice(ref, index), np.asarray(pred.values), model.class_colors)
+        return pred
+
+    # -- segment ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Segment the chosen image(s) in a background thread (returns at once)."""
+        if self.status == "running":
+            raise InputError("A segmentation is already running; wait for it or Cancel it.")
+        model, images, mask = self._checked()
+        write_to = None
+        if self.write_check.value:
+            write_to = str(check_write_path(self.write_path.value))
+        name, _ = self._first_image()
+        self._cancel.clear()
+        self._done.clear()
+        self.status = "running"
+        self.result = None
+        self.progress.value = 0
+        self.progress.max = 1
+        self.progress.bar_style = ""
+        self.progress_label.value = "starting …"
+        self.segment_button.disabled = True
+        self.preview_button.disabled = True
+        self.cancel_button.disabled = False
+        self.message.show(f"Segmenting {name!r} with {model.name!r} …", "info")
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(model, images, mask, f"{name}_segmented", write_to),
+            name="nbseg-segment",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Stop the running segmentation after the current batch of tiles."""
+        if self.status == "running":
+            self._cancel.set()
+            self.progress_label.value = "cancelling …"
+
+    def wait(self, timeout: float | None = None) -> xr.DataArray | None:
+        """Block until the segmentation ends; returns :attr:`result`."""
+        self._done.wait(timeout)
+        return self.result
+
+    def _progress(self, *args: Any) -> None:
+        if self._cancel.is_set():
+            raise Cancelled
+        if len(args) == 1 and isinstance(args[0], dict):  # streaming: one dict per block
+            done, total = args[0].get("chunks_done", 0), args[0].get("chunks_total", 1)
+        else:
+            done, total = args[0], args[1]
+        now = time.monotonic()
+        if done < total and now - self._last_update < 0.1:
+            return
+        self._last_update = now
+        self.progress.max = max(1, int(total))
+        self.progress.value = int(done)
+        elapsed = now - self._t0
+        eta = elapsed / done * (total - done) if done else float("nan")
+        self.progress_label.value = f"{done} / {total} tile batches · {elapsed:.1f} s" + (
+            f" · ~{eta:.0f} s left" if done and done < total else ""
+        )
+
+    def _run(
+        self,
+        model: Any,
+        images: list[xr.DataArray],
+        mask: xr.DataArray | None,
+        name: str,
+        write_to: str | None,
+    ) -> None:
+        import nbseg
+
+        self._t0 = time.monotonic()
+        self._last_update = 0.0
+        try:
+            result = nbseg.segment(
+                model, images if len(images) > 1 else images[0], mask, progress=self._progress
+            )
+            if self._cancel.is_set():
+                raise Cancelled
+            result.name = name
+            written = write_result(result, write_to) if write_to else None
+            self.elapsed_s = time.monotonic() - self._t0
+            self.result = result
+            self.result_name = name
+            self.workspace.add_labels(name, result)
+            self.progress.value = self.progress.max
+            self.progress.bar_style = "success"
+            self.progress_label.value = f"done in {self.elapsed_s:.1f} s"
+            self._show_result(images[0], result, model.class_colors)
+            where = f" and written to {str(written)!r}" if written else ""
+            self.message.show(
+                f"Segmented in {self.elapsed_s:.1f} s: workspace labels {name!r}{where}.", "info"
+            )
+            self.status = "done"
+        except Cancelled:
+            self.status = "cancelled"
+            self.progress.bar_style = "warning"
+            self.progress_label.value = "cancelled"
+            self.message.show("Segmentation cancelled; no result was kept.", "warning")
+        except Exception as err:  # shown in the panel with its fix, not as a traceback
+            self.status = "error"
+            self.progress.bar_style = "danger"
+            self.progress_label.value = "failed"
+            self.message.error(err)
+        finally:
+            self.segment_button.disabled = False
+            self.preview_button.disabled = False
+            self.cancel_button.disabled = True
+            self._done.set()
+
+    def _show_result(self, image: xr.DataArray, result: xr.DataArray, colors: list[str]) -> None:
+        index = int(self.slice_slider.value) if image.ndim == 3 else 0
+        labels = np.asarray(result.values if result.ndim == 2 else result.values[index])
+        self.view.show(image_slice(image, index), labels, colors)
