@@ -13,6 +13,7 @@ The headless API (scripts, tests and the widgets all use it)::
 from __future__ import annotations
 
 from . import _system, datasets
+from .config import TrainingConfig, load_config
 from .data.augment import AugmentationParams
 from .data.multiroi import (
     UNLABELLED,
@@ -28,6 +29,7 @@ from .inference.sliding import preview, segment
 from .model import Model, generate_model, load_model
 from .models.registry import architectures, get_architecture
 from .models.spec import ModelSpec
+from .store.library import ModelLibrary
 from .training.callbacks import CheckpointCache, FeedbackRegion, TrainingListener
 from .training.params import TrainingParams
 from .training.run import TrainingResult, TrainingRun, train
@@ -55,11 +57,13 @@ __all__ = [
     "InputError",
     "Model",
     "ModelFileError",
+    "ModelLibrary",
     "ModelSpec",
     "NbsegError",
     "Normalisation",
     "ParamsError",
     "SpecError",
+    "TrainingConfig",
     "TrainingError",
     "TrainingListener",
     "TrainingParams",
@@ -74,6 +78,7 @@ __all__ = [
     "generate_model",
     "get_architecture",
     "labelled_slices",
+    "load_config",
     "load_model",
     "multi_roi",
     "overlay",

@@ -1,0 +1,401 @@
+"""The ``nbseg`` command line.
+
+::
+
+    nbseg train CONFIG.yaml [--devices N] [--num-nodes N] [--strategy ddp|ddp_spawn|auto]
+                            [--accelerator cpu|gpu|auto] [--epochs N] [--out PATH]
+    nbseg segment MODEL INPUT OUTPUT [--mask MASK] [--overlap 0.25] [--batch-size 8]
+    nbseg models [--root DIR] list|info|rename|duplicate|delete|restore|trash|empty-trash|
+                              export|import ...
+    nbseg export MODEL --format torchscript|onnx OUT
+
+``MODEL`` is a ``.nbseg`` file or the name of a model in the library (``$NBSEG_MODELS`` or
+``~/.nbseg/models``, or ``--root``). Array files are ``.zarr``, ``.tif``/``.tiff``, ``.npy``
+or ``.nc`` (``path.zarr:variable`` picks a variable of a dataset). Errors print one line
+``nbseg: error: ...`` and exit with status 1 (2 for a bad command line).
+
+``nbseg train --devices 2 --strategy ddp`` trains with Lightning's DDP (one process per device;
+gloo on CPU); the processes are started by Lightning re-running the same command, and only
+global rank 0 prints and saves the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import NbsegError
+
+
+class CliError(NbsegError):
+    """An error reported as one line on stderr (exit status 1)."""
+
+
+def _rank() -> int:
+    """This process's global rank under a Lightning multi-process launch (0 otherwise)."""
+    for key in ("RANK", "GLOBAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    node = int(os.environ.get("NODE_RANK", "0") or 0)
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    world_local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
+    return node * world_local + local if world_local else local
+
+
+def _print(*args: Any) -> None:
+    print(*args, flush=True)
+
+
+# -- train -----------------------------------------------------------------------------------
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {record.get('epoch', '?')}/{epochs}"]
+    for key in ("loss", "val_loss", "val_dice", "val_iou", "val_accuracy", "lr"):
+        v = record.get(key)
+        if isinstance(v, float):
+            parts.append(f"{key} {v:.4g}")
+    if record.get("checkpoint"):
+        parts.append("checkpoint")
+    if isinstance(record.get("epoch_time"), float):
+        parts.append(f"({record['epoch_time']:.1f} s)")
+    return "  ".join(parts)
+
+
+def _printer(epochs: int) -> Any:
+    from .training.callbacks import TrainingListener
+
+    class EpochPrinter(TrainingListener):
+        def on_train_start(self, info: dict[str, Any]) -> None:
+            self.epochs = epochs + int(info.get("first_epoch", 1)) - 1
+            _print(
+                f"training: {info.get('steps_per_epoch')} batches per epoch, classes "
+                f"{info.get('class_names')}"
+            )
+
+        def on_epoch_end(self, record: dict[str, Any], feedback: Any) -> None:
+            _print(_epoch_line(record, getattr(self, "epochs", epochs)))
+
+    return EpochPrinter()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import TrainerOptions, load_config
+
+    cfg = load_config(args.config)
+    t = cfg.trainer
+    opts = TrainerOptions(
+        devices=args.devices if args.devices is not None else t.devices,
+        num_nodes=args.num_nodes if args.num_nodes is not None else t.num_nodes,
+        strategy=args.strategy if args.strategy is not None else t.strategy,
+        accelerator=args.accelerator if args.accelerator is not None else t.accelerator,
+    )
+    try:
+        cfg.trainer = opts.check("command line")
+    except NbsegError as err:
+        raise CliError(str(err)) from None
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise CliError(f"--epochs {args.epochs}: give an integer >= 1.")
+        cfg.params = cfg.params.replace(epochs=args.epochs)
+    out = Path(args.out) if args.out else cfg.output_path()
+    if out is None:
+        raise CliError(
+            f"{args.config}: no output model path; set 'output:' in the config or pass --out."
+        )
+    if out.suffix == "":
+        out = out.with_suffix(".nbseg")
+    rank0 = _rank() == 0
+    model = cfg.build_model()
+    if cfg.spec is not None and model.spec.name == "model":
+        model.spec.name = out.stem  # a new model is named after its file
+    if rank0:
+        _print(f"model: {model!r}")
+        kw = cfg.trainer.trainer_kwargs()
+        if kw:
+            _print(f"trainer: {kw}")
+    t0 = time.perf_counter()
+    result = cfg.run(callbacks=[_printer(cfg.params.epochs)] if rank0 else [], model=model)
+    if result.extra.get("global_rank", 0) != 0:
+        return 0  # a DDP worker: rank 0 reports and saves
+    path = result.model.save(out)
+    _print(
+        f"{result.status}: {len(result.history)} epochs in {time.perf_counter() - t0:.1f} s "
+        f"(world size {result.extra.get('world_size', 1)}); best epoch {result.best_epoch}; "
+        f"saved {path}"
+    )
+    return 0
+
+
+# -- segment ---------------------------------------------------------------------------------
+def _library(args: argparse.Namespace) -> Any:
+    from .store.library import ModelLibrary
+
+    return ModelLibrary(getattr(args, "root", None))
+
+
+def _open_model(ref: str, args: argparse.Namespace) -> Any:
+    """A model from a file path, else from the library by name."""
+    from .model import load_model
+
+    p = Path(ref)
+    if p.is_file():
+        return load_model(p)
+    lib = _library(args)
+    try:
+        if lib.exists(ref):
+            return lib.load(ref)
+    except NbsegError:
+        pass
+    raise CliError(
+        f"No model file {ref!r} and no model of that name in the library {str(lib.root)!r}."
+    )
+
+
+def _array_ref(text: str) -> Any:
+    """``path`` or ``path.zarr:variable`` / ``path.nc:variable``."""
+    for suffix in (".zarr:", ".nc:"):
+        if suffix in text:
+            path, variable = text.split(suffix, 1)
+            return {"path": path + suffix[:-1], "variable": variable}
+    return text
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .config import load_array
+    from .inference.sliding import segment
+
+    model = _open_model(args.model, args)
+    image = load_array(_array_ref(args.input))
+    mask = load_array(_array_ref(args.mask)) if args.mask else None
+    if mask is not None and mask.dtype != bool:
+        mask = mask != 0
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix not in (".zarr", ".tif", ".tiff", ".npy", ".nc"):
+        raise CliError(f"{str(out)!r}: write the labels as .zarr, .tif, .npy or .nc.")
+    last = [0.0]
+
+    def progress(done: Any, total: int | None = None) -> None:
+        unit = "tiles"
+        if isinstance(done, dict):  # the streaming path reports chunks
+            unit, done, total = "chunks", done.get("chunks_done"), done.get("chunks_total")
+        now = time.perf_counter()
+        if now - last[0] > 2 or done == total:
+            last[0] = now
+            _print(f"{unit} {done}/{total}")
+
+    t0 = time.perf_counter()
+    kw: dict[str, Any] = dict(overlap=args.overlap, batch_size=args.batch_size, progress=progress)
+    if args.device:
+        kw["device"] = args.device
+    if suffix == ".zarr" and _streaming_available():
+        # streamed chunk by chunk into the store: the volume never has to fit in memory
+        labels = segment(model, image, mask, out=str(out), **kw)
+        _print(f"segmented {tuple(labels.shape)} in {time.perf_counter() - t0:.1f} s -> {out}")
+        return 0
+    labels = segment(model, image.load() if hasattr(image, "load") else image, mask, **kw)
+    _write_labels(labels, out, suffix)
+    values = np.asarray(labels.values)
+    counts = {name: int((values == i).sum()) for i, name in enumerate(model.class_names)}
+    _print(
+        f"segmented {tuple(labels.shape)} in {time.perf_counter() - t0:.1f} s -> {out}; "
+        f"voxels per class {counts}"
+    )
+    return 0
+
+
+def _streaming_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nbseg.inference.stream") is not None
+
+
+def _write_labels(labels: Any, out: Path, suffix: str) -> None:
+    import numpy as np
+
+    from .store.fileformat import atomic_write_bytes
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(labels.values))
+        atomic_write_bytes(out, buf.getvalue())
+    elif suffix in (".tif", ".tiff"):
+        import io
+
+        import tifffile
+
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, np.asarray(labels.values), metadata={"axes": "".join(labels.dims)})
+        atomic_write_bytes(out, buf.getvalue())
+    elif suffix == ".nc":
+        labels.attrs = {k: v for k, v in labels.attrs.items() if k not in ("class_colors",)}
+        labels.to_netcdf(out)
+    else:
+        labels.name = labels.name or "labels"
+        labels.to_dataset().to_zarr(out, mode="w")
+
+
+# -- models ----------------------------------------------------------------------------------
+def _fmt_size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    lib = _library(args)
+    op = args.op
+    if op in ("list", "trash"):
+        rows = lib.list() if op == "list" else lib.trash()
+        if not rows:
+            _print(f"({'no models' if op == 'list' else 'trash empty'} in {lib.root})")
+        for r in rows:
+            state = "?" if r.error else (f"{r.epochs} epochs" if r.trained else "untrained")
+            _print(
+                f"{r.name:30s} {r.architecture:16s} {r.input_dimension:5s} "
+                f"{len(r.classes)} classes  {state:11s} {_fmt_size(r.size):>9s}  {r.updated}"
+                + (f"  ERROR {r.error}" if r.error else "")
+            )
+        return 0
+    if op == "info":
+        row = lib.info(args.name)
+        meta = lib.metadata(args.name)
+        info = row.to_dict()
+        info.update(spec=meta.get("spec"), normalisation=meta.get("normalisation"))
+        info["params"] = meta.get("params")
+        info["last_epoch"] = (meta.get("history") or [None])[-1]
+        _print(json.dumps(info, indent=2, default=str))
+        return 0
+    if op == "rename":
+        _print(f"renamed -> {lib.rename(args.name, args.new)}")
+    elif op == "duplicate":
+        _print(f"duplicated -> {lib.duplicate(args.name, args.new)}")
+    elif op == "delete":
+        _print(f"moved to the trash: {lib.delete(args.name)} (nbseg models restore {args.name!r})")
+    elif op == "restore":
+        _print(f"restored -> {lib.restore(args.name, args.new)}")
+    elif op == "empty-trash":
+        _print(f"removed {lib.empty_trash()} trashed model(s) for good")
+    elif op == "export":
+        _print(f"exported -> {lib.export(args.name, args.path)}")
+    elif op == "import":
+        _print(f"imported -> {lib.import_(args.path, args.name, overwrite=args.overwrite)}")
+    return 0
+
+
+# -- export ----------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from .store.export import example_input, export_onnx, export_torchscript
+
+    model = _open_model(args.model, args)
+    example = example_input(model, args.patch_size) if args.patch_size else None
+    fn = export_onnx if args.format == "onnx" else export_torchscript
+    t0 = time.perf_counter()
+    path = fn(model, args.out, example=example)
+    _print(
+        f"exported {model.spec.name!r} as {args.format} -> {path} (checked against the network; "
+        f"{time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="nbseg", description="Train and apply deep semantic-segmentation models."
+    )
+    p.add_argument("--version", action="version", version=f"nbseg {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train from a YAML config")
+    t.add_argument("config", help="training config (YAML); see nbseg.config")
+    t.add_argument("--devices", type=int, help="processes/devices (DDP when > 1)")
+    t.add_argument("--num-nodes", type=int, dest="num_nodes", help="machines (multi-node DDP)")
+    t.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"), help="Lightning strategy")
+    t.add_argument("--accelerator", choices=("cpu", "gpu", "auto"))
+    t.add_argument("--epochs", type=int, help="override params.epochs")
+    t.add_argument("--out", help="output model file (overrides 'output:')")
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("segment", help="segment a volume with a model")
+    s.add_argument("model", help="a .nbseg file or a library model name")
+    s.add_argument("input", help="image file (.zarr[:var], .tif, .npy, .nc[:var])")
+    s.add_argument("output", help="labels file (.zarr, .tif, .npy, .nc)")
+    s.add_argument("--mask", help="mask file: only voxels inside are segmented (-1 outside)")
+    s.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
+    s.add_argument("--batch-size", type=int, default=8, dest="batch_size")
+    s.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
+    s.add_argument("--root", help="model library folder")
+    s.set_defaults(fn=cmd_segment)
+
+    m = sub.add_parser("models", help="the model library")
+    m.add_argument("--root", help="library folder (default $NBSEG_MODELS or ~/.nbseg/models)")
+    ops = m.add_subparsers(dest="op", required=True, metavar="OP")
+    ops.add_parser("list", help="list the models")
+    ops.add_parser("trash", help="list the trashed models")
+    ops.add_parser("empty-trash", help="delete the trashed models for good")
+    for name, helptext, extra in (
+        ("info", "show a model's metadata", ()),
+        ("rename", "rename a model", ("new",)),
+        ("duplicate", "copy a model under a new name", ("new?",)),
+        ("delete", "move a model to the trash", ()),
+        ("restore", "bring a model back from the trash", ("new?",)),
+        ("export", "write a model as one portable .nbseg file", ("path",)),
+    ):
+        op = ops.add_parser(name, help=helptext)
+        op.add_argument("name")
+        for e in extra:
+            if e.endswith("?"):
+                op.add_argument(e[:-1], nargs="?", default=None)
+            else:
+                op.add_argument(e)
+    imp = ops.add_parser("import", help="validate a .nbseg file and add it")
+    imp.add_argument("path")
+    imp.add_argument("name", nargs="?", default=None)
+    imp.add_argument("--overwrite", action="store_true", help="replace (old one to the trash)")
+    m.set_defaults(fn=cmd_models)
+
+    e = sub.add_parser("export", help="export a model's network as TorchScript or ONNX")
+    e.add_argument("model", help="a .nbseg file or a library model name")
+    e.add_argument("--format", choices=("torchscript", "onnx"), required=True)
+    e.add_argument("out", help="output file (.pt / .onnx)")
+    e.add_argument("--patch-size", type=int, dest="patch_size", help="example input size")
+    e.add_argument("--root", help="model library folder")
+    e.set_defaults(fn=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 = success)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except NbsegError as err:
+        print(f"nbseg: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("nbseg: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"nbseg: error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""Exchange networks with the rest of the world: TorchScript and ONNX export, and wrapping a
+foreign ``nn.Module`` (or a TorchScript file) into an nbseg :class:`Model`.
+
+What is exported is the **network**: it maps a normalised input ``(B, C, H, W)`` (2D, 2.5D)
+or ``(B, C, D, H, W)`` (3D) to class logits of the same spatial size (sizes that are
+multiples of the size divisor stored in the metadata). The normalisation
+``(x - low) / (high - low)``, the class names/colours and the spec travel as JSON metadata:
+TorchScript extra file ``nbseg.json``, ONNX ``metadata_props`` key ``nbseg``. Every export is
+checked by running the exported file on an input and comparing with the network.
+
+Import:
+
+* :func:`import_module` wraps any ``nn.Module`` factory (+ optional weights) as a Model that
+  trains (fine-tunes), segments and saves like a built-in one; its architecture is registered
+  under ``spec.architecture`` in this process, so a saved file loads again wherever the same
+  ``import_module`` / :func:`register_external` call ran first.
+* :func:`import_torchscript` loads a TorchScript file for inference **and fine-tuning** (its
+  parameters take gradients; a *traced* module keeps the train/eval behaviour it was traced
+  with, e.g. frozen BatchNorm statistics). Loading TorchScript runs TorchScript code from the
+  file (not arbitrary Python, but only load files you trust).
+* ONNX import is not supported: the maintained converter (``onnx2torch``) needs
+  ``torchvision``, which is not an nbseg dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ModelFileError, SpecError
+
+if TYPE_CHECKING:
+    from ..data.trainingset import Normalisation
+    from ..model import Model
+    from ..models.spec import ModelSpec
+    from ..training.params import TrainingParams
+
+META_KEY = "nbseg"
+
+
+def example_input(
+    model: Model, patch_size: int | Sequence[int] | None = None, batch_size: int = 1, seed: int = 0
+) -> torch.Tensor:
+    """A random network input for ``model`` (patch size: the training one, else 64 / 32 in
+    3D), rounded up to the architecture's size divisor."""
+    from ..models.registry import input_shape, size_divisor
+
+    spec = model.spec
+    if patch_size is None:
+        if model.params is not None:
+            patch_size = model.params.patch_size
+        else:
+            patch_size = 32 if spec.input_dimension == "3D" else 64
+    shape = list(input_shape(spec, patch_size, batch_size))
+    div = size_divisor(spec)
+    shape[2:] = [-(-s // div) * div for s in shape[2:]]
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=gen)
+
+
+def export_metadata(model: Model) -> dict[str, Any]:
+    from ..models.registry import size_divisor
+
+    meta = model.metadata()
+    meta.pop("history", None)
+    try:
+        meta["size_divisor"] = size_divisor(model.spec)
+    except SpecError:
+        meta["size_divisor"] = 1
+    meta["input"] = (
+        "normalised float32 (x - low) / (high - low) per input; (B, C, H, W) for 2D/2.5D, "
+        "(B, C, D, H, W) for 3D; output: class logits"
+    )
+    return meta
+
+
+def _compare(name: str, got: np.ndarray, want: np.ndarray, atol: float) -> float:
+    if got.shape != want.shape:
+        raise ModelFileError(
+            f"The {name} export gives an output of shape {got.shape}, the network {want.shape}."
+        )
+    diff = float(np.max(np.abs(got - want))) if got.size else 0.0
+    if not diff <= atol:
+        raise ModelFileError(
+            f"The {name} export differs from the network by {diff:.3g} (> {atol:g}); this "
+            "architecture does not export faithfully."
+        )
+    return diff
+
+
+def _network_output(model: Model, x: torch.Tensor) -> np.ndarray:
+    net = model.network.to("cpu").eval()
+    with torch.no_grad():
+        return net(x).numpy()
+
+
+def export_torchscript(
+    model: Model,
+    path: str | os.PathLike[str],
+    example: torch.Tensor | None = None,
+    check: bool = True,
+    atol: float = 1e-4,
+) -> Path:
+    """Write the network as TorchScript (traced on ``example``, default
+    :func:`example_input`) with the metadata as extra file ``nbseg.json``; checked against
+    the network on the example and on an input of another spatial size."""
+    from .fileformat import atomic_write_bytes
+
+    x = example if example is not None else example_input(model)
+    net = model.network.to("cpu").eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
+        traced = torch.jit.trace(net, x, check_trace=False)
+        import io
+
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={"nbseg.json": json.dumps(export_metadata(model))})
+    out = atomic_write_bytes(path, buf.getvalue())
+    if check:
+        loaded = load_torchscript(out)
+        for probe in (x, _other_size(model, x)):
+            with torch.no_grad():
+                got = loaded(probe).numpy()
+            _compare("TorchScript", got, _network_output(model, probe), atol)
+    return out
+
+
+def export_onnx(
+    model: Model,
+    path: str | os.PathLike[str],
+    example: torch.Tensor | None = None,
+    check: bool = True,
+    atol: float = 1e-4,
+    opset: int = 17,
+) -> Path:
+    """Write the network as ONNX (dynamic batch and spatial sizes) with the metadata as
+    ``metadata_props["nbseg"]``; checked with onnxruntime against the network."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelFileError(
+            "ONNX export needs the 'onnx' and 'onnxruntime' packages: pip install 'nbseg[export]'."
+        ) from None
+    import io
+
+    from .fileformat import atomic_write_bytes
+
+    x = example if example is not None else example_input(model)
+    net = model.network.to("cpu").eval()
+    spatial = {i: f"s{i}" for i in range(2, x.ndim)}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (x,),
+            buf,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch", **spatial}, "logits": {0: "batch", **spatial}},
+            opset_version=opset,
+            dynamo=False,  # the TorchScript-based exporter: no onnxscript needed
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    prop = proto.metadata_props.add()
+    prop.key, prop.value = META_KEY, json.dumps(export_metadata(model))
+    out = atomic_write_bytes(path, proto.SerializeToString())
+    if check:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        for probe in (x, _other_size(model, x)):
+            got = sess.run(None, {"input": probe.numpy()})[0]
+            _compare("ONNX", got, _network_output(model, probe), atol)
+    return out
+
+
+def _other_size(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """A second probe: batch 2 and another spatial size (dynamic shapes must work)."""
+    from ..models.registry import size_divisor
+
+    try:
+        div = size_divisor(model.spec)
+    except SpecError:
+        div = 8
+    shape = list(x.shape)
+    shape[0] = 2
+    shape[-1] = shape[-1] + div
+    return torch.rand(shape, generator=torch.Generator().manual_seed(1))
+
+
+def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The nbseg metadata of an exported TorchScript (``.pt``) or ONNX (``.onnx``) file."""
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(p), load_external_data=False)
+        for prop in proto.metadata_props:
+            if prop.key == META_KEY:
+                return json.loads(prop.value)
+        raise ModelFileError(f"{str(p)!r} holds no nbseg metadata.")
+    extra = {"nbseg.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+    if not extra["nbseg.json"]:
+        raise ModelFileError(f"{str(p)!r} holds no nbseg metadata.")
+    return json.loads(extra["nbseg.json"])
+
+
+def load_torchscript(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"No TorchScript file at {str(p)!r}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(str(p), map_location="cpu")
+    except Exception as err:
+        raise ModelFileError(
+            f"{str(p)!r} is not a TorchScript file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]})."
+        ) from None
+
+
+# -- import --------------------------------------------------------------------------------
+def register_external(
+    name: str,
+    factory: Callable[[], nn.Module],
+    dimensions: Sequence[str] = ("2D", "2.5D", "3D"),
+    size_divisor: int = 1,
+    description: str = "",
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Register a foreign network factory as architecture ``name`` (this process only), so
+    that models of that architecture build, save and load like built-in ones."""
+    from ..models.registry import ARCHITECTURES, BUILTIN_MODULES, ArchitectureInfo, register
+
+    current = ARCHITECTURES.get(name)
+    if current is not None and current.builder.__module__.rsplit(".", 1)[-1] in BUILTIN_MODULES:
+        raise SpecError(f"{name!r} is a built-in architecture; give the imported one another name.")
+    div = int(size_divisor)
+    register(
+        ArchitectureInfo(
+            name=name,
+            title=name,
+            description=description or f"External network {name!r} (imported).",
+            dimensions=tuple(dimensions),
+            defaults=dict(defaults or {}),
+            builder=lambda spec, params: factory(),
+            size_divisor=lambda spec, params: div,
+        )
+    )
+
+
+def import_module(
+    factory: Callable[[], nn.Module],
+    spec: ModelSpec,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    *,
+    size_divisor: int = 1,
+    class_names: Sequence[str] | None = None,
+    class_colors: Sequence[str] | None = None,
+    normalisation: Normalisation | None = None,
+    params: TrainingParams | None = None,
+    check_patch: int | Sequence[int] | None = None,
+) -> Model:
+    """Wrap a foreign network as an nbseg :class:`Model` (fine-tune it with
+    :func:`nbseg.train`, apply it with :func:`nbseg.segment`, save it).
+
+    Parameters
+    ----------
+    factory
+        ``factory() -> nn.Module`` building the network; it must map ``(B,
+        spec.in_channels, ...)`` to logits ``(B, spec.class_count, ...)`` of the same spatial
+        size. It is registered as architecture ``spec.architecture`` (see
+        :func:`register_external`).
+    spec
+        The :class:`ModelSpec` (class count, input dimension, inputs; ``architecture`` = the
+        name to register, not a built-in one).
+    state_dict
+        Weights to load (strictly); ``None`` keeps the factory's.
+    size_divisor
+        Spatial sizes the network needs to be multiples of (inputs are padded to it).
+    normalisation
+        The intensity normalisation the weights were trained with; ``None`` (the model counts
+        as untrained) means the next :func:`nbseg.train` fits one.
+    params
+        The :class:`TrainingParams` it was trained with (their patch size is the default
+        sliding window of :func:`nbseg.segment`).
+    check_patch
+        Patch size of the shape check (default 64, 32 in 3D).
+    """
+    from ..model import Model
+    from ..models.registry import input_shape
+
+    spec.validate()
+    try:
+        register_external(
+            spec.architecture,
+            factory,
+            (spec.input_dimension,),
+            size_divisor,
+            defaults=spec.parameters,
+        )
+    except TypeError as err:
+        raise SpecError(f"spec.parameters: {err}") from None
+    network = factory()
+    if not isinstance(network, nn.Module):
+        raise SpecError(f"The factory returned a {type(network).__name__}, not a torch nn.Module.")
+    if state_dict is not None:
+        try:
+            network.load_state_dict(state_dict, strict=True)
+        except RuntimeError as err:
+            raise SpecError(
+                f"The weights do not fit the network ({str(err).splitlines()[0]})."
+            ) from None
+    _check_network(network, spec, input_shape, size_divisor, check_patch)
+    return Model(spec, network, class_names, class_colors, normalisation, params)
+
+
+def _check_network(
+    network: nn.Module, spec: ModelSpec, input_shape: Any, div: int, patch: Any
+) -> None:
+    patch = patch or (32 if spec.input_dimension == "3D" else 64)
+    shape = list(input_shape(spec, patch, 1))
+    shape[2:] = [-(-s // div) * div for s in shape[2:]]
+    was = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            y = network(torch.zeros(shape))
+    except Exception as err:
+        raise SpecError(
+            f"The network fails on an input of shape {tuple(shape)} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}); check spec.input_count/input_dimension."
+        ) from None
+    finally:
+        network.train(was)
+    want = (1, spec.class_count, *shape[2:])
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise SpecError(
+            f"The network maps {tuple(shape)} to {got}; nbseg needs logits of shape {want} "
+            "(class_count channels, same spatial size)."
+        )
+
+
+def import_torchscript(
+    path: str | os.PathLike[str],
+    spec: ModelSpec | None = None,
+    *,
+    size_divisor: int | None = None,
+    class_names: Sequence[str] | None = None,
+    class_colors: Sequence[str] | None = None,
+    normalisation: Normalisation | None = None,
+) -> Model:
+    """A TorchScript network as an nbseg :class:`Model`, for inference or fine-tuning.
+
+    ``spec`` describes it (class count, input dimension, inputs, a new architecture name);
+    for a file written by :func:`export_torchscript` it may be omitted: spec, classes,
+    normalisation and size divisor then come from its ``nbseg.json`` (the architecture is
+    renamed ``torchscript:<name>``). Only load TorchScript files you trust.
+    """
+    from ..data.trainingset import Normalisation
+    from ..models.spec import ModelSpec
+    from ..training.params import TrainingParams
+
+    p = Path(path)
+    load_torchscript(p)  # clear error for a missing / foreign file
+    meta: dict[str, Any] = {}
+    try:
+        meta = read_export_metadata(p)
+    except (ModelFileError, json.JSONDecodeError, RuntimeError):
+        meta = {}
+    if spec is None:
+        if not meta:
+            raise SpecError(
+                f"{str(p)!r} holds no nbseg metadata; describe the network with spec=ModelSpec"
+                "(architecture='my_net', class_count=..., input_dimension=...)."
+            )
+        spec = ModelSpec.from_dict(meta["spec"])
+        spec.architecture = f"torchscript:{spec.architecture}"
+        spec.parameters = {}  # baked into the TorchScript graph
+        class_names = class_names or meta.get("class_names")
+        class_colors = class_colors or meta.get("class_colors")
+        if normalisation is None and meta.get("normalisation"):
+            normalisation = Normalisation.from_dict(meta["normalisation"])
+    params = TrainingParams.from_dict(meta["params"]) if meta.get("params") else None
+    if size_divisor is None:
+        size_divisor = int(meta.get("size_divisor", 1)) if meta else 1
+    return import_module(
+        lambda: load_torchscript(p),
+        spec,
+        size_divisor=size_divisor,
+        class_names=class_names,
+        class_colors=class_colors,
+        normalisation=normalisation,
+        params=params,
+    )
