@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/jupyter lab notebooks/01_quickstart.ipynb "$@"
+EXTRA=()
+[ "$(id -u)" = 0 ] && EXTRA+=(--allow-root)   # containers often run as root
+exec .venv/bin/jupyter lab "${EXTRA[@]}" notebooks/01_quickstart.ipynb "$@"

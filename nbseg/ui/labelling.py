@@ -142,6 +142,7 @@ class LabelEditor(widgets.VBox):
 
         self.message = style.MessageBox()
         self.view = ImageView(width, height, interactive_pan=False)
+        self.view.canvas.add_class("nbseg-label-canvas")
         self.view.on_pointer(self._on_pointer)
         self.image_select = widgets.Dropdown(options=[], description="")
         self.name_text = widgets.Text(value=name, continuous_update=False)

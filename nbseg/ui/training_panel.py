@@ -243,6 +243,10 @@ class TrainingPanel(widgets.VBox):
             tooltip="Stop after the current batch; the model keeps its weights",
         )
         self.status = widgets.HTML("Idle")
+        # stable CSS hooks for the real-browser tests and user styling
+        self.train_button.add_class("nbseg-train")
+        self.stop_button.add_class("nbseg-stop")
+        self.status.add_class("nbseg-train-status")
         self.progress = widgets.IntProgress(
             value=0, min=0, max=1, layout=widgets.Layout(width="300px")
         )
@@ -292,6 +296,7 @@ class TrainingPanel(widgets.VBox):
             fig_margin={"top": 40, "bottom": 40, "left": 55, "right": 20},
             layout=widgets.Layout(width="560px", height="330px"),
         )
+        self.figure.add_class("nbseg-graph")
         self.metrics = widgets.SelectMultiple(
             options=["loss", "val_loss"],
             value=["loss", "val_loss"],
@@ -307,6 +312,7 @@ class TrainingPanel(widgets.VBox):
 
         # feedback -------------------------------------------------------------------
         self.feedback_view = ImageView(256, 256)
+        self.feedback_view.canvas.add_class("nbseg-feedback-canvas")
         self.prediction_opacity = widgets.FloatSlider(
             value=0.5, min=0.0, max=1.0, step=0.05, continuous_update=False
         )
@@ -316,6 +322,7 @@ class TrainingPanel(widgets.VBox):
         self.prediction_opacity.observe(self._on_opacity, "value")
         self.input_opacity.observe(self._on_opacity, "value")
         self.snapshot = widgets.Image(format="png", layout=widgets.Layout(width="128px"))
+        self.snapshot.add_class("nbseg-feedback-snapshot")
         self.snapshot_caption = widgets.HTML("<i>No feedback yet</i>")
         self.epoch_slider = widgets.IntSlider(
             value=1, min=1, max=1, disabled=True, continuous_update=True
@@ -323,6 +330,8 @@ class TrainingPanel(widgets.VBox):
         self.epoch_slider.observe(self._on_epoch_slider, "value")
         self.export_png_path = widgets.Text("feedback.png", layout=widgets.Layout(width="220px"))
         self.export_png_button = self._button("Export PNG", "file-image-o", self._export_png)
+        self.export_png_button.add_class("nbseg-export-png")
+        self.export_png_path.add_class("nbseg-export-png-path")
 
         # checkpoints ----------------------------------------------------------------
         self.checkpoint_select = widgets.Dropdown(options=[], layout=widgets.Layout(width="300px"))
@@ -346,6 +355,8 @@ class TrainingPanel(widgets.VBox):
             "training_history.csv", layout=widgets.Layout(width="220px")
         )
         self.export_csv_button = self._button("Export CSV", "table", self._export_csv)
+        self.export_csv_button.add_class("nbseg-export-csv")
+        self.export_csv_path.add_class("nbseg-export-csv-path")
 
         # model ----------------------------------------------------------------------
         self.save_model_path = widgets.Text("model.nbseg", layout=widgets.Layout(width="220px"))

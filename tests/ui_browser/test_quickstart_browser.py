@@ -1,0 +1,160 @@
+"""The quickstart notebook in a real JupyterLab + Chromium: run it, Train, watch the graph and
+the feedback image update, Stop, export CSV/PNG, paint on the label canvas, screenshot panels.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import pytest
+
+from nbseg._png import decode_png
+from nbseg.ui.tool import TAB_TITLES
+
+from .conftest import run_in_kernel, screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# bqplot draws each Lines point with a marker as an element of class "dot"
+POINTS_JS = """() => document.querySelectorAll('.nbseg-graph g.curve path.dot').length"""
+
+
+@pytest.fixture(scope="module")
+def session(lab, browser):
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(lab.notebook_url("01_quickstart.ipynb"))
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands")
+    page.locator(".jp-Notebook").first.wait_for()
+    kc = lab.kernel_client()
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # the last code cell prints the reloaded model: the whole notebook ran
+    page.locator(".jp-OutputArea-output", has_text="epochs trained, classes").first.wait_for(
+        timeout=600_000
+    )
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+    assert not tracebacks, tracebacks
+    tool = page.locator(".nbseg-tool").first
+    tool.scroll_into_view_if_needed()
+    yield page, tool, kc, lab
+    kc.stop_channels()
+    context.close()
+
+
+def _tab(tool, title):
+    """Open the tool's tab called exactly ``title`` and wait until it is the current one."""
+    tab = tool.locator(".lm-TabBar-tab").filter(has=tool.page.get_by_text(title, exact=True))
+    tab.first.click()
+    tool.page.wait_for_function(
+        "(t) => [...document.querySelectorAll('.nbseg-tool .lm-TabBar-tab.lm-mod-current')]"
+        ".some(e => e.innerText.trim() === t)",
+        arg=title,
+    )
+
+
+def test_screenshots_of_every_panel(session):
+    _page, tool, _kc, _lab = session
+    for title in TAB_TITLES:
+        _tab(tool, title)
+        path = screenshot(tool, f"panel_{title.lower().replace(' ', '_')}")
+        assert path.stat().st_size > 5_000
+
+
+def test_train_graph_feedback_stop_and_kernel_stays_responsive(session):
+    page, tool, kc, _lab = session
+    # a long training so that Stop lands mid-run (the notebook's own run was short)
+    run_in_kernel(kc, "tool.parameters.epochs.value = 500")
+    _tab(tool, "Train")
+    before = page.evaluate(POINTS_JS)
+    tool.locator(".nbseg-train button, button.nbseg-train").first.click()
+    page.locator(".nbseg-train-status", has_text="Training").first.wait_for()
+    # the graph gains points epoch by epoch
+    page.wait_for_function(f"() => ({POINTS_JS})() >= {before} + 2", timeout=180_000)
+    page.wait_for_function(f"() => ({POINTS_JS})() >= {before} + 3", timeout=180_000)
+    # the feedback image is shown (static snapshot next to the canvas)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.nbseg-feedback-snapshot');"
+        " return i && i.naturalWidth > 0; }"
+    )
+    t0 = time.monotonic()
+    tool.locator(".nbseg-stop button, button.nbseg-stop").first.click()
+    page.locator(".nbseg-train-status", has_text="Stopped").first.wait_for(timeout=30_000)
+    stop_s = time.monotonic() - t0
+    assert stop_s < 15, f"Stop took {stop_s:.1f} s"
+    # the kernel answers at once and the run really stopped early, model kept
+    t1 = time.monotonic()
+    out = run_in_kernel(kc, "print(tool.training.run.status, len(tool.result.history))", 20)
+    assert time.monotonic() - t1 < 10
+    status, epochs = out.split()
+    assert status == "stopped"
+    assert int(epochs) < 500
+    screenshot(tool, "train_after_stop")
+
+
+def test_export_csv_and_png_from_results(session):
+    page, tool, kc, lab = session
+    _tab(tool, "Train")
+    panel = tool.locator(".nbseg-train-status").first.locator(
+        "xpath=ancestor::*[contains(@class,'nbseg-panel')][1]"
+    )
+    panel.locator(".lm-TabBar-tab").filter(has=page.get_by_text("List", exact=True)).first.click()
+    path = panel.locator(".nbseg-export-csv-path input").first
+    path.fill("history_export.csv")
+    path.press("Enter")
+    panel.locator(".nbseg-export-csv button, button.nbseg-export-csv").first.click()
+    target = lab.root / "history_export.csv"
+    page.wait_for_function(
+        "() => document.body.innerText.includes('history_export.csv')", timeout=30_000
+    )
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    epochs = run_in_kernel(kc, "print(*[r['epoch'] for r in tool.result.history])").split()
+    assert len(rows) == len(epochs) >= 3
+    assert {"epoch", "loss", "val_loss", "lr"} <= set(rows[0])
+    assert [r["epoch"] for r in rows] == epochs
+
+    panel.locator(".lm-TabBar-tab").filter(has=page.get_by_text("Graph", exact=True)).first.click()
+    png_path = panel.locator(".nbseg-export-png-path input").first
+    png_path.fill("feedback_export.png")
+    png_path.press("Enter")
+    panel.locator(".nbseg-export-png button, button.nbseg-export-png").first.click()
+    page.wait_for_function(
+        "() => document.body.innerText.includes('feedback_export.png')", timeout=30_000
+    )
+    img = decode_png((lab.root / "feedback_export.png").read_bytes())
+    h, w = (
+        int(v) for v in run_in_kernel(kc, "print(*tool.result.feedback.image.shape[:2])").split()
+    )
+    assert img.shape[:2] == (h, w) and img.shape[2] in (3, 4)
+    assert img.std() > 5  # a real picture, not a blank
+
+
+def test_paint_a_stroke_on_the_label_canvas(session):
+    page, tool, kc, _lab = session
+    _tab(tool, "Label")
+    canvas = tool.locator(".nbseg-label-canvas").first
+    canvas.wait_for()
+    # show an unlabelled slice, so every painted pixel is a newly labelled voxel
+    run_in_kernel(
+        kc,
+        "ed = tool.labelling\n"
+        "ed.set_slice(next(z for z in range(ed.labels.shape[0]) if (ed.labels.values[z] < 0).all()))",
+    )
+    count = "print(int((tool.labelling.labels.values >= 0).sum()))"
+    before = int(run_in_kernel(kc, count))
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x0 + i * box["width"] * 0.03, y0 + i * box["height"] * 0.01)
+    page.mouse.up()
+    deadline = time.monotonic() + 30
+    after = before
+    while after <= before and time.monotonic() < deadline:  # wait on the kernel's state
+        after = int(run_in_kernel(kc, count))
+    assert after > before + 20, (before, after)
+    screenshot(tool, "label_after_stroke")
