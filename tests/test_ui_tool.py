@@ -64,6 +64,14 @@ def test_click_through_generate_paint_train_segment(tmp_path):
     assert tool.model.epochs_trained == 3
     assert "3 epochs trained" in tool.status.value
 
+    # "export this training as a config" gives what `nbseg train` runs
+    path = tool.training.export_config(tmp_path / "run" / "train.yaml")
+    cfg = nbseg.load_config(path)
+    assert cfg.build_model().spec == tool.model.spec
+    (ts,) = cfg.build_training_sets()
+    np.testing.assert_array_equal(ts.labels_volume(), editor.labels.values)
+    assert cfg.params.epochs == 3
+
     seg = tool.segmenter
     seg.segment_button.click()
     seg.wait(60)

@@ -361,6 +361,15 @@ class TrainingPanel(widgets.VBox):
         # model ----------------------------------------------------------------------
         self.save_model_path = widgets.Text("model.nbseg", layout=widgets.Layout(width="220px"))
         self.save_model_button = self._button("Save model", "save", self._save_model)
+        self.export_config_path = widgets.Text(
+            "training_run/train.yaml", layout=widgets.Layout(width="220px")
+        )
+        self.export_config_button = self._button(
+            "Export config",
+            "terminal",
+            self.export_config,
+            "Write this training (model, data, parameters) as a YAML config for `nbseg train`",
+        )
         self.log_view = widgets.HTML("")
         self.log_box = widgets.Accordion(
             children=[self.log_view], titles=("Log",), selected_index=None
@@ -420,7 +429,11 @@ class TrainingPanel(widgets.VBox):
                 widgets.HBox([self.progress, self.progress_label]),
                 self.message,
                 self.tabs,
-                section("Model", widgets.HBox([self.save_model_path, self.save_model_button])),
+                section(
+                    "Model",
+                    widgets.HBox([self.save_model_path, self.save_model_button]),
+                    widgets.HBox([self.export_config_path, self.export_config_button]),
+                ),
                 self.log_box,
             ],
             **kw,
@@ -979,6 +992,36 @@ class TrainingPanel(widgets.VBox):
         out = model.save(path)
         self.message.show(f"Saved model {model.name!r} to {out}.", "info")
         return out
+
+    def export_config(self, path: str | Path | None = None) -> Path:
+        """Write the current training (model or spec, training sets, validation, parameters,
+        feedback region) as a YAML config next to its data, for ``nbseg train CONFIG`` on a
+        bigger machine. In-memory arrays go to zarr stores in the config's folder."""
+        from ..config import TrainingConfig
+
+        ws = self.workspace
+        if ws.model is None:
+            raise InputError("No model: create or load one before exporting a config.")
+        if not ws.training_sets:
+            raise InputError("No training set: choose inputs in the 'Inputs' tab first.")
+        raw = str(path) if path is not None else self.export_config_path.value
+        if raw.strip():
+            Path(raw.strip()).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        target = _target(raw, "the config", ".yaml")
+        folder = target.parent
+        validation = ws.validation if isinstance(ws.validation, float) else list(ws.validation)
+        cfg = TrainingConfig.from_objects(
+            ws.model if ws.model.trained else ws.model.spec,
+            ws.params,
+            *ws.training_sets,
+            validation=validation,
+            feedback=ws.feedback,
+            output=f"{ws.model.name}.nbseg",
+            data_dir=folder,
+        )
+        cfg.to_yaml(target)
+        self.message.show(f"Wrote {target}; run it with:  nbseg train {target}", "info")
+        return target
 
     def _button(
         self, description: str, icon: str, action: Callable[[], Any], tooltip: str = ""

@@ -105,6 +105,10 @@ def lab(tmp_path_factory) -> Lab:
     dirs = {k: base / k for k in ("config", "runtime", "data", "workspaces", "settings", "ipython")}
     for d in dirs.values():
         d.mkdir()
+    # no "would you like news?" toast over the screenshots
+    news = dirs["settings"] / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     token = secrets.token_hex(16)
     port = _free_port()
     env = dict(
