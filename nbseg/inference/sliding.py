@@ -150,11 +150,17 @@ class VolumePredictor:
         mask: np.ndarray | None = None,
         z_indices: Sequence[int] | None = None,
         progress: Progress | None = None,
+        tiles: list[tuple[int, int, int]] | None = None,
+        crop: Sequence[slice] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Weighted probability sums ``(K, Z', Y, X)`` and weights ``(Z', Y, X)``.
 
         ``vol`` is normalised ``(C, Z, Y, X)``, at least one window large. For 2D/2.5D
         models ``z_indices`` selects the slices to predict (``Z'`` = their count).
+        ``tiles`` (start corners in ``vol``, in the order to accumulate) replaces the tile grid
+        of ``vol``, and ``crop`` (slices of ``vol``: z, y, x for 3D models, y, x otherwise)
+        accumulates only that box: streaming passes the tiles of the whole volume that meet
+        one block, and the block.
         """
         k = self.spec.class_count
         _, nz, ny, nx = vol.shape
@@ -162,9 +168,17 @@ class VolumePredictor:
         z_indices = list(range(nz)) if z_indices is None else list(z_indices)
         out_z = nz if is3d else len(z_indices)
         row = {z: i for i, z in enumerate(z_indices)}
+        if crop is not None:
+            box = [(sl.start, sl.stop) for sl in crop]
+            sizes = [b - a for a, b in box]
+            if is3d:
+                out_z, ny, nx = sizes
+            else:
+                ny, nx = sizes
         acc = torch.zeros((k, out_z, ny, nx), dtype=torch.float32, device=self.device)
         wsum = torch.zeros((out_z, ny, nx), dtype=torch.float32, device=self.device)
-        tiles = self.tiles(vol.shape[1:], mask, z_indices)
+        if tiles is None:
+            tiles = self.tiles(vol.shape[1:], mask, z_indices)
         wz, wy, wx = self.window
         net = self.model.network
         was_training = net.training
@@ -174,7 +188,9 @@ class VolumePredictor:
             done = 0
             for chunk, prob in self.batches(vol, tiles):
                 for (z, y, x), p in zip(chunk, prob):
-                    if is3d:
+                    if crop is not None:
+                        self._add_cropped(acc, wsum, p, (z, y, x), box, is3d, row)
+                    elif is3d:
                         acc[:, z : z + wz, y : y + wy, x : x + wx] += p
                         wsum[z : z + wz, y : y + wy, x : x + wx] += self.importance
                     else:
@@ -187,6 +203,31 @@ class VolumePredictor:
         finally:
             net.train(was_training)
         return acc.cpu().numpy(), wsum.cpu().numpy()
+
+    def _add_cropped(
+        self,
+        acc: torch.Tensor,
+        wsum: torch.Tensor,
+        p: torch.Tensor,
+        tile: tuple[int, int, int],
+        box: list[tuple[int, int]],
+        is3d: bool,
+        row: dict[int, int],
+    ) -> None:
+        """Add the part of one weighted tile that falls in ``box`` (same sums, same order)."""
+        starts = tile if is3d else tile[1:]
+        sizes = self.window if is3d else self.window[1:]
+        src, dst = [], []
+        for s, w, (a0, a1) in zip(starts, sizes, box):
+            b0, b1 = max(s, a0), min(s + w, a1)
+            if b1 <= b0:
+                return
+            src.append(slice(b0 - s, b1 - s))
+            dst.append(slice(b0 - a0, b1 - a0))
+        if not is3d:
+            dst.insert(0, row[tile[0]])
+        acc[(slice(None), *dst)] += p[(slice(None), *src)]
+        wsum[tuple(dst)] += self.importance[tuple(src)]
 
 
 def prepare_inputs(
@@ -219,14 +260,22 @@ def prepare_inputs(
     return images, vol
 
 
+def pad_plan(
+    shape: Sequence[int], window: tuple[int, int, int], is3d: bool
+) -> tuple[list[int], str]:
+    """Padding after the end of each axis of a volume thinner than the window, and its mode."""
+    pads = [max(0, w - s) if (a > 0 or is3d) else 0 for a, (w, s) in enumerate(zip(window, shape))]
+    mode = "reflect" if all(p < s for p, s in zip(pads, shape)) else "edge"
+    return pads, mode
+
+
 def _pad_to_window(
     vol: np.ndarray, mask: np.ndarray | None, window: tuple[int, int, int], is3d: bool
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int]]:
     shape = vol.shape[1:]
-    pads = [max(0, w - s) if (a > 0 or is3d) else 0 for a, (w, s) in enumerate(zip(window, shape))]
+    pads, mode = pad_plan(shape, window, is3d)
     if not any(pads):
         return vol, mask, shape
-    mode = "reflect" if all(p < s for p, s in zip(pads, shape)) else "edge"
     vol = np.pad(vol, [(0, 0)] + [(0, p) for p in pads], mode=mode)
     if mask is not None:
         mask = np.pad(mask, [(0, p) for p in pads], mode="constant")
@@ -244,9 +293,11 @@ def segment(
     window: int | Sequence[int] | None = None,
     probabilities: bool = False,
     device: str | None = None,
-    progress: Progress | None = None,
-    out: str | None = None,
+    progress: Callable[..., None] | None = None,
+    out: Any = None,
     chunks: Any = None,
+    client: Any = None,
+    overwrite: bool = False,
 ) -> xr.DataArray:
     """Segment a volume (or several inputs of one geometry) into a label volume.
 
@@ -264,9 +315,14 @@ def segment(
     probabilities
         Return per-class probabilities (float32, leading ``class`` dim) instead of labels.
     progress
-        ``progress(done, total)`` called after each batch of tiles.
-    out, chunks
-        Stream into a zarr store at ``out`` (see :mod:`nbseg.inference.stream`).
+        In memory: ``progress(done, total)`` called after each batch of tiles. Streaming:
+        ``progress(info)`` with ``info = dict(chunks_done, chunks_total, voxels_per_s, eta_s)``
+        after each block written.
+    out, chunks, client, overwrite
+        Stream block by block into a zarr store at ``out`` (block/chunk shape ``chunks``, on
+        the ``dask.distributed`` ``client`` if given; an existing store is replaced only with
+        ``overwrite=True``). Dask-backed images stream too; without ``out`` the result is then
+        a lazy dask-backed DataArray. See :mod:`nbseg.inference.stream`.
 
     Returns
     -------
@@ -276,7 +332,7 @@ def segment(
     """
     images = [image] if not isinstance(image, (list, tuple)) else list(image)
     lazy = any(isinstance(im, xr.DataArray) and im.chunks is not None for im in images)
-    if out is not None or (lazy and not probabilities):
+    if out is not None or lazy:
         from .stream import segment_streaming
 
         return segment_streaming(
@@ -288,9 +344,12 @@ def segment(
             blending=blending,
             batch_size=batch_size,
             window=window,
+            probabilities=probabilities,
             device=device,
             progress=progress,
             chunks=chunks,
+            client=client,
+            overwrite=overwrite,
         )
     return _segment_in_memory(
         model, image, mask, overlap, blending, batch_size, window, probabilities, device, progress
@@ -363,15 +422,11 @@ def _to_output(
     mask: np.ndarray | None,
     probabilities: bool,
 ) -> xr.DataArray:
-    covered = wsum > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prob = np.where(covered[None], acc / np.where(covered, wsum, 1)[None], 0).astype(np.float32)
-    attrs = dict(ref.attrs)
-    attrs.update(class_names=list(model.class_names), class_colors=list(model.class_colors))
-    attrs["model"] = model.name
+    result = blend(acc, wsum, mask, probabilities)
+    attrs = output_attrs(model, ref)
     squeeze = ref.ndim == 2
     if probabilities:
-        data = prob[:, 0] if squeeze else prob
+        data = result[:, 0] if squeeze else result
         da = xr.DataArray(
             data,
             dims=("class", *ref.dims),
@@ -380,11 +435,39 @@ def _to_output(
             name="probabilities",
         )
         return da
-    labels = prob.argmax(axis=0).astype(np.int16)
+    data = result[0] if squeeze else result
+    return xr.DataArray(data, dims=ref.dims, coords=ref.coords, attrs=attrs, name="labels")
+
+
+def output_attrs(model: Model, ref: xr.DataArray) -> dict[str, Any]:
+    """Attributes of a segmentation: the image's plus class names, colours and model name."""
+    attrs = dict(ref.attrs)
+    attrs.update(class_names=list(model.class_names), class_colors=list(model.class_colors))
+    attrs["model"] = model.name
+    return attrs
+
+
+def blend(
+    acc: np.ndarray, wsum: np.ndarray, mask: np.ndarray | None, probabilities: bool
+) -> np.ndarray:
+    """Normalise weighted sums into probabilities ``(K, Z, Y, X)`` float32, or int16 labels
+    ``(Z, Y, X)`` with ``-1`` where no tile predicted or outside ``mask``.
+
+    Works in place (``acc`` is overwritten) and takes the arg-max slice by slice, so the
+    peak is ``acc`` plus one slice, not several copies of it.
+    """
+    covered = wsum > 0
+    prob = acc if acc.dtype == np.float32 else acc.astype(np.float32)
+    np.divide(prob, np.where(covered, wsum, np.float32(1))[None], out=prob)
+    prob[:, ~covered] = 0
+    if probabilities:
+        return prob
+    labels = np.empty(prob.shape[1:], np.int16)
+    for z in range(prob.shape[1]):
+        labels[z] = prob[:, z].argmax(axis=0)
     invalid = ~covered if mask is None else ~(covered & mask)
     labels[invalid] = OUTSIDE_MASK
-    data = labels[0] if squeeze else labels
-    return xr.DataArray(data, dims=ref.dims, coords=ref.coords, attrs=attrs, name="labels")
+    return labels
 
 
 def preview(
@@ -426,12 +509,18 @@ def preview(
         raise InputError(f"slice index {index} is outside 0 … {n - 1} along {dim!r}.")
     images = [im.transpose(dim, ...) for im in images]
     mask_t = None if mask is None else as_dataarray(mask, "mask").transpose(dim, ...)
-    one = images if len(images) > 1 else images[0]
     if model.spec.input_dimension != "3D":
+        # read only the slices the prediction needs (2.5D: the offsets, clamped at the ends,
+        # which clamping within that slab reproduces), so a lazy volume is not loaded whole
+        offsets = model.spec.slice_offsets
+        lo = max(0, index + min(offsets))
+        hi = min(n, index + max(offsets) + 1)
+        sub = [im.isel({dim: slice(lo, hi)}).compute() for im in images]
+        submask = None if mask_t is None else mask_t.isel({dim: slice(lo, hi)}).compute()
         res = _segment_in_memory(
             model,
-            one,
-            mask_t,
+            sub if len(sub) > 1 else sub[0],
+            submask,
             overlap,
             "gaussian",
             batch_size,
@@ -439,14 +528,14 @@ def preview(
             probabilities,
             device,
             None,
-            z_indices=[index],
+            z_indices=[index - lo],
         )
         return res.isel({dim: 0})
     win = _resolve_window(model, window, images[0].shape)
     lo = max(0, min(index - win[0] // 2, n - win[0]))
     hi = min(n, lo + win[0])
-    sub = [im.isel({dim: slice(lo, hi)}) for im in images]
-    submask = None if mask_t is None else mask_t.isel({dim: slice(lo, hi)})
+    sub = [im.isel({dim: slice(lo, hi)}).compute() for im in images]
+    submask = None if mask_t is None else mask_t.isel({dim: slice(lo, hi)}).compute()
     res = segment(
         model,
         sub if len(sub) > 1 else sub[0],
