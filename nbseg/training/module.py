@@ -222,8 +222,20 @@ class SegmentationModule(pl.LightningModule):
                 )
                 self.trainer.should_stop = True
             return None
-        self.log("loss", loss.detach(), on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log(
+            "loss",
+            loss.detach(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=x.shape[0],
+            sync_dist=self._distributed,
+        )
         return loss
+
+    @property
+    def _distributed(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        return trainer is not None and trainer.world_size > 1
 
     def on_validation_epoch_start(self) -> None:
         self._val_cm = torch.zeros_like(self._val_cm)
@@ -232,14 +244,24 @@ class SegmentationModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.loss_fn(logits, y)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log(
+            "val_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=x.shape[0],
+            sync_dist=self._distributed,
+        )
         cm = confusion_matrix(logits.argmax(1), y, self.spec.class_count)
         self._val_cm += cm.cpu()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        metrics = metrics_from_confusion(self._val_cm, self.class_names)
+        cm = self._val_cm
+        if self._distributed:  # every process validated its share: sum the confusion matrices
+            cm = self.trainer.strategy.reduce(cm.to(self.device), reduce_op="sum").cpu()
+        metrics = metrics_from_confusion(cm, self.class_names)
         for k, v in metrics.items():
             if not math.isnan(v):
                 self.log(f"val_{k}", v)
