@@ -21,6 +21,7 @@ if [ ! -f "$STAMP" ] || ! cmp -s pyproject.toml "$STAMP"; then
   fi
   echo "[setup] installing nbseg[dev]"
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  "$VENV/bin/python" -m nbseg._lab_settings >/dev/null   # save widget state with notebooks
   cp pyproject.toml "$STAMP"
 fi
 if [ "${1:-}" = "--browser" ]; then

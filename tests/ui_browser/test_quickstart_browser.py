@@ -4,8 +4,10 @@ the feedback image update, Stop, export CSV/PNG, paint on the label canvas, scre
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 import time
 
 import pytest
@@ -158,3 +160,28 @@ def test_paint_a_stroke_on_the_label_canvas(session):
         after = int(run_in_kernel(kc, count))
     assert after > before + 20, (before, after)
     screenshot(tool, "label_after_stroke")
+
+
+def test_saved_notebook_keeps_graph_and_feedback_snapshot(session):
+    """Widget state is saved with the notebook (nbseg's JupyterLab default), so the saved file
+    holds the graph's points and the feedback PNG: reopened, it is not blank."""
+    page, _tool, _kc, lab = session
+    path = lab.root / "01_quickstart.ipynb"
+    before = path.stat().st_mtime
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function(
+        "() => !document.querySelector('.jp-mod-current .jp-mod-dirty')", timeout=30_000
+    )
+    deadline = time.monotonic() + 30
+    while path.stat().st_mtime == before and time.monotonic() < deadline:
+        time.sleep(0.1)  # the server writes the file after the save command's reply
+    nb = json.loads(path.read_text())
+    state = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    names = {}
+    for m in state.values():
+        names.setdefault(m["model_name"], []).append(m)
+    lines = [m for m in names.get("LinesModel", []) if m.get("buffers")]
+    images = [m for m in names.get("ImageModel", []) if m.get("buffers")]
+    assert lines, "the training graph's points were not saved"
+    pngs = [base64.b64decode(b["data"]) for m in images for b in m["buffers"]]
+    assert any(p.startswith(b"\x89PNG") and decode_png(p).std() > 5 for p in pngs)
