@@ -199,7 +199,7 @@ class InputsPanel(widgets.VBox):
                     "exclusive).</div>"
                 ),
                 self.view,
-                widgets.HBox([self.box_y0, self.box_y1, self.box_x0, self.box_x1]),
+                _compact(widgets.HBox([self.box_y0, self.box_y1, self.box_x0, self.box_x1])),
             ),
             widgets.HBox([self.apply_button]),
             self.message,
@@ -652,3 +652,9 @@ class InputsPanel(widgets.VBox):
             self._updating = False
         self._last_feedback = region
         self._show_slice()
+
+
+def _compact(box: widgets.Box) -> widgets.Box:
+    """Short descriptions next to their fields (not the panels' 150 px label column)."""
+    box.add_class("nbseg-compact")
+    return box

@@ -13,6 +13,7 @@ CSS = """
 <style>
 .nbseg-panel { font-family: var(--jp-ui-font-family, sans-serif); font-size: 13px; }
 .nbseg-panel .widget-label { min-width: 150px; }
+.nbseg-panel .nbseg-compact .widget-label { min-width: 0; }
 .nbseg-section { border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px;
   padding: 6px 10px; margin: 4px 0; }
 .nbseg-section-title { font-weight: 600; font-size: 13px; margin: 2px 0 6px 0;
