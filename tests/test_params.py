@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 import nbseg
@@ -64,3 +65,44 @@ def test_yaml_text_and_file_round_trip(tmp_path):
     p.to_yaml(path)
     assert nbseg.TrainingParams.from_yaml(path) == p
     assert nbseg.TrainingParams.from_yaml(str(path)) == p
+
+
+def test_auto_patch_size_per_input_dimension():
+    p = nbseg.TrainingParams()
+    assert p.patch_size is None
+    two = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension="2D")
+    three = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension="3D")
+    assert p.patch_for(two) == 128 and p.patch_for(three) == 48
+    assert nbseg.TrainingParams(patch_size=32).patch_for(three) == 32
+    # the memory estimate follows the automatic size
+    assert (
+        p.memory_estimate(two).total
+        == nbseg.TrainingParams(patch_size=128).memory_estimate(two).total
+    )
+    assert nbseg.TrainingParams.from_json(p.to_json()).patch_size is None
+
+
+def test_auto_patch_shrinks_to_the_data():
+    from nbseg.data.patches import PreparedSet
+    from nbseg.training.module import fit_auto_patch
+
+    spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension="3D")
+    small = PreparedSet(
+        np.zeros((1, 20, 70, 300), np.float32), np.zeros((20, 70, 300), np.int16), "s"
+    )
+    assert fit_auto_patch((48, 48, 48), [small], spec) == (16, 48, 48)
+    spec2 = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension="2D")
+    assert fit_auto_patch((1, 128, 128), [small], spec2) == (1, 64, 128)
+
+
+def test_auto_precision_is_bf16_only_where_native_and_safe():
+    import torch
+
+    from nbseg.training.run import resolve_precision
+
+    assert nbseg.TrainingParams().precision == "auto"
+    assert resolve_precision("32", "cpu", "2D") == "32"
+    assert resolve_precision("bf16-mixed", "cpu", "3D") == "bf16-mixed"  # explicit wins
+    assert resolve_precision("auto", "cpu", "3D") == "32"
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", "cpu", "2D") == ("bf16-mixed" if native else "32")

@@ -56,7 +56,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def default_window(model: Model, shape: tuple[int, int, int]) -> tuple[int, int, int]:
     from ..models.registry import size_divisor
 
-    p = model.params.patch_size if model.params is not None else 64
+    p = model.params.patch_for(model.spec) if model.params is not None else 64
     ps = (p, p, p) if isinstance(p, int) else tuple(p)
     div = size_divisor(model.spec)
     if model.spec.input_dimension == "3D":

@@ -56,7 +56,7 @@ def example_input(
     spec = model.spec
     if patch_size is None:
         if model.params is not None:
-            patch_size = model.params.patch_size
+            patch_size = model.params.patch_for(spec)
         else:
             patch_size = 32 if spec.input_dimension == "3D" else 64
     shape = list(input_shape(spec, patch_size, batch_size))

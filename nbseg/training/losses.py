@@ -100,6 +100,12 @@ class SegmentationLoss(torch.nn.Module):
         self.register_buffer("weight", w, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # under bf16/fp16 autocast the network's logits are low precision: the soft counts of
+        # the Dice terms and the log-softmax need fp32 (outside autocast, or they stay bf16)
+        with torch.autocast(logits.device.type, enabled=False):
+            return self._loss(logits.float(), target)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.name == "cross_entropy":
             return cross_entropy(logits, target, self.weight)
         if self.name == "dice":

@@ -93,12 +93,16 @@ class SegmentationDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.spec, self.params, self.normalisation = spec, params, normalisation
-        self.pshape = patch_shape(spec, params.patch_size)
         self.sets = [PreparedSet.from_training_set(ts, normalisation) for ts in training_sets]
         if isinstance(validation, (int, float)):
             val: float | list[PreparedSet] = float(validation)
         else:
             val = [PreparedSet.from_training_set(ts, normalisation) for ts in validation]
+        self.pshape = patch_shape(spec, params.patch_for(spec))
+        if params.patch_size is None:  # auto: shrink to the smallest volume
+            self.pshape = fit_auto_patch(
+                self.pshape, [*self.sets, *(val if isinstance(val, list) else [])], spec
+            )
         self.plan = plan_patches(
             self.sets,
             self.pshape,
@@ -287,3 +291,21 @@ class SegmentationModule(pl.LightningModule):
             opt, max_lr=p.learning_rate, total_steps=max(2, p.epochs * self.steps_per_epoch)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def fit_auto_patch(
+    pshape: tuple[int, int, int], sets: Sequence[PreparedSet], spec: ModelSpec
+) -> tuple[int, int, int]:
+    """Shrink an automatic patch shape to the smallest volume (y, x; and z in 3D), keeping
+    each side a multiple of the network's size divisor."""
+    from ..models.registry import size_divisor
+
+    div = size_divisor(spec)
+    out = list(pshape)
+    for axis in range(3):
+        if axis == 0 and spec.input_dimension != "3D":
+            continue
+        limit = min(ps.shape[axis] for ps in sets)
+        if out[axis] > limit:
+            out[axis] = max(div, limit // div * div) if limit >= div else limit
+    return out[0], out[1], out[2]

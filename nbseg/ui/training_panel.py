@@ -1088,7 +1088,7 @@ class TrainingPanel(widgets.VBox):
         if isinstance(p, TrainingParams):
             parts.append(
                 f"<b>Parameters:</b> {p.epochs} epochs, batch {p.batch_size}, patch "
-                f"{p.patch_size}, {p.loss}, {p.optimizer} lr {p.learning_rate:g}"
+                f"{p.patch_size or 'auto'}, {p.loss}, {p.optimizer} lr {p.learning_rate:g}"
             )
         self.summary.value = "<div>" + " · ".join(parts) + "</div>"
 
