@@ -230,10 +230,11 @@ class VolumePredictor:
         wsum[tuple(dst)] += self.importance[tuple(src)]
 
 
-def prepare_inputs(
+def checked_inputs(
     model: Model, image: xr.DataArray | Sequence[xr.DataArray], what: str = "image"
-) -> tuple[list[xr.DataArray], np.ndarray]:
-    """Validate inputs against the model and return them normalised as ``(C, Z, Y, X)``."""
+) -> list[xr.DataArray]:
+    """The inputs as a list of DataArrays, checked against a trained ``model`` (input count,
+    one shared geometry); raises :class:`InputError` naming what to change."""
     if not model.trained:
         raise InputError(
             f"Model {model.name!r} is untrained (it has no intensity normalisation yet); "
@@ -252,6 +253,14 @@ def prepare_inputs(
                 f"{what} {i} has shape {im.shape} but {what} 0 has {images[0].shape}; the "
                 "inputs must share one geometry."
             )
+    return images
+
+
+def prepare_inputs(
+    model: Model, image: xr.DataArray | Sequence[xr.DataArray], what: str = "image"
+) -> tuple[list[xr.DataArray], np.ndarray]:
+    """Validate inputs against the model and return them normalised as ``(C, Z, Y, X)``."""
+    images = checked_inputs(model, image, what)
     for i, im in enumerate(images):
         check_finite(im, f"{what} {i}")
     norm = model.normalisation

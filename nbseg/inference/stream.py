@@ -47,6 +47,7 @@ from .sliding import (
     VolumePredictor,
     _resolve_window,
     blend,
+    checked_inputs,
     output_attrs,
     pad_plan,
     tile_starts,
@@ -412,25 +413,8 @@ def segment_streaming(
     import dask
     import dask.array as da
 
-    if not model.trained:
-        raise InputError(
-            f"Model {model.name!r} is untrained (it has no intensity normalisation yet); "
-            "train it with nbseg.train first, or load a trained model."
-        )
-    images = [image] if not isinstance(image, (list, tuple)) else list(image)
-    images = [as_dataarray(im, f"image {i}") for i, im in enumerate(images)]
-    if len(images) != model.spec.input_count:
-        raise InputError(
-            f"Model {model.name!r} takes {model.spec.input_count} input(s) "
-            f"({model.spec.input_names}) but {len(images)} were given."
-        )
+    images = checked_inputs(model, image)
     ref = images[0]
-    for i, im in enumerate(images[1:], start=1):
-        if im.shape != ref.shape:
-            raise InputError(
-                f"image {i} has shape {im.shape} but image 0 has {ref.shape}; the inputs must "
-                "share one geometry."
-            )
     if mask is not None:
         mask = as_dataarray(mask, "mask")
         if mask.shape != ref.shape:
