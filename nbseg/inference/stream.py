@@ -258,7 +258,36 @@ def _checked(arr: np.ndarray, index: int, origin: Sequence[int]) -> np.ndarray:
 
 
 def _run_block(job: _Job, block: tuple[slice, ...], inputs: list[_Source], mask: Any) -> Any:
-    return job.run(block, inputs, mask)  # type: ignore[arg-type]
+    try:
+        return job.run(block, inputs, mask)  # type: ignore[arg-type]
+    finally:
+        _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Give freed heap back to the OS after a block (glibc ``malloc_trim``).
+
+    Each dask worker thread allocates from its own glibc arena, and glibc keeps the freed pages
+    of those arenas: without this, peak RSS crept up with the number of blocks (3D, 128² × 64
+    → 512 slices: 562 → 888 MiB). A no-op where glibc is not the allocator.
+    """
+    trim = _MALLOC_TRIM
+    if trim is not None:
+        trim(0)
+
+
+def _find_malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
 
 
 def _write_block(
