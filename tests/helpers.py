@@ -42,3 +42,20 @@ def blobs(shape=(6, 48, 48), seed=0, labelled=(1, 3), noise=0.15):
 def dice(pred, truth, cls=1):
     p, t = np.asarray(pred) == cls, np.asarray(truth) == cls
     return 2 * (p & t).sum() / max(1, p.sum() + t.sum())
+
+
+def ready_model(dim="2D", classes=2, **spec_kw):
+    """A tiny untrained U-Net made usable for inference (fixed normalisation and params)."""
+    import nbseg
+
+    spec = nbseg.ModelSpec(
+        architecture="unet",
+        class_count=classes,
+        input_dimension=dim,
+        parameters={"filters": 4, "depth": 2},
+        **spec_kw,
+    )
+    m = nbseg.generate_model(spec)
+    m.normalisation = nbseg.Normalisation(low=[400.0], high=[700.0])
+    m.params = nbseg.TrainingParams(patch_size=16 if dim == "3D" else 32)
+    return m

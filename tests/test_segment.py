@@ -6,21 +6,11 @@ import xarray as xr
 import nbseg
 from nbseg.inference.sliding import gaussian_importance, tile_starts
 
-from .helpers import blobs
+from .helpers import blobs, ready_model
 
 
 def _ready_model(dim="2D", classes=2, **spec_kw):
-    spec = nbseg.ModelSpec(
-        architecture="unet",
-        class_count=classes,
-        input_dimension=dim,
-        parameters={"filters": 4, "depth": 2},
-        **spec_kw,
-    )
-    m = nbseg.generate_model(spec)
-    m.normalisation = nbseg.Normalisation(low=[400.0], high=[700.0])
-    m.params = nbseg.TrainingParams(patch_size=16 if dim == "3D" else 32)
-    return m
+    return ready_model(dim, classes, **spec_kw)
 
 
 @pytest.mark.parametrize("dim", ["2D", "2.5D", "3D"])

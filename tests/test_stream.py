@@ -14,7 +14,7 @@ import xarray as xr
 import nbseg
 from nbseg.inference.stream import block_shape
 
-from .helpers import blobs
+from .helpers import blobs, ready_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,17 +27,7 @@ def _one_torch_thread():
 
 
 def _model(dim="2D", classes=3, **spec_kw):
-    spec = nbseg.ModelSpec(
-        architecture="unet",
-        class_count=classes,
-        input_dimension=dim,
-        parameters={"filters": 4, "depth": 2},
-        **spec_kw,
-    )
-    m = nbseg.generate_model(spec)
-    m.normalisation = nbseg.Normalisation(low=[400.0], high=[700.0])
-    m.params = nbseg.TrainingParams(patch_size=16 if dim == "3D" else 32)
-    return m
+    return ready_model(dim, classes, **spec_kw)
 
 
 MODELS = {

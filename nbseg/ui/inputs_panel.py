@@ -130,15 +130,7 @@ class InputsPanel(widgets.VBox):
             ],
             style={"button_width": "140px"},
         )
-        self.validation_percent = widgets.FloatSlider(
-            value=20.0,
-            min=0.0,
-            max=50.0,
-            step=1.0,
-            readout_format=".0f",
-            continuous_update=False,
-            layout=widgets.Layout(width="320px"),
-        )
+        self.validation_percent = style.validation_slider()
         self.validation_rows: list[TrainingSetRow] = []
         self.validation_rows_box = widgets.VBox()
         self.add_validation_button = widgets.Button(

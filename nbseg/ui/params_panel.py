@@ -291,15 +291,7 @@ class TrainingParamsPanel(widgets.VBox):
 
         for name in BASIC:
             setattr(self, name, self.fields[name])
-        self.validation_percent = widgets.FloatSlider(
-            value=20.0,
-            min=0.0,
-            max=50.0,
-            step=1.0,
-            readout_format=".0f",
-            continuous_update=False,
-            layout=widgets.Layout(width="320px"),
-        )
+        self.validation_percent = style.validation_slider()
         self.memory_label = widgets.HTML()
         self.advanced_toggle = widgets.ToggleButton(
             value=False,

@@ -134,12 +134,15 @@ class Workspace:
 
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, Any], **kw: Any) -> Workspace:
-        """Pick the DataArrays of a namespace (e.g. ``globals()``): integer arrays with
+        """Pick the DataArrays of a namespace (e.g. ``globals()``) besides those given in
+        ``kw`` (``images=``, ``labels=``, ``masks=``, ``model=`` …): integer arrays with
         ``class_names`` become multi-ROIs, boolean ones masks, the rest images."""
         ws = cls(**kw)
         for name, value in namespace.items():
             if name.startswith("_") or not isinstance(value, xr.DataArray):
                 continue
+            if name in ws.images or name in ws.labels or name in ws.masks:
+                continue  # arrays passed by name explicitly win
             if value.ndim not in (2, 3):
                 continue
             try:

@@ -94,3 +94,17 @@ def run_reporting(box: MessageBox, fn: Any, *args: Any, **kwargs: Any) -> Any:
     except Exception as err:  # shown to the user with its fix, not as a traceback
         box.error(err)
         return None
+
+
+def validation_slider() -> widgets.FloatSlider:
+    """The "% of labelled patches kept for validation" slider (Inputs and Training
+    parameters panels show the same ``workspace.validation``)."""
+    return widgets.FloatSlider(
+        value=20.0,
+        min=0.0,
+        max=50.0,
+        step=1.0,
+        readout_format=".0f",
+        continuous_update=False,
+        layout=widgets.Layout(width="320px"),
+    )

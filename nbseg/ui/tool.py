@@ -71,16 +71,14 @@ class DeepLearningTool(widgets.VBox):
         workspace: Workspace | None = None,
     ) -> None:
         if workspace is None:
-            if namespace is not None:
-                workspace = Workspace.from_namespace(namespace, model=model, params=params)
-                for name, da in (images or {}).items():
-                    workspace.add_image(name, da)
-                for name, da in (labels or {}).items():
-                    workspace.add_labels(name, da)
-                for name, da in (masks or {}).items():
-                    workspace.add_mask(name, da)
-            else:
-                workspace = Workspace(images, labels, masks, model=model, params=params)
+            workspace = Workspace.from_namespace(
+                namespace or {},
+                images=images,
+                labels=labels,
+                masks=masks,
+                model=model,
+                params=params,
+            )
         if library is not None:
             workspace.library = library
         self.workspace = workspace
