@@ -15,6 +15,8 @@ Methods (``--methods``, comma separated):
 - ``nbseg``: ``nbseg.train`` with the default 2D U-Net and default ``TrainingParams`` except
   ``max_minutes`` (the budget), then ``nbseg.segment``;
 - ``nbseg-2.5D``: the same with the 2.5D model (3 slices);
+- every nbseg row is followed by a ``+tta`` row: the same trained model, predicted with
+  test-time augmentation (``segment(..., tta=True)``, the mean over flips);
 - ``nbseg-sparse``, ``forest-sparse``, ``plain-sparse``: trained on ~10 % of the labelled
   pixels, kept as scribble-like strokes.
 
@@ -191,11 +193,27 @@ def run_plain(train_img, train_lab, test_img, k, seed, minutes, patch=128, batch
 
 
 # -- nbseg ---------------------------------------------------------------------------------
-def run_nbseg(name, train_img, train_lab, test_img, classes, minutes, dim, seed, overrides):
+def run_nbseg(
+    name,
+    train_img,
+    train_lab,
+    test_img,
+    classes,
+    minutes,
+    dim,
+    seed,
+    overrides,
+    model_params,
+    save_dir=None,
+):
     import nbseg
 
     spec = nbseg.ModelSpec(
-        architecture="unet", class_count=len(classes), input_dimension=dim, name=name
+        architecture="unet",
+        class_count=len(classes),
+        input_dimension=dim,
+        name=name,
+        parameters=model_params,
     )
     model = nbseg.generate_model(spec, class_names=classes)
     params = nbseg.TrainingParams(epochs=100_000, max_minutes=minutes, seed=seed)
@@ -206,7 +224,14 @@ def run_nbseg(name, train_img, train_lab, test_img, classes, minutes, dim, seed,
             setattr(params, key, value)
     result = nbseg.train(model, nbseg.TrainingSet(train_img, train_lab), params)
     pred = nbseg.segment(model, test_img).values
-    return pred, {"epochs": len(result.history), "best": result.best_epoch}
+    t0 = time.perf_counter()
+    pred_tta = nbseg.segment(model, test_img, tta=True).values
+    info = {"epochs": len(result.history), "best": result.best_epoch}
+    tta_info = {**info, "tta predict s": round(time.perf_counter() - t0, 1)}
+    if save_dir:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        model.save(Path(save_dir) / f"{name}-{dim}.nbseg")
+    return pred, info, pred_tta, tta_info
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -233,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="TrainingParams overrides for nbseg, e.g. patch_size=128",
     )
+    ap.add_argument(
+        "--model",
+        nargs="*",
+        default=[],
+        help="U-Net parameter overrides for nbseg, e.g. filters=8",
+    )
+    ap.add_argument("--save", help="save each trained nbseg model into this folder")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args(argv)
     if not DATA.exists():
@@ -241,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     print(machine_line())
-    print(f"# budget {args.minutes} min per deep method; overrides {args.set or 'none'}")
+    print(
+        f"# budget {args.minutes} min per deep method; overrides {args.set or 'none'}; "
+        f"model {args.model or 'defaults'}"
+    )
     overrides = parse_overrides(args.set)
     rows = []
     for name in args.datasets.split(","):
@@ -255,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(args.seed)
             t0 = time.perf_counter()
             info: dict = {}
+            extra = None  # a second row from the same training (nbseg with tta)
             base = method.removesuffix("-sparse")
             if base == "otsu":
                 pred = run_otsu(x, lab, test, k, args.seed)
@@ -266,25 +302,47 @@ def main(argv: list[str] | None = None) -> int:
                 pred, info = run_plain(x, lab, test, k, args.seed, args.minutes)
             elif base in ("nbseg", "nbseg-2.5D"):
                 dim = "2.5D" if base == "nbseg-2.5D" else "2D"
-                pred, info = run_nbseg(
-                    name, tr_img, tr_lab, te_img, classes, args.minutes, dim, args.seed, overrides
+                pred, info, pred_tta, tta_info = run_nbseg(
+                    name,
+                    tr_img,
+                    tr_lab,
+                    te_img,
+                    classes,
+                    args.minutes,
+                    dim,
+                    args.seed,
+                    overrides,
+                    parse_overrides(args.model),
+                    args.save,
                 )
+                extra = (pred_tta, tta_info)
             else:
                 raise SystemExit(f"unknown method {method!r}")
-            s, d = score(name, pred, truth, k)
-            row = {
-                "dataset": name,
-                "method": method,
-                "score": round(s, 4),
-                "dice per class": " / ".join(f"{v:.3f}" for v in d),
-                "seconds": round(time.perf_counter() - t0, 1),
-                "notes": ", ".join(f"{a} {b}" for a, b in info.items()),
-            }
-            rows.append(row)
-            print(f"# {json.dumps(row)}", flush=True)
-            if args.json:
-                with open(args.json, "a") as fh:
-                    fh.write(json.dumps({**row, "minutes": args.minutes, "set": args.set}) + "\n")
+            seconds = round(time.perf_counter() - t0, 1)
+            results = [(method, pred, info)]
+            if extra is not None:
+                results.append((f"{method}+tta", *extra))
+            for label, p, notes in results:
+                s, d = score(name, p, truth, k)
+                row = {
+                    "dataset": name,
+                    "method": label,
+                    "score": round(s, 4),
+                    "dice per class": " / ".join(f"{v:.3f}" for v in d),
+                    "seconds": seconds,
+                    "notes": ", ".join(f"{a} {b}" for a, b in notes.items()),
+                }
+                rows.append(row)
+                print(f"# {json.dumps(row)}", flush=True)
+                if args.json:
+                    with open(args.json, "a") as fh:
+                        record = {
+                            **row,
+                            "minutes": args.minutes,
+                            "set": args.set,
+                            "model": args.model,
+                        }
+                        fh.write(json.dumps(record) + "\n")
     print()
     print_table(rows)
     return 0

@@ -9,7 +9,9 @@ and per-epoch cosine schedule, and run the same validation forward passes:
   Stop checks, and a widget-like listener that stores every batch's progress, renders the
   feedback RGB overlay and encodes it as PNG every epoch (what the Train tab displays) and
   appends the metrics to a plain list (a bqplot-free graph sink);
-- **plain**: a minimal PyTorch loop over the same ``DataLoader``.
+- **plain**: a minimal PyTorch loop over the same ``DataLoader``, with the same numerics as
+  nbseg's defaults (channels-last memory format; bf16 autocast where nbseg's
+  ``precision="auto"`` picks it), so the difference is the machinery alone.
 
 A/B runs are interleaved (``--repeats`` pairs) and the median of the per-pair time ratios is
 reported, so a busy machine affects both sides alike. Target: nbseg ≤ 3 % slower.
@@ -96,14 +98,19 @@ def run_plain(args: argparse.Namespace) -> tuple[float, int]:
     from nbseg.training.losses import SegmentationLoss
     from nbseg.training.module import SegmentationDataModule
 
+    from nbseg.training.run import channels_last_format, resolve_precision
+
     spec, params, tset = setup(args)
     torch.manual_seed(0)
     model = nbseg.generate_model(spec)
+    # the same numerics as nbseg's defaults: memory format and (bf16) mixed precision
+    fmt = channels_last_format(spec.spatial_dims, "cpu")
+    bf16 = resolve_precision(params.precision, "cpu", spec.input_dimension) == "bf16-mixed"
     t0, c0 = time.perf_counter(), time.process_time()
     pl.seed_everything(params.seed, verbose=False)
     norm = Normalisation.fit([tset], seed=params.seed)
     dm = SegmentationDataModule([tset], spec, params, norm, 0.2)
-    net = model.network
+    net = model.network.to(memory_format=fmt)
     loss_fn = SegmentationLoss(params)
     opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs)
@@ -113,15 +120,17 @@ def run_plain(args: argparse.Namespace) -> tuple[float, int]:
         dm.train_patches.set_epoch(epoch)
         for x, y in dm.train_dataloader():
             x, y = augment_batch(x, y, params.augmentation, 2, gen)
-            loss = loss_fn(net(x), y)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                logits = net(x.contiguous(memory_format=fmt))
+            loss = loss_fn(logits, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         sched.step()
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             for x, y in dm.val_dataloader():
-                loss_fn(net(x), y)
+                loss_fn(net(x.contiguous(memory_format=fmt)), y)
     return time.perf_counter() - t0, time.process_time() - c0, len(dm.train_patches)
 
 

@@ -4,7 +4,7 @@
 
     nbseg train CONFIG.yaml [--devices N] [--num-nodes N] [--strategy ddp|ddp_spawn|auto]
                             [--accelerator cpu|gpu|auto] [--epochs N] [--out PATH]
-    nbseg segment MODEL INPUT OUTPUT [--mask MASK] [--overlap 0.25] [--batch-size 8]
+    nbseg segment MODEL INPUT OUTPUT [--mask MASK] [--overlap 0.25] [--batch-size 8] [--tta]
     nbseg models [--root DIR] list|info|rename|duplicate|delete|restore|trash|empty-trash|
                               export|import ...
     nbseg export MODEL --format torchscript|onnx OUT
@@ -191,7 +191,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
             _print(f"{unit} {done}/{total}")
 
     t0 = time.perf_counter()
-    kw: dict[str, Any] = dict(overlap=args.overlap, batch_size=args.batch_size, progress=progress)
+    kw: dict[str, Any] = dict(
+        overlap=args.overlap, batch_size=args.batch_size, progress=progress, tta=args.tta
+    )
     if args.device:
         kw["device"] = args.device
     if suffix == ".zarr" and _streaming_available():
@@ -338,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output", help="labels file (.zarr, .tif, .npy, .nc)")
     s.add_argument("--mask", help="mask file: only voxels inside are segmented (-1 outside)")
     s.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
+    s.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average over flips of each tile (4x/8x slower)",
+    )
     s.add_argument("--batch-size", type=int, default=8, dest="batch_size")
     s.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
     s.add_argument("--root", help="model library folder")

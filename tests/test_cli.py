@@ -184,6 +184,9 @@ def test_segment_command_npy_tif_and_mask(trained, capsys):
     assert main([*args, "--mask", str(folder / "half.npy"), "--overlap", "0.5"]) == 0
     masked = np.load(folder / "seg_m.npy")
     assert (masked[~half] == -1).all() and (masked[half] >= 0).all()
+    assert main(["segment", m, str(folder / "image.npy"), str(folder / "tta.npy"), "--tta"]) == 0
+    tta = nbseg.segment(model, image, tta=True).values
+    np.testing.assert_array_equal(np.load(folder / "tta.npy"), tta)
     assert main(["segment", m, str(folder / "image.npy"), str(folder / "seg.png")]) == 1
     assert main(["segment", "nothing", str(folder / "image.npy"), str(folder / "s.npy")]) == 1
     assert "No model file 'nothing'" in capsys.readouterr().err

@@ -102,3 +102,43 @@ def test_tile_placement_and_importance():
     assert 0 < w.min() < w.max() <= 1.0
     np.testing.assert_allclose(w, w[::-1, ::-1])  # symmetric, peak in the middle
     assert w[3:5, 3:5].min() == w.max()
+
+
+@pytest.mark.parametrize("dim", ["2D", "3D"])
+def test_tta_is_the_mean_over_flips(dim):
+    """One tile: TTA equals averaging segment() of every flipped image, flipped back."""
+    import itertools
+
+    shape = (16, 16, 16) if dim == "3D" else (1, 32, 32)
+    image, _, _ = blobs(shape, seed=3)
+    if dim == "2D":
+        image = image.isel(z=0)
+    m = _ready_model(dim, classes=3)
+    torch.manual_seed(0)
+    with torch.no_grad():  # an untrained, asymmetric network: flips change its output
+        for p in m.network.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    axes = list(range(image.ndim))
+    expected = np.zeros((3, *image.shape), np.float32)
+    for n in range(len(axes) + 1):
+        for flip in itertools.combinations(axes, n):
+            flipped = image.copy(data=np.flip(image.values, flip) if flip else image.values)
+            p = nbseg.segment(m, flipped, probabilities=True).values
+            expected += np.flip(p, [a + 1 for a in flip]) if flip else p
+    expected /= 2 ** len(axes)
+    plain = nbseg.segment(m, image, probabilities=True).values
+    got = nbseg.segment(m, image, probabilities=True, tta=True)
+    assert got.dims == ("class", *image.dims)
+    np.testing.assert_allclose(got.values, expected, atol=1e-5)
+    assert np.abs(plain - expected).max() > 1e-3  # the flips did matter
+    labels = nbseg.segment(m, image, tta=True)
+    assert (labels.values == expected.argmax(0)).all()
+
+
+def test_tta_reaches_preview_and_multi_tile_volumes():
+    image, _, _ = blobs((3, 40, 52))
+    m = _ready_model("2.5D")
+    full = nbseg.segment(m, image, probabilities=True, tta=True)
+    np.testing.assert_allclose(full.sum("class").values, 1.0, atol=1e-5)
+    prev = nbseg.preview(m, image, 1, probabilities=True, tta=True)
+    np.testing.assert_allclose(prev.values, full.isel(z=1).values, atol=1e-5)

@@ -125,6 +125,16 @@ def test_zarr_out_round_trip(tmp_path):
     _assert_same(probs.values, nbseg.segment(m, image, probabilities=True).values)
 
 
+@pytest.mark.parametrize("dim", ["2D", "3D"])
+def test_streamed_tta_equals_in_memory_tta(tmp_path, dim):
+    m = MODELS[dim]()
+    image, _, _ = blobs((6, 44, 40))
+    ref = nbseg.segment(m, image, probabilities=True, tta=True).values
+    got = nbseg.segment(m, image, out=tmp_path / "p.zarr", probabilities=True, tta=True)
+    _assert_same(got.values, ref)
+    assert np.abs(ref - nbseg.segment(m, image, probabilities=True).values).max() > 1e-6
+
+
 def test_dask_input_from_zarr_streams_into_zarr(tmp_path):
     m = MODELS["2.5D"]()
     image, _, _ = blobs((8, 48, 40))

@@ -51,6 +51,40 @@ def test_learning_happens_and_segment_matches_truth(dim, threshold):
     assert model.class_names == ["background", "blob"]  # adopted from the multi-ROI
 
 
+@pytest.mark.parametrize("dim", ["2D", "3D"])
+def test_trains_channels_last_and_leaves_contiguous_weights(tmp_path, dim):
+    from nbseg.training.run import channels_last_format
+
+    image, labels, _ = blobs((8, 32, 32), labelled=(1, 2, 3, 4, 5))
+    spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension=dim, parameters=TINY)
+    model = nbseg.generate_model(spec)
+    fmt = torch.channels_last_3d if dim == "3D" else torch.channels_last
+    conv_type = torch.nn.Conv3d if dim == "3D" else torch.nn.Conv2d
+    formats = []
+
+    def hook(mod, inputs, output):
+        if mod.training:
+            conv = next(c for c in mod.modules() if isinstance(c, conv_type))
+            formats.append(
+                inputs[0].is_contiguous(memory_format=fmt)
+                and conv.weight.is_contiguous(memory_format=fmt)
+            )
+
+    model.network.register_forward_hook(hook)
+    patch = (4, 16, 16) if dim == "3D" else 16
+    params = nbseg.TrainingParams(patch_size=patch, batch_size=2, epochs=1, precision="32")
+    nbseg.train(model, nbseg.TrainingSet(image, labels), params, validation=0)
+    assert formats and all(formats)
+    assert all(p.is_contiguous() for p in model.network.state_dict().values())
+    saved = nbseg.load_model(model.save(tmp_path / "m.nbseg"))
+    for k, v in model.network.state_dict().items():
+        assert torch.equal(saved.network.state_dict()[k], v)
+    assert channels_last_format(2, "cpu") == channels_last_format(2, "gpu") == torch.channels_last
+    assert channels_last_format(3, "cpu") == torch.channels_last_3d
+    assert channels_last_format(2, "cpu", world_size=2) is None
+    assert channels_last_format(2, "mps") is None
+
+
 def test_same_seed_same_metrics():
     _, a, *_ = _fit(epochs=2)
     _, b, *_ = _fit(epochs=2)

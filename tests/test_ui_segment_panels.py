@@ -111,6 +111,27 @@ def test_segment_runs_in_background_with_progress_to_max(data, tmp_path):
     assert "already exists" in panel.message.text and panel.status == "done"
 
 
+def test_tta_checkbox_reaches_preview_and_segment(data):
+    import torch
+
+    image, _ = data
+    model = _model(classes=3)
+    torch.manual_seed(1)
+    with torch.no_grad():  # make the untrained network orientation-dependent
+        for p in model.network.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    ws = Workspace(images={"vol": image}, model=model)
+    panel = SegmentPanel(ws)
+    panel.tta_check.value = True
+    want = nbseg.segment(model, image, tta=True).values
+    assert (want != nbseg.segment(model, image).values).any()
+    np.testing.assert_array_equal(panel.preview_slice(2).values, want[2])
+    panel.segment_button.click()
+    panel.wait(60)
+    assert panel.status == "done", panel.message.text
+    np.testing.assert_array_equal(panel.result.values, want)
+
+
 def test_segment_writes_tif_and_uses_the_mask(data, tmp_path):
     import tifffile
 

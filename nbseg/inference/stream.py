@@ -167,9 +167,17 @@ class _Job:
     """What every block task shares: the model, sliding-window settings and the plan."""
 
     def __init__(
-        self, model: Model, plan: _Plan, overlap: float, batch_size: int, device: Any, blending: str
+        self,
+        model: Model,
+        plan: _Plan,
+        overlap: float,
+        batch_size: int,
+        device: Any,
+        blending: str,
+        tta: bool = False,
     ) -> None:
         self.model = model
+        self.tta = tta
         self.plan = plan
         self.overlap = overlap
         self.batch_size = batch_size
@@ -192,6 +200,7 @@ class _Job:
                 self.batch_size,
                 self.device,
                 self.blending,
+                self.tta,
             )
         return self._predictor
 
@@ -415,6 +424,7 @@ def segment_streaming(
     chunks: Any = None,
     client: Any = None,
     overwrite: bool = False,
+    tta: bool = False,
 ) -> xr.DataArray:
     """Segment block by block (see the module docstring); the result equals :func:`segment`.
 
@@ -476,7 +486,7 @@ def segment_streaming(
     )
     bshape = block_shape(shape, win, overlap, is3d, chunks, ref.dims)
     blocks = _blocks(shape, bshape)
-    job = _Job(model, plan, overlap, batch_size, device, blending)
+    job = _Job(model, plan, overlap, batch_size, device, blending, tta)
     # VolumePredictor validates blending/overlap now rather than in the first task
     VolumePredictor(model, win, overlap, batch_size, device, blending)
 

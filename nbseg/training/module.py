@@ -196,18 +196,21 @@ class SegmentationModule(pl.LightningModule):
         self.aug_generator = torch.Generator().manual_seed(params.seed)
         self._val_cm = torch.zeros(spec.class_count, spec.class_count, dtype=torch.long)
         self.nan_detected: str | None = None
+        #: set by :func:`nbseg.train`: the (channels-last) format the network trains in
+        self.memory_format: torch.memory_format | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
         if self.trainer is not None and self.trainer.training:
-            x, y = batch
             x, y = augment_batch(
                 x, y, self.params.augmentation, self.spec.spatial_dims, self.aug_generator
             )
-            return x, y
-        return batch
+        if self.memory_format is not None and x.dim() in (4, 5):
+            x = x.contiguous(memory_format=self.memory_format)
+        return x, y
 
     def on_train_epoch_start(self) -> None:
         dm = self.trainer.datamodule
