@@ -2,8 +2,9 @@
 
 For each input dimension it times training steps (after ``--warmup`` steps) of:
 
-- ``nbseg``: ``nbseg.train`` (Lightning, every callback, on-device augmentation), with the
-  default ``TrainingParams`` precision, and with ``precision="bf16-mixed"``;
+- ``nbseg``: ``nbseg.train`` (Lightning, every callback, on-device augmentation) with the
+  default ``TrainingParams`` (``precision="auto"``: bf16 mixed on bf16-native CPUs in 2D/2.5D;
+  channels-last memory format), and ``nbseg fp32`` with ``precision="32"``;
 - ``plain``: a hand-written loop over the same ``DataLoader``, augmentation, loss and Adam,
   in fp32, and the variants ``plain+channels_last``, ``plain+bf16`` (CPU autocast) and, with
   ``--compile``, ``plain+compile`` (``torch.compile``; its compile time is excluded).
@@ -13,7 +14,8 @@ collation + augmentation, measured between one batch's end and the next one's st
 Variants run interleaved in ``--rounds`` rounds; the table gives the median patches/s and the
 median ratio to ``plain`` of the same round.
 
-    python benchmarks/throughput.py                     # ~3 min on 2 cores
+    python benchmarks/throughput.py --dims 2D,2.5D           # ~4 min on 2 cores
+    python benchmarks/throughput.py --dims 3D --steps 6 --warmup 2
     python benchmarks/throughput.py --dims 2D --steps 30 --compile
 """
 
@@ -32,10 +34,10 @@ from _common import machine_line, print_table
 
 import nbseg
 
-SETTINGS = {"2D": (64, 8), "2.5D": (64, 8), "3D": (32, 4)}  # patch, batch
+SETTINGS = {"2D": (128, 8), "2.5D": (128, 8), "3D": (48, 4)}  # patch (the auto default), batch
 
 
-def make(dim: str, precision: str = "32"):
+def make(dim: str, precision: str = "auto"):
     ds = nbseg.datasets.fibres(shape=(48, 160, 160), seed=0)
     spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension=dim)
     patch, batch = SETTINGS[dim]
@@ -45,7 +47,7 @@ def make(dim: str, precision: str = "32"):
     return spec, params, nbseg.TrainingSet(inputs=ds.image, output=ds.truth)
 
 
-def run_nbseg(dim: str, steps: int, warmup: int, precision: str = "32") -> tuple[float, float]:
+def run_nbseg(dim: str, steps: int, warmup: int, precision: str = "auto") -> tuple[float, float]:
     """(patches/s, data-wait fraction) of nbseg.train."""
     import pytorch_lightning as pl
     import torch
@@ -87,7 +89,7 @@ def run_plain(dim: str, steps: int, warmup: int, variant: str = "") -> float:
     from nbseg.training.losses import SegmentationLoss
     from nbseg.training.module import SegmentationDataModule
 
-    spec, params, tset = make(dim)
+    spec, params, tset = make(dim, "32")
     torch.manual_seed(0)
     net = nbseg.generate_model(spec).network
     dm = SegmentationDataModule([tset], spec, params, Normalisation.fit([tset]), 0)
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="also try torch.compile")
     args = ap.parse_args(argv)
     print(machine_line())
-    variants = ["plain", "plain+channels_last", "plain+bf16", "nbseg", "nbseg bf16-mixed"]
+    variants = ["plain", "plain+channels_last", "plain+bf16", "nbseg", "nbseg fp32"]
     if args.compile:
         variants.insert(3, "plain+compile")
     rows = []
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             this: dict[str, float] = {}
             for v in order:
                 if v.startswith("nbseg"):
-                    prec = "bf16-mixed" if "bf16" in v else "32"
+                    prec = "32" if "fp32" in v else "auto"
                     this[v], wait = run_nbseg(dim, args.steps, args.warmup, prec)
                     waits[v].append(wait)
                 else:

@@ -97,7 +97,6 @@ def run_plain(args: argparse.Namespace) -> tuple[float, int]:
     from nbseg.data.trainingset import Normalisation
     from nbseg.training.losses import SegmentationLoss
     from nbseg.training.module import SegmentationDataModule
-
     from nbseg.training.run import channels_last_format, resolve_precision
 
     spec, params, tset = setup(args)

@@ -253,11 +253,17 @@ MEASURE = textwrap.dedent(
             fh.write("5")
         return status("VmRSS")
 
-    spec = nbseg.ModelSpec(architecture="unet", class_count=3, parameters={"filters": 4, "depth": 2})
+    dim = sys.argv[3]
+    spec = nbseg.ModelSpec(
+        architecture="unet",
+        class_count=3,
+        input_dimension=dim,
+        parameters={"filters": 4, "depth": 2},
+    )
     model = nbseg.generate_model(spec)
     model.normalisation = nbseg.Normalisation(low=[0.0], high=[255.0])
-    model.params = nbseg.TrainingParams(patch_size=32)
-    yx, block = 128, (4, 128, 128)
+    model.params = nbseg.TrainingParams(patch_size=16 if dim == "3D" else 32)
+    yx, block = (64, (16, 64, 64)) if dim == "3D" else (128, (4, 128, 128))
     rng = np.random.default_rng(0)
 
     def volume(nz):
@@ -288,10 +294,14 @@ MEASURE = textwrap.dedent(
     not Path("/proc/self/clear_refs").exists() or sys.platform != "linux",
     reason="peak-RSS reset needs Linux /proc/self/clear_refs",
 )
-def test_peak_memory_does_not_grow_with_volume_size(tmp_path):
-    sizes = (32, 64, 128)  # 4x, 8x, 16x ... blocks of 4 slices: 8, 16, 32 blocks
+@pytest.mark.parametrize("dim", ["2D", "3D"])
+def test_peak_memory_does_not_grow_with_volume_size(tmp_path, dim):
+    # 2D: z x 128², blocks of 4 slices (8, 16, 32 blocks); 3D: z x 64², blocks of 16 x 64²
+    # (4, 8, 32 blocks)
+    sizes = (32, 64, 128) if dim == "2D" else (64, 128, 512)
+    yx = 128 if dim == "2D" else 64
     res = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(tmp_path), ",".join(map(str, sizes))],
+        [sys.executable, "-c", MEASURE, str(tmp_path), ",".join(map(str, sizes)), dim],
         capture_output=True,
         text=True,
         timeout=300,
@@ -302,7 +312,7 @@ def test_peak_memory_does_not_grow_with_volume_size(tmp_path):
     streamed = {int(k): v[0] / 2**20 for k, v in data["streamed"].items()}
     in_memory = data["in_memory"][str(sizes[-1])][0] / 2**20
     print("peak RSS growth MiB", streamed, "in memory", in_memory)
-    largest_f32 = sizes[-1] * 128 * 128 * 4 / 2**20  # the normalised volume alone: 8 MiB
+    largest_f32 = sizes[-1] * yx * yx * 4 / 2**20  # the normalised volume alone: 8 / 4 MiB
     # the measurement sees the in-memory path grow with the volume ...
     assert in_memory > 4 * largest_f32
     # ... while streaming stays flat: 4x the voxels, same peak (within 30 % + 4 MiB noise)
