@@ -52,11 +52,18 @@ GRID: list[tuple[str, str, int, int, str, dict]] = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only every third case")
+    parser.add_argument(
+        "--precision",
+        default="32",
+        help="32, bf16-mixed, or auto (nbseg's default: bf16-mixed for 2D/2.5D where native)",
+    )
     args = parser.parse_args(argv)
+    from nbseg.training.run import resolve_precision
+
     grid = GRID[::3] if args.quick else GRID
     header = (
         f"{'arch':15s} {'dim':5s} {'patch':>5s} {'batch':>5s} {'optim':9s}"
-        f" {'estimate MiB':>12s} {'measured MiB':>12s} {'ratio':>6s}"
+        f" {'precision':10s} {'estimate MiB':>12s} {'measured MiB':>12s} {'ratio':>6s}"
     )
     print(header)
     print("-" * len(header))
@@ -64,13 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for arch, dim, patch, batch, optimizer, params in grid:
         spec = ModelSpec(architecture=arch, input_dimension=dim, parameters=params)
-        estimate = estimate_training_memory(spec, patch, batch, optimizer).total
-        measured = measure_training_step_peak(spec, patch, batch, optimizer)
+        prec = resolve_precision(args.precision, "cpu", dim)
+        estimate = estimate_training_memory(spec, patch, batch, optimizer, precision=prec).total
+        measured = measure_training_step_peak(spec, patch, batch, optimizer, precision=prec)
         ratio = estimate / measured
         within += abs(ratio - 1) <= 0.2
         label = arch + ("*" if params else "")
         print(
-            f"{label:15s} {dim:5s} {patch:5d} {batch:5d} {optimizer:9s}"
+            f"{label:15s} {dim:5s} {patch:5d} {batch:5d} {optimizer:9s} {prec:10s}"
             f" {estimate / MIB:12.1f} {measured / MIB:12.1f} {ratio:6.2f}",
             flush=True,
         )

@@ -75,6 +75,18 @@ def test_half_precision_halves_activations() -> None:
     assert half.activations < full.activations
 
 
+def test_params_estimate_follows_the_resolved_precision() -> None:
+    from nbseg.training.params import TrainingParams
+    from nbseg.training.run import resolve_precision
+
+    auto = TrainingParams(patch_size=64, batch_size=2).memory_estimate(SMALL_UNET)
+    fp32 = TrainingParams(patch_size=64, batch_size=2, precision="32").memory_estimate(SMALL_UNET)
+    if resolve_precision("auto", "cpu", "2D") == "bf16-mixed":
+        assert auto.activations < fp32.activations
+    else:
+        assert auto.activations == fp32.activations
+
+
 def test_invalid_batch_size() -> None:
     with pytest.raises(ParamsError, match="batch_size"):
         estimate_training_memory(SMALL_UNET, 32, 0)
@@ -100,8 +112,13 @@ def test_estimate_is_cached_and_fast() -> None:
     ],
     ids=["unet-2d", "deeplab-2d", "unet-3d"],
 )
-def test_estimate_matches_measured_peak(spec: ModelSpec, patch: int, batch: int) -> None:
-    estimate = estimate_training_memory(spec, patch, batch).total
-    measured = measure_training_step_peak(spec, patch, batch)
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_estimate_matches_measured_peak(
+    spec: ModelSpec, patch: int, batch: int, precision: str
+) -> None:
+    if precision != "32" and spec.spatial_dims == 3:
+        pytest.skip("3D trains in fp32 by default (precision='auto'); bf16 is checked in 2D")
+    estimate = estimate_training_memory(spec, patch, batch, precision=precision).total
+    measured = measure_training_step_peak(spec, patch, batch, precision=precision)
     assert measured > 0
     assert estimate == pytest.approx(measured, rel=0.25)

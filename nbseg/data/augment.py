@@ -114,8 +114,13 @@ class AugmentationParams:
 
     Notes
     -----
-    The default is moderate: flips, 90° rotations, zoom 0.9–1.1, shear 2°, brightness and
-    contrast 0.9–1.1, factor 4. :meth:`disabled` gives no augmentation at all.
+    The default is moderate and geometric: flips, 90° rotations, zoom 0.9–1.1, shear 2°,
+    factor 4. Brightness and contrast stay off by default: where grey values define the
+    classes (phases of a micro-CT scan) they blur the boundaries between classes — on the
+    sandstone benchmark, 0.9–1.1 lowered the mean Dice from 0.946 to 0.935 at the same
+    budget, and on isbi2012 (EM) they made no difference (0.807 vs 0.808). Turn them on for
+    images whose brightness varies between acquisitions. :meth:`disabled` gives no
+    augmentation at all.
     """
 
     factor: int = 4
@@ -128,8 +133,8 @@ class AugmentationParams:
     elastic_alpha: float = 3.0
     elastic_sigma: float = 16.0
     noise: float = 0.0
-    brightness: tuple[float, float] = (0.9, 1.1)
-    contrast: tuple[float, float] = (0.9, 1.1)
+    brightness: tuple[float, float] = (1.0, 1.0)
+    contrast: tuple[float, float] = (1.0, 1.0)
     probability: float = 1.0
 
     def __post_init__(self) -> None:

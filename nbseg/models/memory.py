@@ -394,6 +394,7 @@ def measure_training_step_peak(
     optimizer: str = "adam",
     momentum: float = 0.9,
     device: str = "cpu",
+    precision: str = "32",
 ) -> int:
     """Measure the real peak memory of a training step, in bytes.
 
@@ -401,19 +402,24 @@ def measure_training_step_peak(
     ``optimizer.step``, ``zero_grad``) so the optimiser state exists, then a second one; the
     peak of all memory allocated from before the network was built is returned. On CPU the
     allocations are read from :mod:`torch.profiler` memory events, on CUDA from
-    ``torch.cuda.max_memory_allocated``.
+    ``torch.cuda.max_memory_allocated``. ``precision="bf16-mixed"`` / ``"16-mixed"`` runs the
+    forward pass under autocast, in the channels-last format, as :func:`nbseg.train` does.
     """
     patch = _rounded_patch(spec, patch_size)
     shape = (batch_size, spec.in_channels, *patch)
+    half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    fmt = torch.channels_last_3d if spec.spatial_dims == 3 else torch.channels_last
 
     def run(dev: torch.device) -> None:
         torch.manual_seed(0)
-        network = build_network(spec).to(dev).train()
+        network = build_network(spec).to(dev).train().to(memory_format=fmt)
         opt = _make_optimizer(optimizer, network.parameters(), momentum)
-        x = torch.randn(shape, device=dev)
+        x = torch.randn(shape, device=dev).contiguous(memory_format=fmt)
         target = torch.randint(0, spec.class_count, (shape[0], *shape[2:]), device=dev)
         for _ in range(2):
-            loss = _loss(network(x), target)
+            with torch.autocast(dev.type, dtype=half or torch.float32, enabled=half is not None):
+                logits = network(x)
+            loss = _loss(logits.float(), target)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

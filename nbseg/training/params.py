@@ -224,8 +224,18 @@ class TrainingParams:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        from .run import resolve_precision
+
+        precision = resolve_precision(
+            self.precision, "gpu" if device == "cuda" else "cpu", spec.input_dimension
+        )
         return estimate_training_memory(
-            spec, self.patch_for(spec), self.batch_size, optimizer=self.optimizer, device=device
+            spec,
+            self.patch_for(spec),
+            self.batch_size,
+            optimizer=self.optimizer,
+            device=device,
+            precision=precision,
         )
 
     def memory_ratio(self, spec: Any) -> float:

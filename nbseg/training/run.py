@@ -148,9 +148,9 @@ def channels_last_format(
 ) -> torch.memory_format | None:
     """The memory format networks train in: channels-last on CPUs and CUDA GPUs, else None.
 
-    oneDNN and cuDNN run channels-last convolutions faster: 1.21-1.27x per step for the
-    default 2D U-Net at 8x128² and ~1.1x for the 3D U-Net at 2x48³ on a 2-core AVX512 CPU
-    (``benchmarks/throughput.py``). Not used across processes, where DDP's gradient buckets
+    oneDNN and cuDNN run channels-last convolutions faster: 1.25-1.27x per step for the
+    default 2D/2.5D U-Net at 8x128² and 1.24x for the 3D U-Net at 4x48³ on a 2-core AVX512
+    CPU (``benchmarks/throughput.py``). Not used across processes, where DDP's gradient buckets
     expect contiguous gradients. The weights go back to the contiguous format when training
     ends, so saved files and inference are unaffected.
     """
