@@ -260,4 +260,6 @@ def test_disabled_summary():
     off = AugmentationParams.disabled()
     assert off.factor == 1 and not off.geometric and not off.intensity
     on = AugmentationParams()
-    assert on.geometric and on.intensity and on.factor == 4
+    # the default is geometric only: grey values often are the classes (micro-CT phases)
+    assert on.geometric and not on.intensity and on.factor == 4
+    assert AugmentationParams(brightness=(0.9, 1.1)).intensity
