@@ -142,3 +142,25 @@ def test_tta_reaches_preview_and_multi_tile_volumes():
     np.testing.assert_allclose(full.sum("class").values, 1.0, atol=1e-5)
     prev = nbseg.preview(m, image, 1, probabilities=True, tta=True)
     np.testing.assert_allclose(prev.values, full.isel(z=1).values, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", ["2D", "3D"])
+def test_prediction_runs_channels_last_and_leaves_the_weights_as_they_were(dim):
+    image, _, _ = blobs((6, 40, 36))
+    m = _ready_model(dim)
+    fmt = torch.channels_last_3d if dim == "3D" else torch.channels_last
+    seen = []
+    m.network.register_forward_hook(
+        lambda mod, i, o: seen.append(i[0].is_contiguous(memory_format=fmt))
+    )
+    before = {k: v.clone() for k, v in m.network.state_dict().items()}
+    nbseg.segment(m, image)
+    assert seen and all(seen)
+    for k, v in m.network.state_dict().items():
+        assert v.is_contiguous() and torch.equal(v, before[k])
+    # a network already in channels-last (training's feedback prediction) stays so
+    m.network.to(memory_format=fmt)
+    nbseg.segment(m, image)
+    convs = [p for p in m.network.parameters() if p.dim() in (4, 5)]
+    assert all(p.is_contiguous(memory_format=fmt) for p in convs)
+    assert any(not p.is_contiguous() for p in convs)
