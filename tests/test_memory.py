@@ -103,21 +103,26 @@ def test_estimate_is_cached_and_fast() -> None:
     assert time.perf_counter() - start < 0.5
 
 
+UNET_2D = ModelSpec(parameters={"depth": 4, "filters": 8})
+DEEPLAB_2D = ModelSpec(architecture="deeplabv3plus", parameters={"filters": 8})
+UNET_3D = ModelSpec(input_dimension="3D", parameters={"depth": 3, "filters": 4})
+
+
+# bf16 is what precision="auto" picks for 2D/2.5D on bf16-native CPUs; 3D trains in fp32
 @pytest.mark.parametrize(
-    ("spec", "patch", "batch"),
+    ("spec", "patch", "batch", "precision"),
     [
-        (ModelSpec(parameters={"depth": 4, "filters": 8}), 64, 4),
-        (ModelSpec(architecture="deeplabv3plus", parameters={"filters": 8}), 64, 2),
-        (ModelSpec(input_dimension="3D", parameters={"depth": 3, "filters": 4}), 16, 2),
+        (UNET_2D, 64, 4, "32"),
+        (DEEPLAB_2D, 64, 2, "32"),
+        (UNET_3D, 16, 2, "32"),
+        (UNET_2D, 64, 4, "bf16-mixed"),
+        (DEEPLAB_2D, 64, 2, "bf16-mixed"),
     ],
-    ids=["unet-2d", "deeplab-2d", "unet-3d"],
+    ids=["unet-2d", "deeplab-2d", "unet-3d", "unet-2d-bf16", "deeplab-2d-bf16"],
 )
-@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
 def test_estimate_matches_measured_peak(
     spec: ModelSpec, patch: int, batch: int, precision: str
 ) -> None:
-    if precision != "32" and spec.spatial_dims == 3:
-        pytest.skip("3D trains in fp32 by default (precision='auto'); bf16 is checked in 2D")
     estimate = estimate_training_memory(spec, patch, batch, precision=precision).total
     measured = measure_training_step_peak(spec, patch, batch, precision=precision)
     assert measured > 0
