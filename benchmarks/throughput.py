@@ -86,6 +86,7 @@ def run_plain(dim: str, steps: int, warmup: int, variant: str = "") -> float:
 
     from nbseg.data.augment import augment_batch
     from nbseg.data.trainingset import Normalisation
+    from nbseg.models.blocks import channels_last_nd
     from nbseg.training.losses import SegmentationLoss
     from nbseg.training.module import SegmentationDataModule
 
@@ -94,7 +95,7 @@ def run_plain(dim: str, steps: int, warmup: int, variant: str = "") -> float:
     net = nbseg.generate_model(spec).network
     dm = SegmentationDataModule([tset], spec, params, Normalisation.fit([tset]), 0)
     loss_fn = SegmentationLoss(params)
-    fmt = torch.channels_last if spec.spatial_dims == 2 else torch.channels_last_3d
+    fmt = channels_last_nd(spec.spatial_dims)
     if variant == "channels_last":
         net = net.to(memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate)

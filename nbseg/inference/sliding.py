@@ -21,6 +21,7 @@ import xarray as xr
 from ..data.multiroi import OUTSIDE_MASK
 from ..data.trainingset import as_dataarray, check_finite, volume_of
 from ..errors import InputError
+from ..models.blocks import channels_last_nd
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -235,7 +236,7 @@ class VolumePredictor:
         self.memory_format = None
         if self.device.type not in ("cpu", "cuda") or isinstance(net, torch.jit.ScriptModule):
             return False
-        fmt = torch.channels_last_3d if self.spec.input_dimension == "3D" else torch.channels_last
+        fmt = channels_last_nd(self.spec.spatial_dims)
         self.memory_format = fmt
         # a weight whose layout tells the formats apart (not 1 input channel, not 1×1)
         weight = next(

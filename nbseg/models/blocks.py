@@ -19,6 +19,12 @@ def conv_nd(spatial_dims: int) -> type[nn.Module]:
     return nn.Conv3d if spatial_dims == 3 else nn.Conv2d
 
 
+def channels_last_nd(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of 2D (``channels_last``) or 3D
+    (``channels_last_3d``) feature maps."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+
+
 def conv_transpose_nd(spatial_dims: int) -> type[nn.Module]:
     """``nn.ConvTranspose2d`` or ``nn.ConvTranspose3d``."""
     return nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d

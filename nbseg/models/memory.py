@@ -29,6 +29,7 @@ from torch import nn
 
 from .._system import available_memory_bytes
 from ..errors import ParamsError
+from .blocks import channels_last_nd
 from .registry import build_network, input_shape, size_divisor
 from .spec import ModelSpec
 
@@ -408,7 +409,7 @@ def measure_training_step_peak(
     patch = _rounded_patch(spec, patch_size)
     shape = (batch_size, spec.in_channels, *patch)
     half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    fmt = torch.channels_last_3d if spec.spatial_dims == 3 else torch.channels_last
+    fmt = channels_last_nd(spec.spatial_dims)
 
     def run(dev: torch.device) -> None:
         torch.manual_seed(0)

@@ -22,6 +22,7 @@ import torch
 
 from ..data.trainingset import Normalisation, TrainingSet
 from ..errors import InputError, NbsegError, TrainingError
+from ..models.blocks import channels_last_nd
 from .callbacks import (
     CheckpointCache,
     FeedbackHistory,
@@ -156,7 +157,7 @@ def channels_last_format(
     """
     if accelerator not in ("cpu", "gpu") or world_size != 1:
         return None
-    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    return channels_last_nd(spatial_dims)
 
 
 def _accelerator(device: str) -> tuple[str, Any]:

@@ -240,15 +240,7 @@ class TrainingParamsPanel(widgets.VBox):
             continuous_update=False,
             layout=_field(),
         )
-        self.fields["stride_ratio"] = widgets.FloatSlider(
-            value=defaults.stride_ratio,
-            min=0.05,
-            max=1.0,
-            step=0.05,
-            readout_format=".2f",
-            continuous_update=False,
-            layout=widgets.Layout(width="320px"),
-        )
+        self.fields["stride_ratio"] = style.slider(defaults.stride_ratio, 0.05, 1.0, 0.05, ".2f")
         self.fields["batch_size"] = widgets.BoundedIntText(
             value=defaults.batch_size, min=1, max=1_000_000, layout=_field()
         )

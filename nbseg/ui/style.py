@@ -96,15 +96,20 @@ def run_reporting(box: MessageBox, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
-def validation_slider() -> widgets.FloatSlider:
-    """The "% of labelled patches kept for validation" slider (Inputs and Training
-    parameters panels show the same ``workspace.validation``)."""
+def slider(value: float, low: float, high: float, step: float, readout: str) -> widgets.FloatSlider:
+    """A FloatSlider as the panels show them: fixed width, updated on release."""
     return widgets.FloatSlider(
-        value=20.0,
-        min=0.0,
-        max=50.0,
-        step=1.0,
-        readout_format=".0f",
+        value=value,
+        min=low,
+        max=high,
+        step=step,
+        readout_format=readout,
         continuous_update=False,
         layout=widgets.Layout(width="320px"),
     )
+
+
+def validation_slider() -> widgets.FloatSlider:
+    """The "% of labelled patches kept for validation" slider (Inputs and Training
+    parameters panels show the same ``workspace.validation``)."""
+    return slider(20.0, 0.0, 50.0, 1.0, ".0f")
