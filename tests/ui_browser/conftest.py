@@ -65,7 +65,7 @@ class Lab:
         deadline = time.monotonic() + timeout
         while True:
             files = sorted(self.runtime.glob("kernel-*.json"), key=lambda p: p.stat().st_mtime)
-            if files:
+            if files and _complete_json(files[-1]):  # the server may still be writing it
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError("no kernel started")
@@ -75,6 +75,14 @@ class Lab:
         kc.start_channels()
         kc.wait_for_ready(timeout=timeout)
         return kc
+
+
+def _complete_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def run_in_kernel(kc, code: str, timeout: float = 60) -> str:
