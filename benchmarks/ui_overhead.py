@@ -11,7 +11,8 @@ and per-epoch cosine schedule, and run the same validation forward passes:
   appends the metrics to a plain list (a bqplot-free graph sink);
 - **plain**: a minimal PyTorch loop over the same ``DataLoader``, with the same numerics as
   nbseg's defaults (channels-last memory format; bf16 autocast where nbseg's
-  ``precision="auto"`` picks it), so the difference is the machinery alone.
+  ``precision="auto"`` picks it; the fused Adam kernel), so the difference is the machinery
+  alone.
 
 A/B runs are interleaved (``--repeats`` pairs) and the median of the per-pair time ratios is
 reported, so a busy machine affects both sides alike. Target: nbseg ≤ 3 % slower.
@@ -96,7 +97,7 @@ def run_plain(args: argparse.Namespace) -> tuple[float, int]:
     from nbseg.data.augment import augment_batch
     from nbseg.data.trainingset import Normalisation
     from nbseg.training.losses import SegmentationLoss
-    from nbseg.training.module import SegmentationDataModule
+    from nbseg.training.module import SegmentationDataModule, build_optimizer
     from nbseg.training.run import channels_last_format, resolve_precision
 
     spec, params, tset = setup(args)
@@ -111,7 +112,7 @@ def run_plain(args: argparse.Namespace) -> tuple[float, int]:
     dm = SegmentationDataModule([tset], spec, params, norm, 0.2)
     net = model.network.to(memory_format=fmt)
     loss_fn = SegmentationLoss(params)
-    opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate)
+    opt = build_optimizer(params, net.parameters())  # Adam, fused kernel as in nbseg
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs)
     gen = torch.Generator().manual_seed(params.seed)
     for epoch in range(params.epochs):

@@ -210,3 +210,89 @@ def test_mask_restricts_patches_and_early_stopping():
             model,
             nbseg.TrainingSet(image, labels, mask=mask.copy(data=np.zeros(image.shape, bool))),
         )
+
+
+class _BatchLosses(nbseg.TrainingListener):
+    def __init__(self):
+        self.losses: dict[int, list[float]] = {}
+
+    def on_batch_end(self, progress):
+        self.losses.setdefault(progress["epoch"], []).append(progress["loss"])
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_epoch_loss_is_the_mean_of_batch_losses_and_drives_loss_monitors(schedule):
+    """The epoch loss (logged once per epoch, not per step) feeds the history, the plateau
+    schedule and early stopping on "loss" without validation."""
+    image, labels, _ = blobs((8, 32, 32), labelled=(1, 2, 3, 4, 5))
+    spec = nbseg.ModelSpec(
+        architecture="unet", class_count=2, input_dimension="2D", parameters=TINY
+    )
+    model = nbseg.generate_model(spec)
+    params = nbseg.TrainingParams(
+        patch_size=16,
+        batch_size=4,  # 5 slices x 4 patches x augmentation factor: full batches only
+        epochs=3,
+        lr_schedule=schedule,
+        plateau_patience=0,
+        early_stopping=True,
+        monitor="loss",
+        patience=5,
+    )
+    listener = _BatchLosses()
+    result = nbseg.train(
+        model, nbseg.TrainingSet(image, labels), params, validation=0, callbacks=[listener]
+    )
+    assert result.status == "completed" and len(result.history) == 3
+    for record in result.history:
+        batch = listener.losses[record["epoch"]]
+        assert len(batch) * 4 == result.extra["train_patches"]
+        assert record["loss"] == pytest.approx(np.mean(batch), rel=1e-5)
+    assert result.metric("loss")[-1] < result.metric("loss")[0]
+
+
+@pytest.mark.parametrize(
+    "name, fused", [("adam", True), ("adamw", True), ("sgd", True), ("rmsprop", None)]
+)
+def test_optimisers_use_fused_kernels_on_cpu_and_match_the_plain_step(name, fused):
+    from nbseg.training.module import build_optimizer
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    params = nbseg.TrainingParams(optimizer=name, learning_rate=1e-2)
+    opt = build_optimizer(params, nets[0].parameters())
+    assert opt.defaults.get("fused") is fused
+    extra = {"momentum": 0.9} if name in ("sgd", "rmsprop") else {"weight_decay": 0.0}
+    plain = type(opt)(nets[1].parameters(), lr=1e-2, **extra)
+    assert not plain.defaults.get("fused")
+    x = torch.randn(2, 3, 8, 8)
+    for _ in range(3):
+        for net, o in zip(nets, (opt, plain)):
+            o.zero_grad()
+            net(x).square().mean().backward()
+            o.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_feedback_preview_runs_in_the_training_precision_and_matches_float32():
+    from nbseg.data.patches import PreparedSet
+    from nbseg.training.callbacks import _autocast_dtype, feedback_prediction
+
+    model, _, image, _, _ = _fit(epochs=4)
+    labels = np.zeros(image.shape, np.uint8)
+    ps = PreparedSet.from_training_set(nbseg.TrainingSet(image, labels), model.normalisation)
+    box = (0, 48, 0, 48)
+    full = feedback_prediction(model, ps, 3, box)
+    half = feedback_prediction(model, ps, 3, box, torch.bfloat16)
+    assert full.shape == half.shape == (48, 48) and full.dtype == np.uint8
+    assert 0.05 < full.mean() < 0.95  # both classes present: a real comparison
+    assert (full == half).mean() > 0.98
+
+    class FakeTrainer:
+        precision = "bf16-mixed"
+
+    assert _autocast_dtype(FakeTrainer()) == torch.bfloat16
+    FakeTrainer.precision = "32-true"
+    assert _autocast_dtype(FakeTrainer()) is None
