@@ -260,3 +260,54 @@ def test_describe_network_rows() -> None:
     assert first["name"] == "encoder.0" and first["type"] == "ConvBlock"
     assert first["output_shape"] == (1, 16, 64, 64)
     assert rows[-1]["name"] == "head" and rows[-1]["output_shape"] == (1, 2, 64, 64)
+
+
+def _weight_grads(net: torch.nn.Module, x: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
+    net.zero_grad()
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        out = net(x)
+    out.float().square().mean().backward()
+    return [p.grad.clone() for p in net.parameters() if p.dim() == 5]
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_bf16_conv3d_guard_gives_right_weight_gradients_and_undoes(depth: int) -> None:
+    """oneDNN's bf16 Conv3d weight gradient is wrong (up to 1e37 or NaN) for inputs thinner
+    than the kernel; the guard runs those in fp32 and leaves thicker inputs in bf16."""
+    from nbseg.models.blocks import guard_cpu_bf16_conv3d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(32, 32, 3, padding=1), torch.nn.Conv3d(32, 32, 5, padding=2)
+    )
+    x = torch.randn(2, 32, depth, 8, 8)
+    reference = _weight_grads(net, x, bf16=False)
+    undo = guard_cpu_bf16_conv3d(net)
+    assert all("forward" in vars(m) for m in net)
+    guarded = _weight_grads(net, x, bf16=True)
+    for g, ref in zip(guarded, reference):
+        assert torch.isfinite(g).all()
+        assert float((g - ref).abs().max() / ref.abs().max()) < 0.05
+    # depth 4 ≥ the first kernel's 3: that convolution still runs in bf16
+    with torch.autocast("cpu", torch.bfloat16):
+        first = net[0](x)
+    assert first.dtype == (torch.bfloat16 if depth > 3 else torch.float32)
+    undo()
+    assert not any("forward" in vars(m) for m in net)
+
+
+def test_bf16_conv3d_guard_covers_the_default_3d_unet_on_thin_bottlenecks() -> None:
+    from nbseg import ModelSpec as Spec
+    from nbseg.models.blocks import guard_cpu_bf16_conv3d
+    from nbseg.models.registry import build_network
+
+    torch.manual_seed(1)
+    net = build_network(Spec(architecture="unet", class_count=3, input_dimension="3D"))
+    x = torch.randn(1, 1, 32, 32, 32)  # depth 5: the bottleneck sees 2 slices
+    reference = _weight_grads(net, x, bf16=False)
+    guard_cpu_bf16_conv3d(net)
+    guarded = _weight_grads(net, x, bf16=True)
+    flat = torch.cat([g.flatten() for g in guarded])
+    ref = torch.cat([g.flatten() for g in reference])
+    assert torch.isfinite(flat).all()
+    assert float(torch.nn.functional.cosine_similarity(flat, ref, dim=0)) > 0.9

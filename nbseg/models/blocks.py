@@ -5,7 +5,9 @@ Every block takes ``spatial_dims`` (2 or 3) so the same code builds 2D/2.5D and 
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,43 @@ def channels_last_nd(spatial_dims: int) -> torch.memory_format:
     """The channels-last memory format of 2D (``channels_last``) or 3D
     (``channels_last_3d``) feature maps."""
     return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+
+
+def guard_cpu_bf16_conv3d(network: nn.Module) -> Callable[[], None]:
+    """Work around a wrong bf16 ``Conv3d`` weight gradient on CPU; returns the undo.
+
+    oneDNN (torch 2.13, AVX512-BF16/AMX CPUs) computes the *weight* gradient of a bf16
+    ``Conv3d`` wrongly — up to 1e37 or NaN — when the input's depth is smaller than the
+    kernel's (a 3×3×3 convolution over 2 slices, as at the bottleneck of a 3D U-Net fed 32³
+    patches); outputs and input gradients are right, as is every depth ≥ the kernel's
+    (``benchmarks/bf16_conv3d.py`` probes the cases). The guarded convolutions run such thin
+    inputs in float32 — cheap, as they are thin — and everything else in bf16. Applied to
+    every ``nn.Conv3d`` of any network (MONAI's and imported ones too) for the duration of a
+    bf16 training; calling the returned function restores the modules.
+    """
+    patched = []
+    for module in network.modules():
+        if (
+            isinstance(module, nn.Conv3d)
+            and module.kernel_size[0] > 1
+            and "forward" not in vars(module)
+        ):
+            module.forward = functools.partial(_guarded_conv3d_forward, module)
+            patched.append(module)
+
+    def undo() -> None:
+        for module in patched:
+            vars(module).pop("forward", None)
+
+    return undo
+
+
+def _guarded_conv3d_forward(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    reach = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
+    if x.device.type == "cpu" and x.shape[-3] <= reach and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return type(conv).forward(conv, x.float())
+    return type(conv).forward(conv, x)
 
 
 def conv_transpose_nd(spatial_dims: int) -> type[nn.Module]:

@@ -22,7 +22,7 @@ import torch
 
 from ..data.trainingset import Normalisation, TrainingSet
 from ..errors import InputError, NbsegError, TrainingError
-from ..models.blocks import channels_last_nd
+from ..models.blocks import channels_last_nd, guard_cpu_bf16_conv3d
 from .callbacks import (
     CheckpointCache,
     FeedbackHistory,
@@ -127,15 +127,13 @@ def resolve_precision(precision: str, accelerator: str, input_dimension: str = "
     """``"auto"`` → ``"bf16-mixed"`` where the device computes bf16 natively (CPUs with
     AVX512-BF16 / AMX via oneDNN, CUDA GPUs with bf16), else ``"32"``. Weights stay fp32.
 
-    3D models stay fp32 on CPU: oneDNN's bf16 3D-convolution backward gave non-finite weight
-    gradients on the first step (torch 2.13, AVX512-BF16), while 2D was stable and ~2× faster.
+    In 3D on CPU, :func:`nbseg.models.blocks.guard_cpu_bf16_conv3d` keeps the convolutions
+    whose weight gradient oneDNN gets wrong in bf16 (inputs thinner than the kernel) in fp32.
     """
     if precision != "auto":
         return precision
     try:
         if accelerator == "cpu":
-            if input_dimension == "3D":
-                return "32"
             return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32"
         if accelerator == "gpu" and torch.cuda.is_available():
             return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32"
@@ -320,6 +318,13 @@ def train(
     was_training = model.network.training
     initial_state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
     module.memory_format = channels_last_format(spec.spatial_dims, accelerator, trainer.world_size)
+    unguard = (
+        guard_cpu_bf16_conv3d(model.network)
+        if accelerator == "cpu"
+        and spec.spatial_dims == 3
+        and str(trainer.precision) == "bf16-mixed"
+        else None
+    )
     try:
         if module.memory_format is not None:
             model.network.to(memory_format=module.memory_format)
@@ -332,6 +337,8 @@ def train(
     except KeyboardInterrupt:
         status, error = "stopped", None
     finally:
+        if unguard is not None:
+            unguard()
         model.network.train(was_training)
         model.network.to("cpu")
         if module.memory_format is not None:
