@@ -12,8 +12,9 @@ Methods (``--methods``, comma separated):
 - ``plain``: a hand-written PyTorch loop (MONAI UNet 16-128 with 2 residual units, AdamW 2e-3,
   cross-entropy + Dice, flips + 90° rotations, 128² patches, batch 8) for the same budget,
   predicted with MONAI ``sliding_window_inference``;
-- ``nbseg``: ``nbseg.train`` with the default 2D U-Net and default ``TrainingParams`` except
-  ``max_minutes`` (the budget), then ``nbseg.segment``;
+- ``nbseg``: ``nbseg.train`` with the default 2D U-Net (``--arch`` picks another registered
+  architecture, ``--model`` its parameters) and default ``TrainingParams`` except
+  ``max_minutes`` (the budget) and any ``--set`` overrides, then ``nbseg.segment``;
 - ``nbseg-2.5D``: the same with the 2.5D model (3 slices);
 - every nbseg row is followed by a ``+tta`` row: the same trained model, predicted with
   test-time augmentation (``segment(..., tta=True)``, the mean over flips);
@@ -26,6 +27,7 @@ scikit-image for the classical baselines.
 
     python benchmarks/quality.py                           # full: 10 min per deep method
     python benchmarks/quality.py --minutes 3 --methods nbseg,plain --datasets isbi2012
+    python benchmarks/quality.py --methods nbseg --arch residual_unet --set aug.shear=0
 """
 
 from __future__ import annotations
@@ -205,11 +207,12 @@ def run_nbseg(
     overrides,
     model_params,
     save_dir=None,
+    architecture="unet",
 ):
     import nbseg
 
     spec = nbseg.ModelSpec(
-        architecture="unet",
+        architecture=architecture,
         class_count=len(classes),
         input_dimension=dim,
         name=name,
@@ -264,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="U-Net parameter overrides for nbseg, e.g. filters=8",
     )
+    ap.add_argument("--arch", default="unet", help="nbseg architecture (registry name)")
     ap.add_argument("--save", help="save each trained nbseg model into this folder")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args(argv)
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line())
     print(
         f"# budget {args.minutes} min per deep method; overrides {args.set or 'none'}; "
-        f"model {args.model or 'defaults'}"
+        f"architecture {args.arch}, parameters {args.model or 'defaults'}"
     )
     overrides = parse_overrides(args.set)
     rows = []
@@ -314,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                     overrides,
                     parse_overrides(args.model),
                     args.save,
+                    args.arch,
                 )
                 extra = (pred_tta, tta_info)
             else:
@@ -341,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                             "minutes": args.minutes,
                             "set": args.set,
                             "model": args.model,
+                            "arch": args.arch,
                         }
                         fh.write(json.dumps(record) + "\n")
     print()

@@ -29,6 +29,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "fc_densenet": {"depth": 2, "layers_per_block": 2, "growth_rate": 4, "first_filters": 8},
     "sensor3d": {"depth": 3, "filters": 4, "lstm_channels": 4, "final_lstm": True},
     "segresnet": {"depth": 3, "filters": 8},
+    "residual_unet": {"depth": 3, "filters": 4, "residual_units": 1},
 }
 
 CASES = [(info.name, dim) for info in architectures() for dim in info.dimensions]
@@ -213,6 +214,31 @@ def test_batchnorm_single_pixel_bottleneck_in_training() -> None:
     network = build_network(spec).train()
     out = network(torch.randn(1, 1, 4, 4))
     assert out.shape == (1, 2, 4, 4)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_instancenorm_single_pixel_gives_the_bias_and_a_gradient(dims: int) -> None:
+    from nbseg.models.blocks import norm_layer
+
+    norm = norm_layer("instance", 3, dims).train()
+    with torch.no_grad():
+        norm.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.randn(2, 3, *(1,) * dims, requires_grad=True)
+    out = norm(x)
+    assert torch.equal(out.flatten(1), torch.tensor([[0.5, -1.0, 2.0]] * 2))
+    out.sum().backward()
+    assert norm.bias.grad is not None and torch.equal(norm.bias.grad, torch.full((3,), 2.0))
+    wide = torch.randn(2, 3, *(4,) * dims)  # more than one element: ordinary instance norm
+    ref = torch.nn.functional.instance_norm(wide, weight=norm.weight, bias=norm.bias)
+    torch.testing.assert_close(norm(wide), ref)
+
+
+def test_residual_unet_trains_on_its_smallest_input() -> None:
+    spec = ModelSpec(architecture="residual_unet")  # depth 4: 8×8 input, 1×1 at the bottom
+    network = build_network(spec).train()
+    out = network(torch.randn(1, 1, 8, 8))
+    out.mean().backward()
+    assert out.shape == (1, 2, 8, 8)
 
 
 def test_25d_channels_are_input_major() -> None:

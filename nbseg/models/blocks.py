@@ -110,6 +110,34 @@ class SafeBatchNorm3d(_SafeBatchNormMixin, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` that accepts one value per channel in training mode."""
 
 
+class _SafeInstanceNormMixin:
+    """Instance normalisation that does not fail on a 1-pixel (or 1-voxel) feature map.
+
+    PyTorch raises when it normalises a sample with a single value per channel by its own
+    statistics (always without running statistics, in eval mode too). The normalised value
+    of a single element is 0 (its deviation from its own mean), so the output is the affine
+    bias (0 without affine), which this returns instead of raising.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        own_stats = self.training or not self.track_running_stats
+        if own_stats and x[0, 0].numel() == 1:
+            out = x - x.detach()  # zeros that keep the graph (and the gradient's shape)
+            if self.affine:
+                shape = (1, -1) + (1,) * (x.dim() - 2)
+                out = out * self.weight.view(shape) + self.bias.view(shape)
+            return out
+        return super().forward(x)  # type: ignore[misc]
+
+
+class SafeInstanceNorm2d(_SafeInstanceNormMixin, nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` that accepts a 1-pixel feature map in training mode."""
+
+
+class SafeInstanceNorm3d(_SafeInstanceNormMixin, nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` that accepts a 1-voxel feature map in training mode."""
+
+
 def group_count(channels: int, preferred: int = 8) -> int:
     """The largest divisor of ``channels`` not above ``preferred`` (GroupNorm's groups)."""
     return math.gcd(channels, preferred)
@@ -132,7 +160,7 @@ def norm_layer(norm: str, channels: int, spatial_dims: int) -> nn.Module:
     if norm == "batch":
         return SafeBatchNorm3d(channels) if spatial_dims == 3 else SafeBatchNorm2d(channels)
     if norm == "instance":
-        cls = nn.InstanceNorm3d if spatial_dims == 3 else nn.InstanceNorm2d
+        cls = SafeInstanceNorm3d if spatial_dims == 3 else SafeInstanceNorm2d
         return cls(channels, affine=True)
     if norm == "group":
         return nn.GroupNorm(group_count(channels), channels)

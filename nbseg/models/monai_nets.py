@@ -1,4 +1,4 @@
-"""MONAI networks in the registry: SegResNet.
+"""MONAI networks in the registry: SegResNet and the residual U-Net.
 
 MONAI is imported only when the network is built (``import monai`` takes seconds). Not
 offered: UNETR, whose position embeddings fix the input size at build time (conflicting with
@@ -13,19 +13,31 @@ from typing import Any
 from torch import nn
 
 from ..errors import SpecError
-from .blocks import SafeBatchNorm2d, SafeBatchNorm3d, group_count
+from .blocks import (
+    SafeBatchNorm2d,
+    SafeBatchNorm3d,
+    SafeInstanceNorm2d,
+    SafeInstanceNorm3d,
+    group_count,
+)
 from .registry import ArchitectureInfo, register
 from .spec import ModelSpec
 
 
 def make_batchnorm_safe(module: nn.Module) -> nn.Module:
-    """Replace plain ``nn.BatchNorm2d/3d`` layers by the safe variants (in place).
+    """Replace plain batch- and instance-norm layers by the safe variants (in place).
 
-    See :class:`nbseg.models.blocks.SafeBatchNorm2d`: a batch of one sample with a 1-pixel
-    feature map is then normalised with the running statistics instead of raising.
+    See :class:`nbseg.models.blocks.SafeBatchNorm2d` and ``SafeInstanceNorm2d``: a batch of
+    one sample with a 1-pixel feature map is then normalised (with the running statistics,
+    or to the bias) instead of raising.
     """
     for name, child in module.named_children():
-        kind = {nn.BatchNorm2d: SafeBatchNorm2d, nn.BatchNorm3d: SafeBatchNorm3d}.get(type(child))
+        kind = {
+            nn.BatchNorm2d: SafeBatchNorm2d,
+            nn.BatchNorm3d: SafeBatchNorm3d,
+            nn.InstanceNorm2d: SafeInstanceNorm2d,
+            nn.InstanceNorm3d: SafeInstanceNorm3d,
+        }.get(type(child))
         if kind is not None:
             safe = kind(
                 child.num_features,
@@ -95,6 +107,58 @@ register(
         dimensions=("2D", "2.5D", "3D"),
         defaults={"depth": 4, "filters": 16, "norm": "group", "dropout": 0.0},
         builder=build_segresnet,
+        size_divisor=lambda spec, params: 2 ** (int(params["depth"]) - 1),
+    )
+)
+
+
+def build_residual_unet(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
+    """Build a MONAI ``UNet`` with residual units for ``spec`` with resolved ``params``."""
+    from monai.networks.nets import UNet
+
+    depth, filters, units = params["depth"], params["filters"], params["residual_units"]
+    if not 2 <= depth <= 7:
+        raise SpecError(f"depth must lie in 2..7, got {depth!r}.")
+    if not 1 <= filters <= 256:
+        raise SpecError(f"filters must lie in 1..256, got {filters!r}.")
+    if not 0 <= units <= 4:
+        raise SpecError(f"residual_units must lie in 0..4, got {units!r}.")
+    if not 0.0 <= params["dropout"] < 1.0:
+        raise SpecError(f"dropout must lie in [0, 1), got {params['dropout']!r}.")
+    net = UNet(
+        spatial_dims=spec.spatial_dims,
+        in_channels=spec.in_channels,
+        out_channels=spec.class_count,
+        channels=tuple(filters * 2**i for i in range(depth)),
+        strides=(2,) * (depth - 1),
+        num_res_units=units,
+        norm=_monai_norm(params["norm"], filters),
+        dropout=params["dropout"],
+    )
+    return make_batchnorm_safe(net)
+
+
+register(
+    ArchitectureInfo(
+        name="residual_unet",
+        title="Residual U-Net (MONAI)",
+        description=(
+            "MONAI's UNet (Kerfoot et al. 2018): every level is a strided convolution "
+            "followed by residual units, so the network computes from half resolution on, "
+            "with instance normalisation. About half the cost of U-Net per step on a CPU "
+            "(0.4 M parameters at the defaults), so more steps fit in a few CPU-minutes. "
+            "'depth' is the number of resolution levels (inputs padded to multiples of "
+            "2^(depth-1)). 2D, 2.5D and 3D."
+        ),
+        dimensions=("2D", "2.5D", "3D"),
+        defaults={
+            "depth": 4,
+            "filters": 16,
+            "residual_units": 2,
+            "norm": "instance",
+            "dropout": 0.0,
+        },
+        builder=build_residual_unet,
         size_divisor=lambda spec, params: 2 ** (int(params["depth"]) - 1),
     )
 )
