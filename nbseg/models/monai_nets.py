@@ -24,7 +24,7 @@ from .registry import ArchitectureInfo, register
 from .spec import ModelSpec
 
 
-def make_batchnorm_safe(module: nn.Module) -> nn.Module:
+def make_norms_safe(module: nn.Module) -> nn.Module:
     """Replace plain batch- and instance-norm layers by the safe variants (in place).
 
     See :class:`nbseg.models.blocks.SafeBatchNorm2d` and ``SafeInstanceNorm2d``: a batch of
@@ -49,8 +49,19 @@ def make_batchnorm_safe(module: nn.Module) -> nn.Module:
             safe.load_state_dict(child.state_dict())
             setattr(module, name, safe)
         else:
-            make_batchnorm_safe(child)
+            make_norms_safe(child)
     return module
+
+
+def _check_common(params: dict[str, Any], max_depth: int) -> None:
+    """Range checks of the parameters every MONAI network here shares."""
+    depth, filters, dropout = params["depth"], params["filters"], params["dropout"]
+    if not 2 <= depth <= max_depth:
+        raise SpecError(f"depth must lie in 2..{max_depth}, got {depth!r}.")
+    if not 1 <= filters <= 256:
+        raise SpecError(f"filters must lie in 1..256, got {filters!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise SpecError(f"dropout must lie in [0, 1), got {dropout!r}.")
 
 
 def _monai_norm(norm: str, filters: int) -> tuple[str, dict[str, Any]]:
@@ -72,13 +83,8 @@ def build_segresnet(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
     """Build a MONAI ``SegResNet`` for ``spec`` with resolved ``params``."""
     from monai.networks.nets import SegResNet
 
+    _check_common(params, max_depth=len(_BLOCKS_DOWN))
     depth, filters = params["depth"], params["filters"]
-    if not 2 <= depth <= len(_BLOCKS_DOWN):
-        raise SpecError(f"depth must lie in 2..{len(_BLOCKS_DOWN)}, got {depth!r}.")
-    if not 1 <= filters <= 256:
-        raise SpecError(f"filters must lie in 1..256, got {filters!r}.")
-    if not 0.0 <= params["dropout"] < 1.0:
-        raise SpecError(f"dropout must lie in [0, 1), got {params['dropout']!r}.")
     net = SegResNet(
         spatial_dims=spec.spatial_dims,
         init_filters=filters,
@@ -90,7 +96,7 @@ def build_segresnet(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
         blocks_up=(1,) * (depth - 1),
         upsample_mode="nontrainable",
     )
-    return make_batchnorm_safe(net)
+    return make_norms_safe(net)
 
 
 register(
@@ -116,15 +122,10 @@ def build_residual_unet(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
     """Build a MONAI ``UNet`` with residual units for ``spec`` with resolved ``params``."""
     from monai.networks.nets import UNet
 
+    _check_common(params, max_depth=7)
     depth, filters, units = params["depth"], params["filters"], params["residual_units"]
-    if not 2 <= depth <= 7:
-        raise SpecError(f"depth must lie in 2..7, got {depth!r}.")
-    if not 1 <= filters <= 256:
-        raise SpecError(f"filters must lie in 1..256, got {filters!r}.")
     if not 0 <= units <= 4:
         raise SpecError(f"residual_units must lie in 0..4, got {units!r}.")
-    if not 0.0 <= params["dropout"] < 1.0:
-        raise SpecError(f"dropout must lie in [0, 1), got {params['dropout']!r}.")
     net = UNet(
         spatial_dims=spec.spatial_dims,
         in_channels=spec.in_channels,
@@ -135,7 +136,7 @@ def build_residual_unet(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
         norm=_monai_norm(params["norm"], filters),
         dropout=params["dropout"],
     )
-    return make_batchnorm_safe(net)
+    return make_norms_safe(net)
 
 
 register(
