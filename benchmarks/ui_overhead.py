@@ -65,6 +65,13 @@ class WidgetLikeListener(nbseg.TrainingListener):
             self.png = encode_png(rgb)
 
 
+def _faults() -> int:
+    """Minor page faults of this process so far (fresh memory pages the kernel had to map)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def setup(args: argparse.Namespace):
     ds = nbseg.datasets.fibres(shape=(16, 256, 256), labelled_slices=args.labelled, seed=0)
     spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension="2D")
@@ -75,22 +82,22 @@ def setup(args: argparse.Namespace):
     return spec, params, tset
 
 
-def run_nbseg(args: argparse.Namespace) -> tuple[float, int]:
+def run_nbseg(args: argparse.Namespace) -> tuple[float, float, int, int]:
     import torch
 
     spec, params, tset = setup(args)
     torch.manual_seed(0)
     model = nbseg.generate_model(spec)
     listener = WidgetLikeListener()
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, f0 = time.perf_counter(), time.process_time(), _faults()
     result = nbseg.train(model, tset, params, validation=0.2, callbacks=[listener])
-    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    dt, dc, df = time.perf_counter() - t0, time.process_time() - c0, _faults() - f0
     assert len(listener.graph) == args.epochs and listener.png, "listener saw every epoch"
     assert result.checkpoints is not None and result.feedback is not None
-    return dt, dc, result.extra["train_patches"]
+    return dt, dc, df, result.extra["train_patches"]
 
 
-def run_plain(args: argparse.Namespace) -> tuple[float, int]:
+def run_plain(args: argparse.Namespace) -> tuple[float, float, int, int]:
     import pytorch_lightning as pl
     import torch
 
@@ -106,7 +113,7 @@ def run_plain(args: argparse.Namespace) -> tuple[float, int]:
     # the same numerics as nbseg's defaults: memory format and (bf16) mixed precision
     fmt = channels_last_format(spec.spatial_dims, "cpu")
     bf16 = resolve_precision(params.precision, "cpu", spec.input_dimension) == "bf16-mixed"
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, f0 = time.perf_counter(), time.process_time(), _faults()
     pl.seed_everything(params.seed, verbose=False)
     norm = Normalisation.fit([tset], seed=params.seed)
     dm = SegmentationDataModule([tset], spec, params, norm, 0.2)
@@ -131,7 +138,8 @@ def run_plain(args: argparse.Namespace) -> tuple[float, int]:
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             for x, y in dm.val_dataloader():
                 loss_fn(net(x.contiguous(memory_format=fmt)), y)
-    return time.perf_counter() - t0, time.process_time() - c0, len(dm.train_patches)
+    dt, dc, df = time.perf_counter() - t0, time.process_time() - c0, _faults() - f0
+    return dt, dc, df, len(dm.train_patches)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         order = [("plain", run_plain), ("nbseg", run_nbseg)]
         if i % 2:
             order.reverse()
-        wall, cpu = {}, {}
+        wall, cpu, faults = {}, {}, {}
         for name, fn in order:
-            wall[name], cpu[name], patches = fn(args)
+            wall[name], cpu[name], faults[name], patches = fn(args)
         rows.append(
             {
                 "pair": i + 1,
@@ -166,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 "plain CPU s": round(cpu["plain"], 2),
                 "nbseg CPU s": round(cpu["nbseg"], 2),
                 "CPU overhead %": round(100 * (cpu["nbseg"] / cpu["plain"] - 1), 1),
+                "plain faults k": round(faults["plain"] / 1000, 1),
+                "nbseg faults k": round(faults["nbseg"] / 1000, 1),
                 "patches/epoch": patches,
             }
         )

@@ -276,6 +276,33 @@ def test_optimisers_use_fused_kernels_on_cpu_and_match_the_plain_step(name, fuse
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_feedback_preview_predicts_a_small_region_in_one_pass(monkeypatch):
+    from nbseg.data.patches import PreparedSet
+    from nbseg.training import callbacks
+
+    model, _, image, _, _ = _fit(epochs=2)
+    ps = PreparedSet.from_training_set(
+        nbseg.TrainingSet(image, np.zeros(image.shape, np.uint8)), model.normalisation
+    )
+    shapes = []
+    hook = model.network.register_forward_hook(lambda m, a, out: shapes.append(a[0].shape))
+    try:
+        # a 48² region with 32² training patches: one 48² pass instead of four overlapping tiles
+        small = callbacks.feedback_prediction(model, ps, 3, (0, 48, 0, 48))
+        assert [tuple(s[-2:]) for s in shapes] == [(48, 48)]
+        # the same pixels as segment() with a window covering the region
+        whole = nbseg.segment(model, image[3], window=48).values
+        assert (small == whole).all()
+        # above the single-pass limit the training-size sliding window is used again
+        shapes.clear()
+        monkeypatch.setattr(callbacks, "SINGLE_PASS_PIXELS", 40 * 40)
+        tiled = callbacks.feedback_prediction(model, ps, 3, (0, 48, 0, 48))
+        assert {tuple(s[-2:]) for s in shapes} == {(32, 32)} and sum(s[0] for s in shapes) == 4
+        assert (tiled == nbseg.segment(model, image[3]).values).all()
+    finally:
+        hook.remove()
+
+
 def test_feedback_preview_runs_in_the_training_precision_and_matches_float32():
     from nbseg.data.patches import PreparedSet
     from nbseg.training.callbacks import _autocast_dtype, feedback_prediction

@@ -128,6 +128,11 @@ class FeedbackHistory:
         return atomic_write_bytes(path, self.png(epoch, opacity))
 
 
+#: 2D / 2.5D feedback regions up to this many pixels are predicted in a single pass (an eval
+#: pass over 512² holds fewer activations than a training step of 8 × 128² patches)
+SINGLE_PASS_PIXELS = 512 * 512
+
+
 def feedback_prediction(
     model: Model,
     ps: PreparedSet,
@@ -136,6 +141,10 @@ def feedback_prediction(
     autocast: torch.dtype | None = None,
 ) -> np.ndarray:
     """Predict the feedback box of slice ``z`` (uint8 class ids), through the segment path.
+
+    A 2D / 2.5D box of up to :data:`SINGLE_PASS_PIXELS` is predicted in one window covering it
+    (about half the cost of overlapping training-size tiles, and more context per pixel); a
+    larger box, and 3D, use :func:`~nbseg.segment`'s sliding window.
 
     ``autocast``: the reduced precision the network trains in (``torch.bfloat16`` under
     ``bf16-mixed``), used for this preview too — it shows what the training computes, at
@@ -172,6 +181,13 @@ def feedback_prediction(
     window = (window[0], _ceil_to(window[1], div), _ceil_to(window[2], div))
     if spec.input_dimension == "3D":
         window = (_ceil_to(window[0], div), window[1], window[2])
+    else:
+        # a region up to SINGLE_PASS_PIXELS is predicted in one pass of the fully convolutional
+        # network: the same pixels as the sliding window at half its cost or less (no
+        # overlapping tiles), and every pixel sees the whole region as context
+        whole = (_ceil_to(vol.shape[2], div), _ceil_to(vol.shape[3], div))
+        if whole[0] * whole[1] <= SINGLE_PASS_PIXELS:
+            window = (window[0], max(window[1], whole[0]), max(window[2], whole[1]))
     vol_p, _, _shape = _pad_to_window(vol, None, window, spec.input_dimension == "3D")
     predictor = VolumePredictor(model, window, overlap=0.25, batch_size=4)
     device = next(model.network.parameters()).device.type
