@@ -4,6 +4,8 @@ input depth, without and with nbseg's guard (``nbseg.models.blocks.guard_cpu_bf1
 For each convolution (32 → 32 channels, batch 2, 8×8 in-plane) and input depth, the table
 gives max |bf16 − fp32| / max |fp32| of the output, the input gradient and the weight
 gradient. bf16 rounding gives about 0.004; a wrong kernel gives ≥ 1 (up to 1e37, or nan).
+The "guarded" column forces the guard; in training nbseg applies it only where its runtime
+check (``cpu_bf16_conv3d_is_wrong``) finds this CPU's weight gradient wrong.
 
     python benchmarks/bf16_conv3d.py
 """
@@ -19,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_line, print_table
 
-from nbseg.models.blocks import guard_cpu_bf16_conv3d
+from nbseg.models.blocks import cpu_bf16_conv3d_is_wrong, guard_cpu_bf16_conv3d
 
 CONVS = {
     "3×3×3": dict(kernel_size=3, padding=1),
@@ -53,7 +55,7 @@ def main() -> int:
             conv = torch.nn.Conv3d(32, 32, **kw)
             x = torch.randn(2, 32, depth, 8, 8)
             plain = errors(conv, x)
-            undo = guard_cpu_bf16_conv3d(conv)
+            undo = guard_cpu_bf16_conv3d(conv, force=True)
             guarded = errors(conv, x)
             undo()
             rows.append(
@@ -68,6 +70,11 @@ def main() -> int:
                 }
             )
     print_table(rows)
+    need = cpu_bf16_conv3d_is_wrong()
+    print(
+        f"\nnbseg's runtime check (cpu_bf16_conv3d_is_wrong): {need} — bf16 3D training on this "
+        + ("CPU runs thin inputs in float32." if need else "CPU needs no guard.")
+    )
     return 0
 
 

@@ -108,7 +108,7 @@ DEEPLAB_2D = ModelSpec(architecture="deeplabv3plus", parameters={"filters": 8})
 UNET_3D = ModelSpec(input_dimension="3D", parameters={"depth": 3, "filters": 4})
 
 
-# bf16 is what precision="auto" picks for 2D/2.5D on bf16-native CPUs; 3D trains in fp32
+# bf16 is what precision="auto" picks on bf16-native CPUs (2D, 2.5D and 3D)
 @pytest.mark.parametrize(
     ("spec", "patch", "batch", "precision"),
     [
@@ -117,8 +117,10 @@ UNET_3D = ModelSpec(input_dimension="3D", parameters={"depth": 3, "filters": 4})
         (UNET_3D, 16, 2, "32"),
         (UNET_2D, 64, 4, "bf16-mixed"),
         (DEEPLAB_2D, 64, 2, "bf16-mixed"),
+        # a single 3D sample: float32 convolutions use im2col column buffers, bf16 ones do not
+        (ModelSpec(input_dimension="3D"), 32, 1, "bf16-mixed"),
     ],
-    ids=["unet-2d", "deeplab-2d", "unet-3d", "unet-2d-bf16", "deeplab-2d-bf16"],
+    ids=["unet-2d", "deeplab-2d", "unet-3d", "unet-2d-bf16", "deeplab-2d-bf16", "unet-3d-b1-bf16"],
 )
 def test_estimate_matches_measured_peak(
     spec: ModelSpec, patch: int, batch: int, precision: str

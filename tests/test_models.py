@@ -308,7 +308,7 @@ def test_bf16_conv3d_guard_gives_right_weight_gradients_and_undoes(depth: int) -
     )
     x = torch.randn(2, 32, depth, 8, 8)
     reference = _weight_grads(net, x, bf16=False)
-    undo = guard_cpu_bf16_conv3d(net)
+    undo = guard_cpu_bf16_conv3d(net, force=True)
     assert all("forward" in vars(m) for m in net)
     guarded = _weight_grads(net, x, bf16=True)
     for g, ref in zip(guarded, reference):
@@ -331,9 +331,27 @@ def test_bf16_conv3d_guard_covers_the_default_3d_unet_on_thin_bottlenecks() -> N
     net = build_network(Spec(architecture="unet", class_count=3, input_dimension="3D"))
     x = torch.randn(1, 1, 32, 32, 32)  # depth 5: the bottleneck sees 2 slices
     reference = _weight_grads(net, x, bf16=False)
-    guard_cpu_bf16_conv3d(net)
+    guard_cpu_bf16_conv3d(net, force=True)
     guarded = _weight_grads(net, x, bf16=True)
     flat = torch.cat([g.flatten() for g in guarded])
     ref = torch.cat([g.flatten() for g in reference])
     assert torch.isfinite(flat).all()
     assert float(torch.nn.functional.cosine_similarity(flat, ref, dim=0)) > 0.9
+
+
+def test_bf16_conv3d_guard_applies_only_where_the_cpu_needs_it(monkeypatch) -> None:
+    from nbseg.models import blocks
+
+    state = torch.random.get_rng_state()
+    assert isinstance(blocks.cpu_bf16_conv3d_is_wrong(), bool)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the probe leaves the RNG alone
+    net = torch.nn.Sequential(torch.nn.Conv3d(4, 4, 3, padding=1))
+    monkeypatch.setattr(blocks, "cpu_bf16_conv3d_is_wrong", lambda: False)
+    blocks.guard_cpu_bf16_conv3d(net)()
+    blocks.guard_cpu_bf16_conv3d(net)
+    assert "forward" not in vars(net[0])  # a CPU with right bf16 gradients runs plain bf16
+    monkeypatch.setattr(blocks, "cpu_bf16_conv3d_is_wrong", lambda: True)
+    undo = blocks.guard_cpu_bf16_conv3d(net)
+    assert "forward" in vars(net[0])
+    undo()
+    assert "forward" not in vars(net[0])

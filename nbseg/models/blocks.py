@@ -27,7 +27,35 @@ def channels_last_nd(spatial_dims: int) -> torch.memory_format:
     return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
 
-def guard_cpu_bf16_conv3d(network: nn.Module) -> Callable[[], None]:
+@functools.cache
+def cpu_bf16_conv3d_is_wrong() -> bool:
+    """Whether this CPU's oneDNN gets the bf16 ``Conv3d`` weight gradient wrong on thin inputs.
+
+    Runs the known failing case once per process (a 3×3×3 convolution over 2 slices, a few
+    milliseconds) and compares its weight gradient with float32. Wrong on AVX512-BF16 CPUs
+    (seen on AMD EPYC with torch 2.13); right on AMX CPUs (Intel Xeon), which need no guard.
+    """
+    try:
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():  # leaves the RNG alone
+            torch.manual_seed(0)
+            conv = nn.Conv3d(32, 32, 3, padding=1)
+            x = torch.randn(2, 32, 2, 8, 8)
+            grads = []
+            for bf16 in (False, True):
+                conv.zero_grad()
+                with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    out = conv(x)
+                out.float().square().mean().backward()
+                grads.append(conv.weight.grad.detach().clone())
+    except RuntimeError:  # no bf16 convolution here at all: guarding costs nothing then
+        return True
+    ref, got = grads
+    if not torch.isfinite(got).all():
+        return True
+    return bool((got - ref).abs().max() > 0.05 * ref.abs().max())
+
+
+def guard_cpu_bf16_conv3d(network: nn.Module, force: bool = False) -> Callable[[], None]:
     """Work around a wrong bf16 ``Conv3d`` weight gradient on CPU; returns the undo.
 
     oneDNN (torch 2.13, AVX512-BF16/AMX CPUs) computes the *weight* gradient of a bf16
@@ -38,8 +66,13 @@ def guard_cpu_bf16_conv3d(network: nn.Module) -> Callable[[], None]:
     inputs in float32 — cheap, as they are thin — and everything else in bf16. Applied to
     every ``nn.Conv3d`` of any network (MONAI's and imported ones too) for the duration of a
     bf16 training; calling the returned function restores the modules.
+
+    Only where :func:`cpu_bf16_conv3d_is_wrong` (``force=True``: always): elsewhere the
+    float32 detour would cost time and memory for nothing.
     """
-    patched = []
+    patched: list[nn.Module] = []
+    if not force and not cpu_bf16_conv3d_is_wrong():
+        return lambda: None
     for module in network.modules():
         if (
             isinstance(module, nn.Conv3d)

@@ -29,7 +29,7 @@ from torch import nn
 
 from .._system import available_memory_bytes
 from ..errors import ParamsError
-from .blocks import channels_last_nd
+from .blocks import channels_last_nd, guard_cpu_bf16_conv3d
 from .registry import build_network, input_shape, size_divisor
 from .spec import ModelSpec
 
@@ -123,6 +123,7 @@ class _Conv3dCall:
     in_channels: int
     out_channels: int
     kernel: int  # kernel volume
+    kernel_depth: int
     transposed: bool
     large_kernel: bool  # last two kernel dims > 3: always on the oneDNN path
     in_scale: tuple[float, float, float]  # input spatial size / network input size
@@ -176,6 +177,7 @@ def _saved_bytes(
                 in_channels=module.in_channels,
                 out_channels=module.out_channels,
                 kernel=math.prod(module.kernel_size),
+                kernel_depth=module.kernel_size[0],
                 transposed=isinstance(module, nn.ConvTranspose3d),
                 large_kernel=min(module.kernel_size[-2:]) > 3,
                 in_scale=tuple(a / b for a, b in zip(i, size)),  # type: ignore[arg-type]
@@ -251,7 +253,11 @@ def _calibrate(spec_json: str) -> _Calibration:
 
 
 def _im2col_peak(
-    calls: Sequence[_Conv3dCall], patch: tuple[int, ...], batch: int, activations: int
+    calls: Sequence[_Conv3dCall],
+    patch: tuple[int, ...],
+    batch: int,
+    activations: int,
+    half: bool = False,
 ) -> int:
     """Peak of saved activations + column buffer of 3D convolutions run without oneDNN.
 
@@ -259,6 +265,10 @@ def _im2col_peak(
     kernel is larger than 3; otherwise an im2col implementation allocates a column buffer of
     (kernel volume × channels × voxels) floats while the activations saved up to that layer
     are alive (in the forward pass, and again in the backward pass).
+
+    ``half``: bf16 autocast, where 3D convolutions run on oneDNN, except the thin inputs
+    (depth ≤ kernel depth) that :func:`~nbseg.models.blocks.guard_cpu_bf16_conv3d` computes in
+    float32.
     """
     if batch != 1 or not calls:
         return 0
@@ -267,6 +277,8 @@ def _im2col_peak(
         d_in = [s * f for s, f in zip(patch, c.in_scale)]
         d_out = [s * f for s, f in zip(patch, c.out_scale)]
         if c.kernel == 1 or c.large_kernel or c.in_channels * d_in[0] * d_in[1] > 20480:
+            continue
+        if half and (c.transposed or c.kernel_depth <= 1 or d_in[0] > c.kernel_depth):
             continue
         if c.transposed:
             cols = c.kernel * c.out_channels * math.prod(d_in)
@@ -366,7 +378,7 @@ def _estimate(
     # at the backward pass's peak
     workspace = int(cal.largest_per_voxel * voxels * act_scale)
     if not str(device).startswith("cuda"):
-        im2col = _im2col_peak(cal.conv3d, patch, batch_size, activations)
+        im2col = _im2col_peak(cal.conv3d, patch, batch_size, activations, act_scale < 1)
         workspace = max(workspace, im2col - activations)
     grads = cal.trainable
     state = int(_state_factor(optimizer, momentum) * cal.trainable)
@@ -404,7 +416,8 @@ def measure_training_step_peak(
     peak of all memory allocated from before the network was built is returned. On CPU the
     allocations are read from :mod:`torch.profiler` memory events, on CUDA from
     ``torch.cuda.max_memory_allocated``. ``precision="bf16-mixed"`` / ``"16-mixed"`` runs the
-    forward pass under autocast, in the channels-last format, as :func:`nbseg.train` does.
+    forward pass under autocast, in the channels-last format, as :func:`nbseg.train` does
+    (with its float32 guard of thin bf16 3D convolutions on CPU).
     """
     patch = _rounded_patch(spec, patch_size)
     shape = (batch_size, spec.in_channels, *patch)
@@ -414,6 +427,8 @@ def measure_training_step_peak(
     def run(dev: torch.device) -> None:
         torch.manual_seed(0)
         network = build_network(spec).to(dev).train().to(memory_format=fmt)
+        if dev.type == "cpu" and spec.spatial_dims == 3 and half is torch.bfloat16:
+            guard_cpu_bf16_conv3d(network)  # as nbseg.train does (thin inputs in float32)
         opt = _make_optimizer(optimizer, network.parameters(), momentum)
         x = torch.randn(shape, device=dev).contiguous(memory_format=fmt)
         target = torch.randint(0, spec.class_count, (shape[0], *shape[2:]), device=dev)
