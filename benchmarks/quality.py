@@ -28,6 +28,7 @@ scikit-image for the classical baselines.
     python benchmarks/quality.py                           # full: 10 min per deep method
     python benchmarks/quality.py --minutes 3 --methods nbseg,plain --datasets isbi2012
     python benchmarks/quality.py --methods nbseg --arch residual_unet --set aug.shear=0
+    python benchmarks/quality.py --methods nbseg --validation 0 --window 512   # all slices
 """
 
 from __future__ import annotations
@@ -208,6 +209,8 @@ def run_nbseg(
     model_params,
     save_dir=None,
     architecture="unet",
+    validation=0.2,
+    window=None,
 ):
     import nbseg
 
@@ -225,10 +228,12 @@ def run_nbseg(
             setattr(params.augmentation, key[4:], value)
         else:
             setattr(params, key, value)
-    result = nbseg.train(model, nbseg.TrainingSet(train_img, train_lab), params)
-    pred = nbseg.segment(model, test_img).values
+    result = nbseg.train(
+        model, nbseg.TrainingSet(train_img, train_lab), params, validation=validation
+    )
+    pred = nbseg.segment(model, test_img, window=window).values
     t0 = time.perf_counter()
-    pred_tta = nbseg.segment(model, test_img, tta=True).values
+    pred_tta = nbseg.segment(model, test_img, tta=True, window=window).values
     info = {"epochs": len(result.history), "best": result.best_epoch}
     tta_info = {**info, "tta predict s": round(time.perf_counter() - t0, 1)}
     if save_dir:
@@ -268,6 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         help="U-Net parameter overrides for nbseg, e.g. filters=8",
     )
     ap.add_argument("--arch", default="unet", help="nbseg architecture (registry name)")
+    ap.add_argument(
+        "--validation",
+        type=float,
+        default=0.2,
+        help="nbseg's validation fraction (0 = train on every labelled slice, keep the last epoch)",
+    )
+    ap.add_argument(
+        "--window", type=int, help="nbseg's inference window (default: the training patch size)"
+    )
     ap.add_argument("--save", help="save each trained nbseg model into this folder")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args(argv)
@@ -279,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line())
     print(
         f"# budget {args.minutes} min per deep method; overrides {args.set or 'none'}; "
-        f"architecture {args.arch}, parameters {args.model or 'defaults'}"
+        f"architecture {args.arch}, parameters {args.model or 'defaults'}; validation "
+        f"{args.validation}, window {args.window or 'patch size'}"
     )
     overrides = parse_overrides(args.set)
     rows = []
@@ -319,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                     parse_overrides(args.model),
                     args.save,
                     args.arch,
+                    args.validation,
+                    args.window,
                 )
                 extra = (pred_tta, tta_info)
             else:

@@ -1,6 +1,6 @@
 """Cost of nbseg's training machinery (Lightning + every callback) over a hand-written loop.
 
-Both sides train the same default 2D U-Net (same initial weights) on the same deterministic
+All three sides train the same default 2D U-Net (same initial weights) on the same deterministic
 sample volume, with the same patches, batches, on-device augmentation, loss, optimiser (Adam)
 and per-epoch cosine schedule, and run the same validation forward passes:
 
@@ -12,12 +12,15 @@ and per-epoch cosine schedule, and run the same validation forward passes:
 - **plain**: a minimal PyTorch loop over the same ``DataLoader``, with the same numerics as
   nbseg's defaults (channels-last memory format; bf16 autocast where nbseg's
   ``precision="auto"`` picks it; the fused Adam kernel), so the difference is the machinery
-  alone.
+  alone;
+- **bare**: ``nbseg.train`` without the listener, the feedback prediction and the checkpoint
+  cache: Lightning and nbseg's module alone (the floor under the live UI's own cost).
 
-A/B runs are interleaved (``--repeats`` pairs) and the median of the per-pair time ratios is
-reported, so a busy machine affects both sides alike. Target: nbseg ≤ 3 % slower.
+The three sides run interleaved (``--repeats`` rounds, rotating which goes first) and the
+medians of the per-round ratios to the plain loop are reported, with the pooled ratios (sums
+over rounds), so a busy machine affects every side alike. Target: nbseg ≤ 3 % slower.
 
-    python benchmarks/ui_overhead.py                   # ~2 min on 2 cores
+    python benchmarks/ui_overhead.py                   # ~3 min on 2 cores
     python benchmarks/ui_overhead.py --repeats 5 --epochs 4 --profile
 """
 
@@ -65,13 +68,6 @@ class WidgetLikeListener(nbseg.TrainingListener):
             self.png = encode_png(rgb)
 
 
-def _faults() -> int:
-    """Minor page faults of this process so far (fresh memory pages the kernel had to map)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def setup(args: argparse.Namespace):
     ds = nbseg.datasets.fibres(shape=(16, 256, 256), labelled_slices=args.labelled, seed=0)
     spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension="2D")
@@ -82,22 +78,31 @@ def setup(args: argparse.Namespace):
     return spec, params, tset
 
 
-def run_nbseg(args: argparse.Namespace) -> tuple[float, float, int, int]:
+def run_nbseg(args: argparse.Namespace, bare: bool = False) -> tuple[float, float, int]:
+    """``nbseg.train`` with every callback; ``bare``: without listener, feedback and cache."""
     import torch
 
     spec, params, tset = setup(args)
+    if bare:
+        params.checkpoint_cache_mb = 0
     torch.manual_seed(0)
     model = nbseg.generate_model(spec)
     listener = WidgetLikeListener()
-    t0, c0, f0 = time.perf_counter(), time.process_time(), _faults()
-    result = nbseg.train(model, tset, params, validation=0.2, callbacks=[listener])
-    dt, dc, df = time.perf_counter() - t0, time.process_time() - c0, _faults() - f0
-    assert len(listener.graph) == args.epochs and listener.png, "listener saw every epoch"
-    assert result.checkpoints is not None and result.feedback is not None
-    return dt, dc, df, result.extra["train_patches"]
+    kw: dict[str, Any] = {"feedback": False} if bare else {"callbacks": [listener]}
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = nbseg.train(model, tset, params, validation=0.2, **kw)
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    if not bare:
+        assert len(listener.graph) == args.epochs and listener.png, "listener saw every epoch"
+        assert result.checkpoints is not None and result.feedback is not None
+    return dt, dc, result.extra["train_patches"]
 
 
-def run_plain(args: argparse.Namespace) -> tuple[float, float, int, int]:
+def run_bare(args: argparse.Namespace) -> tuple[float, float, int]:
+    return run_nbseg(args, bare=True)
+
+
+def run_plain(args: argparse.Namespace) -> tuple[float, float, int]:
     import pytorch_lightning as pl
     import torch
 
@@ -113,7 +118,7 @@ def run_plain(args: argparse.Namespace) -> tuple[float, float, int, int]:
     # the same numerics as nbseg's defaults: memory format and (bf16) mixed precision
     fmt = channels_last_format(spec.spatial_dims, "cpu")
     bf16 = resolve_precision(params.precision, "cpu", spec.input_dimension) == "bf16-mixed"
-    t0, c0, f0 = time.perf_counter(), time.process_time(), _faults()
+    t0, c0 = time.perf_counter(), time.process_time()
     pl.seed_everything(params.seed, verbose=False)
     norm = Normalisation.fit([tset], seed=params.seed)
     dm = SegmentationDataModule([tset], spec, params, norm, 0.2)
@@ -138,13 +143,12 @@ def run_plain(args: argparse.Namespace) -> tuple[float, float, int, int]:
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             for x, y in dm.val_dataloader():
                 loss_fn(net(x.contiguous(memory_format=fmt)), y)
-    dt, dc, df = time.perf_counter() - t0, time.process_time() - c0, _faults() - f0
-    return dt, dc, df, len(dm.train_patches)
+    return time.perf_counter() - t0, time.process_time() - c0, len(dm.train_patches)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved A/B pairs")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the three sides")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--labelled", type=int, default=4, help="labelled slices (epoch length)")
@@ -155,41 +159,49 @@ def main(argv: list[str] | None = None) -> int:
     # warm-up of both sides: imports (MONAI's on the first feedback prediction), allocator,
     # oneDNN primitives; a notebook pays these once per kernel, not per training
     run_plain(args)
+    run_bare(args)
     run_nbseg(args)
+    sides = [("plain", run_plain), ("bare", run_bare), ("nbseg", run_nbseg)]
     rows = []
     for i in range(args.repeats):
-        # alternate which side goes first so drift in machine load cancels
-        order = [("plain", run_plain), ("nbseg", run_nbseg)]
-        if i % 2:
-            order.reverse()
-        wall, cpu, faults = {}, {}, {}
+        # rotate which side goes first so drift in machine load cancels
+        order = sides[i % 3 :] + sides[: i % 3]
+        wall, cpu = {}, {}
         for name, fn in order:
-            wall[name], cpu[name], faults[name], patches = fn(args)
+            wall[name], cpu[name], patches = fn(args)
         rows.append(
             {
-                "pair": i + 1,
+                "run": i + 1,
                 "plain wall s": round(wall["plain"], 2),
                 "nbseg wall s": round(wall["nbseg"], 2),
                 "wall overhead %": round(100 * (wall["nbseg"] / wall["plain"] - 1), 1),
                 "plain CPU s": round(cpu["plain"], 2),
+                "bare CPU s": round(cpu["bare"], 2),
                 "nbseg CPU s": round(cpu["nbseg"], 2),
+                "floor %": round(100 * (cpu["bare"] / cpu["plain"] - 1), 1),
                 "CPU overhead %": round(100 * (cpu["nbseg"] / cpu["plain"] - 1), 1),
-                "plain faults k": round(faults["plain"] / 1000, 1),
-                "nbseg faults k": round(faults["nbseg"] / 1000, 1),
                 "patches/epoch": patches,
             }
         )
         print(f"# {rows[-1]}", flush=True)
+
+    def pooled(side: str) -> float:
+        return 100 * (
+            sum(r[f"{side} CPU s"] for r in rows) / sum(r["plain CPU s"] for r in rows) - 1
+        )
+
     med_wall = statistics.median(r["wall overhead %"] for r in rows)
     med_cpu = statistics.median(r["CPU overhead %"] for r in rows)
-    pooled = 100 * (sum(r["nbseg CPU s"] for r in rows) / sum(r["plain CPU s"] for r in rows) - 1)
+    med_floor = statistics.median(r["floor %"] for r in rows)
     print()
     print_table(rows)
     print(
         f"\nmedian overhead: wall {med_wall:+.1f} %, CPU time {med_cpu:+.1f} % (target ≤ 3 %); "
-        f"pooled CPU time (sum over pairs) {pooled:+.1f} % — "
-        f"{args.epochs} epochs, patch {args.patch}, batch {args.batch}, validation 0.2. On a "
-        "shared machine trust the CPU-time ratio (process CPU seconds, all threads)."
+        f"pooled CPU time (sum over runs) {pooled('nbseg'):+.1f} %. Of it, the Lightning floor "
+        f"(nbseg.train without listener, feedback and checkpoint cache): median "
+        f"{med_floor:+.1f} %, pooled {pooled('bare'):+.1f} % — {args.epochs} epochs, patch "
+        f"{args.patch}, batch {args.batch}, validation 0.2. On a shared machine trust the "
+        "CPU-time ratio (process CPU seconds, all threads)."
     )
     if args.profile:
         import cProfile
