@@ -58,8 +58,8 @@ def cpu_bf16_conv3d_is_wrong() -> bool:
 def guard_cpu_bf16_conv3d(network: nn.Module, force: bool = False) -> Callable[[], None]:
     """Work around a wrong bf16 ``Conv3d`` weight gradient on CPU; returns the undo.
 
-    oneDNN (torch 2.13, AVX512-BF16/AMX CPUs) computes the *weight* gradient of a bf16
-    ``Conv3d`` wrongly — up to 1e37 or NaN — when the input's depth is smaller than the
+    oneDNN (torch 2.13, seen on AVX512-BF16 CPUs without AMX) computes the *weight* gradient
+    of a bf16 ``Conv3d`` wrongly — up to 1e37 or NaN — when the input's depth is smaller than the
     kernel's (a 3×3×3 convolution over 2 slices, as at the bottleneck of a 3D U-Net fed 32³
     patches); outputs and input gradients are right, as is every depth ≥ the kernel's
     (``benchmarks/bf16_conv3d.py`` probes the cases). The guarded convolutions run such thin
