@@ -323,3 +323,89 @@ def test_feedback_preview_runs_in_the_training_precision_and_matches_float32():
     assert _autocast_dtype(FakeTrainer()) == torch.bfloat16
     FakeTrainer.precision = "32-true"
     assert _autocast_dtype(FakeTrainer()) is None
+
+
+def test_weight_average_follows_the_ema_and_swaps_weights_exactly():
+    from types import SimpleNamespace
+
+    from nbseg.training.callbacks import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    module = SimpleNamespace(network=net)
+    trainer = SimpleNamespace(sanity_checking=False)
+    ema = WeightAverage(0.9)
+    ema.on_train_start(trainer, module)
+    expected = [t.detach().clone() for t in net.state_dict().values() if t.is_floating_point()]
+    for n in range(1, 6):  # five "optimiser steps" that move every weight
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+            net[1].running_mean.add_(1.0)
+        ema.on_train_batch_end(trainer, module, None, None, n - 1)
+        d = min(0.9, (1 + n) / (10 + n))
+        live = [t for t in net.state_dict().values() if t.is_floating_point()]
+        expected = [d * e + (1 - d) * t for e, t in zip(expected, live)]
+    live = [t.clone() for t in net.state_dict().values() if t.is_floating_point()]
+    ema.on_validation_start(trainer, module)
+    averaged = [t.clone() for t in net.state_dict().values() if t.is_floating_point()]
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(averaged, expected))
+    assert not torch.equal(averaged[0], live[0])
+    ema.on_train_epoch_end(trainer, module)  # idempotent: still the average, live kept once
+    ema.on_train_epoch_start(trainer, module)  # the next epoch trains the live weights
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), live))
+    ema.on_validation_start(trainer, module)
+    ema.on_exception(trainer, module, RuntimeError())  # an error puts the live weights back
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), live))
+    ema.on_train_end(trainer, module)  # the trained model is the average
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip([t for t in net.state_dict().values() if t.is_floating_point()], averaged)
+    )
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(1.0)
+
+
+def test_ema_leaves_training_alone_and_evaluates_the_average():
+    _, plain, *_ = _fit(epochs=3, restore_best=False)
+    model, ema, *_ = _fit(epochs=3, restore_best=False, ema_decay=0.9)
+    # the live weights train exactly as without averaging: the epochs resume from them
+    assert ema.metric("loss") == plain.metric("loss")
+    # validation, the checkpoints and the returned model use the averaged weights
+    assert ema.metric("val_loss") != plain.metric("val_loss")
+    assert ema.metric("val_dice_blob")[-1] > 0.5
+    last = ema.checkpoints.get(ema.checkpoints.epochs[-1]).state if ema.checkpoints else None
+    final = model.network.state_dict()
+    assert not all(torch.equal(v, plain.model.network.state_dict()[k]) for k, v in final.items())
+    if last is not None and ema.checkpoints.epochs[-1] == 3:
+        assert all(torch.equal(v, last[k]) for k, v in final.items())
+    with pytest.raises(nbseg.ParamsError, match="ema_decay"):
+        nbseg.TrainingParams(ema_decay=1.5).validate()
+
+
+def test_feedback_false_skips_the_feedback_prediction(monkeypatch):
+    from nbseg.training import callbacks
+
+    calls, seen = [], []
+    real = callbacks.feedback_prediction
+    monkeypatch.setattr(
+        callbacks, "feedback_prediction", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+
+    class Listener(nbseg.TrainingListener):
+        def on_epoch_end(self, record, feedback):
+            seen.append(feedback)
+
+    image, labels, _ = blobs((8, 32, 32), labelled=(1, 3, 5))
+    spec = nbseg.ModelSpec(architecture="unet", class_count=2, parameters=TINY)
+    params = nbseg.TrainingParams(patch_size=16, batch_size=4, epochs=2)
+    ts = nbseg.TrainingSet(image, labels)
+    result = nbseg.train(
+        nbseg.generate_model(spec), ts, params, callbacks=[Listener()], feedback=False
+    )
+    assert result.feedback is None and calls == [] and seen == [None, None]
+    assert len(result.history) == 2 and result.checkpoints is not None
+    nbseg.train(nbseg.generate_model(spec), ts, params, callbacks=[Listener()])
+    assert len(calls) == 2 and seen[-1] is not None  # the default region, every epoch
+    with pytest.raises(nbseg.InputError, match="feedback"):
+        nbseg.train(nbseg.generate_model(spec), ts, params, feedback="centre")

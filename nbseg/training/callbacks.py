@@ -323,6 +323,92 @@ class CheckpointCache:
 
 
 # -- the Lightning bridge ----------------------------------------------------------------
+class WeightAverage(pl.Callback):
+    """Exponential moving average (EMA) of the network's weights, used for evaluation.
+
+    After every optimiser step the average moves towards the live weights:
+    ``avg ← avg + (1 − d) · (live − avg)`` with ``d = min(decay, (1 + n) / (10 + n))`` after
+    ``n`` steps (a short warm-up, so early averages do not keep the random initialisation).
+    Floating-point buffers (batch-norm statistics) are averaged too.
+
+    The validation pass, the epoch-end callbacks placed after this one (feedback prediction,
+    checkpoint cache, early stopping) and the trained model see the averaged weights; each
+    training epoch resumes from the live weights. On an exception the live weights are put
+    back. ``decay`` 0.99–0.999 averages over about 100–1000 steps.
+    """
+
+    def __init__(self, decay: float) -> None:
+        if not 0.0 < float(decay) < 1.0:
+            raise ValueError(f"decay must lie in (0, 1), got {decay!r}")
+        self.decay = float(decay)
+        self.updates = 0
+        self._live: list[torch.Tensor] = []
+        self._average: list[torch.Tensor] = []
+        self._backup: list[torch.Tensor] | None = None
+
+    @staticmethod
+    def _tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+        state = module.state_dict(keep_vars=True)
+        return [t.data for t in state.values() if torch.is_floating_point(t)]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        network = getattr(pl_module, "network", pl_module)
+        self._live = self._tensors(network)
+        self._average = [t.detach().clone() for t in self._live]
+        self._backup = None
+        self.updates = 0
+
+    @torch.no_grad()
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self._backup is not None or not self._live:
+            return
+        self.updates += 1
+        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        torch._foreach_lerp_(self._average, self._live, 1.0 - d)
+
+    @torch.no_grad()
+    def swap_in(self) -> None:
+        """Put the averaged weights into the network (the live ones are kept aside)."""
+        if self._backup is None and self._live:
+            self._backup = [t.clone() for t in self._live]
+            torch._foreach_copy_(self._live, self._average)
+
+    @torch.no_grad()
+    def swap_out(self) -> None:
+        """Put the live weights back (after :meth:`swap_in`)."""
+        if self._backup is not None:
+            torch._foreach_copy_(self._live, self._backup)
+            self._backup = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and self.updates:
+            self.swap_in()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.updates:
+            self.swap_in()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.swap_out()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.updates:
+            self.swap_in()
+        self._backup = None  # the averaged weights stay: they are the trained model
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self.swap_out()
+
+
 class LiveFeedback(pl.Callback):
     """The one Lightning callback of nbseg: history, feedback, checkpoints, stop, listeners.
 

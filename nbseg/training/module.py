@@ -218,6 +218,7 @@ class SegmentationModule(pl.LightningModule):
         self.has_validation = has_validation
         self.aug_generator = torch.Generator().manual_seed(params.seed)
         self._val_cm = torch.zeros(spec.class_count, spec.class_count, dtype=torch.long)
+        self._val_loss = torch.zeros(2)
         self.nan_detected: str | None = None
         self._loss_sum, self._loss_count = torch.zeros(()), 0
         self._epoch_loss: tuple[Any, float | None] = (None, None)
@@ -292,32 +293,30 @@ class SegmentationModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_cm = torch.zeros_like(self._val_cm)
+        self._val_loss = torch.zeros(2, device=self.device)  # sum of sample losses, samples
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
         loss = self.loss_fn(logits, y)
-        self.log(
-            "val_loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            batch_size=x.shape[0],
-            sync_dist=self._distributed,
-        )
+        # summed here and logged once per epoch, like the training loss (no per-step self.log)
+        self._val_loss[0] += loss.detach().float() * x.shape[0]
+        self._val_loss[1] += x.shape[0]
         cm = confusion_matrix(logits.argmax(1), y, self.spec.class_count)
         self._val_cm += cm.cpu()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        cm = self._val_cm
+        cm, loss = self._val_cm, self._val_loss
         if self._distributed:  # every process validated its share: sum the confusion matrices
             cm = self.trainer.strategy.reduce(cm.to(self.device), reduce_op="sum").cpu()
-        metrics = metrics_from_confusion(cm, self.class_names)
-        for k, v in metrics.items():
+            loss = self.trainer.strategy.reduce(loss, reduce_op="sum")
+        logged = {"val_loss": float(loss[0] / loss[1])} if float(loss[1]) > 0 else {}
+        for k, v in metrics_from_confusion(cm, self.class_names).items():
             if not math.isnan(v):
-                self.log(f"val_{k}", v)
+                logged[f"val_{k}"] = v
+        self.log_dict(logged)
 
     def configure_optimizers(self) -> Any:
         opt = build_optimizer(self.params, self.network.parameters())

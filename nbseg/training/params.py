@@ -37,7 +37,8 @@ class TrainingParams:
     by the cross-entropy and focal terms), ``lr_schedule`` (``constant``, ``plateau`` = reduce
     on plateau, ``cosine``, ``onecycle``), early stopping (``early_stopping``, ``monitor``,
     ``patience``, ``min_delta``, ``restore_best``), ``terminate_on_nan``, ``gradient_clip``
-    (0 = off), ``precision`` (``"auto"``: bf16 mixed precision where the CPU or GPU computes bf16
+    (0 = off), ``ema_decay`` (0 = off; e.g. 0.995: validate, checkpoint and keep an
+    exponential moving average of the weights over the last ~1/(1 − decay) steps), ``precision`` (``"auto"``: bf16 mixed precision where the CPU or GPU computes bf16
     natively — about 2× faster steps on AVX512-BF16/AMX CPUs — else ``"32"``; or ``"32"``,
     ``"bf16-mixed"``, ``"16-mixed"`` on CUDA), ``seed``,
     ``full_labels_only`` (Dragonfly's behaviour: only patches whose voxels are all labelled),
@@ -68,6 +69,7 @@ class TrainingParams:
     restore_best: bool = True
     terminate_on_nan: bool = True
     gradient_clip: float = 0.0
+    ema_decay: float = 0.0
     precision: str = "auto"
     seed: int = 0
     full_labels_only: bool = False
@@ -120,6 +122,10 @@ class TrainingParams:
         for name in ("weight_decay", "momentum", "min_delta", "gradient_clip"):
             if float(getattr(self, name)) < 0:
                 raise bad(name, getattr(self, name), "must be >= 0")
+        if not 0 <= float(self.ema_decay) < 1:
+            raise bad(
+                "ema_decay", self.ema_decay, "must lie in [0, 1): 0 = off, 0.99-0.999 typical"
+            )
         if not 0 < float(self.plateau_factor) < 1:
             raise bad("plateau_factor", self.plateau_factor, "must lie in (0, 1)")
         for name in ("patience", "plateau_patience"):

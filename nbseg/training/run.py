@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -29,6 +29,7 @@ from .callbacks import (
     FeedbackRegion,
     LiveFeedback,
     TrainingListener,
+    WeightAverage,
 )
 from .module import SegmentationDataModule, SegmentationModule
 from .params import TrainingParams, class_weight_vector
@@ -174,7 +175,7 @@ def train(
     validation: float | TrainingSet | Sequence[TrainingSet] = 0.2,
     *,
     callbacks: Sequence[TrainingListener | pl.Callback] = (),
-    feedback: FeedbackRegion | None = None,
+    feedback: FeedbackRegion | Literal[False] | None = None,
     stop_event: threading.Event | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
 ) -> TrainingResult:
@@ -197,7 +198,8 @@ def train(
         Lightning callbacks.
     feedback
         The :class:`FeedbackRegion` predicted after every epoch (default: a central square
-        of the first training set's middle labelled slice).
+        of the first training set's middle labelled slice). ``False``: no feedback
+        prediction (``result.feedback`` is None), for scripts that never show it.
     stop_event
         Set it (from any thread) to stop after the current batch, keeping the model.
     trainer_kwargs
@@ -283,6 +285,8 @@ def train(
     record_dir = tempfile.mkdtemp(prefix="nbseg-run-")
     guard = _RankZeroGuard(live, Path(record_dir) / "history.json")
     pl_callbacks[0:0] = [guard, live]
+    if params.ema_decay > 0:  # before `live`: the epoch-end feedback and cache see the average
+        pl_callbacks.insert(1, WeightAverage(params.ema_decay))
     early = None
     if params.early_stopping:
         early = pl.callbacks.EarlyStopping(
@@ -444,8 +448,15 @@ def _adopt_class_names(model: Model, ts: TrainingSet) -> None:
 
 
 def _feedback(
-    model: Model, dm: SegmentationDataModule, region: FeedbackRegion | None
+    model: Model, dm: SegmentationDataModule, region: FeedbackRegion | Literal[False] | None
 ) -> tuple[FeedbackHistory | None, Any]:
+    if region is False:
+        return None, None
+    if region is not None and not isinstance(region, FeedbackRegion):
+        raise InputError(
+            f"feedback={region!r} is not understood: pass a FeedbackRegion, None (the "
+            "default region) or False (no feedback prediction)."
+        )
     region = region or FeedbackRegion()
     if not 0 <= region.training_set < len(dm.sets):
         raise InputError(
@@ -501,7 +512,7 @@ class TrainingRun:
         validation: float | TrainingSet | Sequence[TrainingSet] = 0.2,
         *,
         callbacks: Sequence[TrainingListener | pl.Callback] = (),
-        feedback: FeedbackRegion | None = None,
+        feedback: FeedbackRegion | Literal[False] | None = None,
     ) -> None:
         self.model = model
         self.training_sets = training_sets

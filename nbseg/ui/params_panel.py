@@ -76,6 +76,11 @@ HELP: dict[str, tuple[str, str]] = {
     "terminate_on_nan": ("Stop on NaN", "Stop training when the loss becomes NaN"),
     "class_weights": ("Class weights", "Weights of the cross-entropy / focal terms"),
     "gradient_clip": ("Gradient clipping", "Clip the gradient norm (0 = off)"),
+    "ema_decay": (
+        "Weight averaging (EMA)",
+        "Decay of an exponential moving average of the weights, used for validation, "
+        "checkpoints and the final model (0 = off; 0.99-0.999 typical)",
+    ),
     "precision": (
         "Precision",
         "'auto' = bf16 mixed precision where the hardware computes bf16 natively (≈2× faster "
@@ -127,6 +132,7 @@ ADVANCED_GROUPS: dict[str, tuple[str, ...]] = {
         "momentum",
         "nesterov",
         "gradient_clip",
+        "ema_decay",
     ),
     "Early stopping": (
         "early_stopping",
