@@ -118,7 +118,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if kw:
             _print(f"trainer: {kw}")
     t0 = time.perf_counter()
-    result = cfg.run(callbacks=[_printer(cfg.params.epochs)] if rank0 else [], model=model)
+    # a terminal shows no feedback image: skip its prediction after every epoch
+    printer = [_printer(cfg.params.epochs)] if rank0 else []
+    result = cfg.run(callbacks=printer, model=model, feedback=False)
     if result.extra.get("global_rank", 0) != 0:
         return 0  # a DDP worker: rank 0 reports and saves
     path = result.model.save(out)

@@ -685,9 +685,12 @@ class TrainingConfig:
     def output_path(self) -> Path | None:
         return self.resolve(self.output) if self.output is not None else None
 
-    def run(self, callbacks: Sequence[Any] = (), model: Model | None = None) -> TrainingResult:
+    def run(
+        self, callbacks: Sequence[Any] = (), model: Model | None = None, feedback: bool = True
+    ) -> TrainingResult:
         """Build everything and call :func:`nbseg.train` (blocking). Does not save: the
-        caller saves ``result.model`` where ``result.extra["global_rank"] == 0``."""
+        caller saves ``result.model`` where ``result.extra["global_rank"] == 0``.
+        ``feedback=False`` skips the per-epoch feedback prediction (nothing shows it)."""
         from .training.run import train
 
         model = model or self.build_model()
@@ -697,7 +700,7 @@ class TrainingConfig:
             self.params,
             self.build_validation(),
             callbacks=callbacks,
-            feedback=self.feedback,
+            feedback=self.feedback if feedback else False,
             trainer_kwargs=self.trainer.trainer_kwargs(),
         )
 

@@ -167,6 +167,21 @@ def test_train_writes_loadable_model(trained, capsys):
 
 
 @pytest.mark.slow
+def test_cli_training_skips_the_feedback_prediction(tmp_path, monkeypatch):
+    from nbseg.training import callbacks
+
+    calls = []
+    real = callbacks.feedback_prediction
+    monkeypatch.setattr(
+        callbacks, "feedback_prediction", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    path = write_config(tmp_path, {**TINY_CONFIG, "params": {**TINY_CONFIG["params"]}})
+    assert main(["train", str(path), "--epochs", "1"]) == 0
+    assert calls == [] and (tmp_path / "out" / "model.nbseg").is_file()
+    assert load_config(path).run().feedback is not None and calls == [1, 1]  # API: 2 epochs
+
+
+@pytest.mark.slow
 def test_segment_command_npy_tif_and_mask(trained, capsys):
     folder, image, _ = trained
     model = nbseg.load_model(folder / "m.nbseg")
