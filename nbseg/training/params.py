@@ -38,7 +38,8 @@ class TrainingParams:
     on plateau, ``cosine``, ``onecycle``), early stopping (``early_stopping``, ``monitor``,
     ``patience``, ``min_delta``, ``restore_best``), ``terminate_on_nan``, ``gradient_clip``
     (0 = off), ``ema_decay`` (0 = off; e.g. 0.995: validate, checkpoint and keep an
-    exponential moving average of the weights over the last ~1/(1 − decay) steps), ``precision`` (``"auto"``: bf16 mixed precision where the CPU or GPU computes bf16
+    exponential moving average of the weights over the last ~1/(1 − decay) steps),
+    ``precision`` (``"auto"``: bf16 mixed precision where the CPU or GPU computes bf16
     natively — about 2× faster steps on AVX512-BF16/AMX CPUs — else ``"32"``; or ``"32"``,
     ``"bf16-mixed"``, ``"16-mixed"`` on CUDA), ``seed``,
     ``full_labels_only`` (Dragonfly's behaviour: only patches whose voxels are all labelled),
