@@ -11,8 +11,9 @@ and per-epoch cosine schedule, and run the same validation forward passes:
   appends the metrics to a plain list (a bqplot-free graph sink);
 - **plain**: a minimal PyTorch loop over the same ``DataLoader``, with the same numerics as
   nbseg's defaults (channels-last memory format; bf16 autocast where nbseg's
-  ``precision="auto"`` picks it; the fused Adam kernel), so the difference is the machinery
-  alone;
+  ``precision="auto"`` picks it; the fused Adam kernel) and the gradients zeroed before each
+  forward pass (the faster order, which Lightning uses too), so the difference is the
+  machinery alone;
 - **bare**: ``nbseg.train`` without the listener, the feedback prediction and the checkpoint
   cache: Lightning and nbseg's module alone (the floor under the live UI's own cost).
 
@@ -132,10 +133,12 @@ def run_plain(args: argparse.Namespace) -> tuple[float, float, int]:
         dm.train_patches.set_epoch(epoch)
         for x, y in dm.train_dataloader():
             x, y = augment_batch(x, y, params.augmentation, 2, gen)
+            # gradients zeroed before the forward pass, as in PyTorch's examples and in
+            # Lightning: 1-2 % faster steps here than zeroing between forward and backward
+            opt.zero_grad()
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 logits = net(x.contiguous(memory_format=fmt))
             loss = loss_fn(logits, y)
-            opt.zero_grad()
             loss.backward()
             opt.step()
         sched.step()

@@ -409,3 +409,19 @@ def test_feedback_false_skips_the_feedback_prediction(monkeypatch):
     assert len(calls) == 2 and seen[-1] is not None  # the default region, every epoch
     with pytest.raises(nbseg.InputError, match="feedback"):
         nbseg.train(nbseg.generate_model(spec), ts, params, feedback="centre")
+
+
+def test_gradients_zeroed_before_the_forward_pass_train_exactly_as_lightning(monkeypatch):
+    from nbseg.training.module import SegmentationModule
+
+    zeroed = []
+    real = torch.optim.Adam.zero_grad
+    monkeypatch.setattr(
+        torch.optim.Adam, "zero_grad", lambda self, *a, **k: zeroed.append(1) or real(self, *a, **k)
+    )
+    _, early, *_ = _fit(epochs=2)
+    assert zeroed  # every step zeroes once (at batch start)
+    monkeypatch.setattr(SegmentationModule, "_zero_grad_early", property(lambda self: False))
+    _, lightning, *_ = _fit(epochs=2)  # Lightning's order: between forward and backward
+    assert early.metric("loss") == lightning.metric("loss")
+    assert early.metric("val_loss") == lightning.metric("val_loss")

@@ -238,6 +238,27 @@ class SegmentationModule(pl.LightningModule):
             x = x.contiguous(memory_format=self.memory_format)
         return x, y
 
+    @property
+    def _zero_grad_early(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        return (
+            trainer is not None
+            and self.automatic_optimization
+            and trainer.accumulate_grad_batches == 1
+        )
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning zeroes the gradients between the forward and the backward pass (its closure
+        # may be re-run by LBFGS); zeroing them before the forward pass frees the old gradients
+        # while the activations are allocated: 1-2 % faster CPU steps (benchmarks/ui_overhead.py)
+        if self._zero_grad_early:
+            for opt in self.trainer.optimizers:
+                opt.zero_grad(set_to_none=True)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        if not self._zero_grad_early:  # accumulating gradients: Lightning's own schedule
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
