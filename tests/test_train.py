@@ -412,16 +412,23 @@ def test_feedback_false_skips_the_feedback_prediction(monkeypatch):
 
 
 def test_gradients_zeroed_before_the_forward_pass_train_exactly_as_lightning(monkeypatch):
+    import sys
+
     from nbseg.training.module import SegmentationModule
 
-    zeroed = []
+    callers = []
     real = torch.optim.Adam.zero_grad
-    monkeypatch.setattr(
-        torch.optim.Adam, "zero_grad", lambda self, *a, **k: zeroed.append(1) or real(self, *a, **k)
-    )
+
+    def spy(self, *a, **k):
+        callers.append(sys._getframe(1).f_code.co_name)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "zero_grad", spy)
     _, early, *_ = _fit(epochs=2)
-    assert zeroed  # every step zeroes once (at batch start)
+    assert callers and set(callers) == {"on_train_batch_start"}  # before the forward pass
+    callers.clear()
     monkeypatch.setattr(SegmentationModule, "_zero_grad_early", property(lambda self: False))
     _, lightning, *_ = _fit(epochs=2)  # Lightning's order: between forward and backward
+    assert callers and "on_train_batch_start" not in callers
     assert early.metric("loss") == lightning.metric("loss")
     assert early.metric("val_loss") == lightning.metric("val_loss")
