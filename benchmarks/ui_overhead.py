@@ -12,8 +12,8 @@ and per-epoch cosine schedule, and run the same validation forward passes:
 - **plain**: a minimal PyTorch loop over the same ``DataLoader``, with the same numerics as
   nbseg's defaults (channels-last memory format; bf16 autocast where nbseg's
   ``precision="auto"`` picks it; the fused Adam kernel) and the gradients zeroed before each
-  forward pass (the faster order, which Lightning uses too), so the difference is the
-  machinery alone;
+  forward pass (the faster order, which nbseg uses too), so the difference is the machinery
+  alone;
 - **bare**: ``nbseg.train`` without the listener, the feedback prediction and the checkpoint
   cache: Lightning and nbseg's module alone (the floor under the live UI's own cost).
 
@@ -133,8 +133,8 @@ def run_plain(args: argparse.Namespace) -> tuple[float, float, int]:
         dm.train_patches.set_epoch(epoch)
         for x, y in dm.train_dataloader():
             x, y = augment_batch(x, y, params.augmentation, 2, gen)
-            # gradients zeroed before the forward pass, as in PyTorch's examples and in
-            # Lightning: 1-2 % faster steps here than zeroing between forward and backward
+            # gradients zeroed before the forward pass, as in PyTorch's examples and in nbseg
+            # (not Lightning): 1-2 % faster steps than zeroing between forward and backward
             opt.zero_grad()
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 logits = net(x.contiguous(memory_format=fmt))

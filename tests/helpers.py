@@ -59,3 +59,15 @@ def ready_model(dim="2D", classes=2, **spec_kw):
     m.normalisation = nbseg.Normalisation(low=[400.0], high=[700.0])
     m.params = nbseg.TrainingParams(patch_size=16 if dim == "3D" else 32)
     return m
+
+
+def count_feedback_predictions(monkeypatch) -> list:
+    """Spy on the per-epoch feedback prediction: the returned list grows by one per call."""
+    from nbseg.training import callbacks
+
+    calls: list = []
+    real = callbacks.feedback_prediction
+    monkeypatch.setattr(
+        callbacks, "feedback_prediction", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    return calls

@@ -16,7 +16,7 @@ from nbseg.cli import main
 from nbseg.config import ConfigError, TrainingConfig, TrainingSetConfig, load_config
 from nbseg.store.library import ModelLibrary
 
-from .helpers import blobs
+from .helpers import blobs, count_feedback_predictions
 
 TINY_CONFIG = {
     "model": {
@@ -168,13 +168,7 @@ def test_train_writes_loadable_model(trained, capsys):
 
 @pytest.mark.slow
 def test_cli_training_skips_the_feedback_prediction(tmp_path, monkeypatch):
-    from nbseg.training import callbacks
-
-    calls = []
-    real = callbacks.feedback_prediction
-    monkeypatch.setattr(
-        callbacks, "feedback_prediction", lambda *a, **k: calls.append(1) or real(*a, **k)
-    )
+    calls = count_feedback_predictions(monkeypatch)
     path = write_config(tmp_path, {**TINY_CONFIG, "params": {**TINY_CONFIG["params"]}})
     assert main(["train", str(path), "--epochs", "1"]) == 0
     assert calls == [] and (tmp_path / "out" / "model.nbseg").is_file()

@@ -9,7 +9,7 @@ import torch
 import nbseg
 from nbseg._png import decode_png
 
-from .helpers import blobs, dice
+from .helpers import blobs, count_feedback_predictions, dice
 
 pytestmark = pytest.mark.slow
 
@@ -336,7 +336,11 @@ def test_weight_average_follows_the_ema_and_swaps_weights_exactly():
     trainer = SimpleNamespace(sanity_checking=False)
     ema = WeightAverage(0.9)
     ema.on_train_start(trainer, module)
-    expected = [t.detach().clone() for t in net.state_dict().values() if t.is_floating_point()]
+
+    def floats():  # copies of the network's floating-point state (weights, BN statistics)
+        return [t.clone() for t in net.state_dict().values() if t.is_floating_point()]
+
+    expected = floats()
     for n in range(1, 6):  # five "optimiser steps" that move every weight
         with torch.no_grad():
             for p in net.parameters():
@@ -344,24 +348,20 @@ def test_weight_average_follows_the_ema_and_swaps_weights_exactly():
             net[1].running_mean.add_(1.0)
         ema.on_train_batch_end(trainer, module, None, None, n - 1)
         d = min(0.9, (1 + n) / (10 + n))
-        live = [t for t in net.state_dict().values() if t.is_floating_point()]
-        expected = [d * e + (1 - d) * t for e, t in zip(expected, live)]
-    live = [t.clone() for t in net.state_dict().values() if t.is_floating_point()]
+        expected = [d * e + (1 - d) * t for e, t in zip(expected, floats())]
+    live = floats()
     ema.on_validation_start(trainer, module)
-    averaged = [t.clone() for t in net.state_dict().values() if t.is_floating_point()]
+    averaged = floats()
     assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(averaged, expected))
     assert not torch.equal(averaged[0], live[0])
     ema.on_train_epoch_end(trainer, module)  # idempotent: still the average, live kept once
     ema.on_train_epoch_start(trainer, module)  # the next epoch trains the live weights
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), live))
+    assert all(torch.equal(a, b) for a, b in zip(floats(), live))
     ema.on_validation_start(trainer, module)
     ema.on_exception(trainer, module, RuntimeError())  # an error puts the live weights back
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), live))
+    assert all(torch.equal(a, b) for a, b in zip(floats(), live))
     ema.on_train_end(trainer, module)  # the trained model is the average
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip([t for t in net.state_dict().values() if t.is_floating_point()], averaged)
-    )
+    assert all(torch.equal(a, b) for a, b in zip(floats(), averaged))
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(1.0)
 
@@ -384,13 +384,7 @@ def test_ema_leaves_training_alone_and_evaluates_the_average():
 
 
 def test_feedback_false_skips_the_feedback_prediction(monkeypatch):
-    from nbseg.training import callbacks
-
-    calls, seen = [], []
-    real = callbacks.feedback_prediction
-    monkeypatch.setattr(
-        callbacks, "feedback_prediction", lambda *a, **k: calls.append(1) or real(*a, **k)
-    )
+    calls, seen = count_feedback_predictions(monkeypatch), []
 
     class Listener(nbseg.TrainingListener):
         def on_epoch_end(self, record, feedback):
