@@ -29,6 +29,7 @@ scikit-image for the classical baselines.
     python benchmarks/quality.py --minutes 3 --methods nbseg,plain --datasets isbi2012
     python benchmarks/quality.py --methods nbseg --arch residual_unet --set aug.shear=0
     python benchmarks/quality.py --methods nbseg --validation 0 --window 512   # all slices
+    python benchmarks/quality.py --methods nbseg --datasets isbi2012 --minutes 30 --curve 8
 """
 
 from __future__ import annotations
@@ -239,7 +240,28 @@ def run_nbseg(
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         model.save(Path(save_dir) / f"{name}-{dim}.nbseg")
-    return pred, info, pred_tta, tta_info
+    return pred, info, pred_tta, tta_info, result.history
+
+
+def print_curve(name: str, history: list[dict], every: int) -> None:
+    """Every ``every``-th epoch of a run (plus the best and the last): the learning curve."""
+    key = "val_dice_membrane" if name == "isbi2012" else "val_dice"
+    best = max(range(len(history)), key=lambda i: history[i].get(key, -1.0), default=0)
+    keep = sorted({*range(every - 1, len(history), every), best, len(history) - 1})
+    rows = [
+        {
+            "epoch": r["epoch"],
+            "minutes": f"{r['time'] / 60:.1f}",
+            "lr": f"{r['lr']:.1e}",
+            "loss": f"{r['loss']:.4f}",
+            "val_loss": f"{r.get('val_loss', float('nan')):.4f}",
+            key: f"{r.get(key, float('nan')):.4f}" + (" (best)" if i == best else ""),
+        }
+        for i, r in ((i, history[i]) for i in keep)
+    ]
+    print()
+    print_table(rows)
+    print()
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -282,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--window", type=int, help="nbseg's inference window (default: the training patch size)"
     )
+    ap.add_argument(
+        "--curve",
+        type=int,
+        metavar="N",
+        help="after each nbseg run print every N-th epoch (loss, val_loss, validation Dice)",
+    )
     ap.add_argument("--save", help="save each trained nbseg model into this folder")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args(argv)
@@ -321,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                 pred, info = run_plain(x, lab, test, k, args.seed, args.minutes)
             elif base in ("nbseg", "nbseg-2.5D"):
                 dim = "2.5D" if base == "nbseg-2.5D" else "2D"
-                pred, info, pred_tta, tta_info = run_nbseg(
+                pred, info, pred_tta, tta_info, history = run_nbseg(
                     name,
                     tr_img,
                     tr_lab,
@@ -338,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.window,
                 )
                 extra = (pred_tta, tta_info)
+                if args.curve:
+                    print_curve(name, history, args.curve)
             else:
                 raise SystemExit(f"unknown method {method!r}")
             seconds = round(time.perf_counter() - t0, 1)
