@@ -240,14 +240,17 @@ def run_nbseg(
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         model.save(Path(save_dir) / f"{name}-{dim}.nbseg")
-    return pred, info, pred_tta, tta_info, result.history
+    return pred, info, pred_tta, tta_info, result
 
 
-def print_curve(name: str, history: list[dict], every: int) -> None:
-    """Every ``every``-th epoch of a run (plus the best and the last): the learning curve."""
+def print_curve(name: str, history: list[dict], best_epoch: int | None, every: int) -> None:
+    """Every ``every``-th epoch of a run, the best (by the run's monitor) and the last."""
     key = "val_dice_membrane" if name == "isbi2012" else "val_dice"
-    best = max(range(len(history)), key=lambda i: history[i].get(key, -1.0), default=0)
-    keep = sorted({*range(every - 1, len(history), every), best, len(history) - 1})
+    keep = [
+        r
+        for i, r in enumerate(history)
+        if (i + 1) % every == 0 or r["epoch"] == best_epoch or i == len(history) - 1
+    ]
     rows = [
         {
             "epoch": r["epoch"],
@@ -255,9 +258,10 @@ def print_curve(name: str, history: list[dict], every: int) -> None:
             "lr": f"{r['lr']:.1e}",
             "loss": f"{r['loss']:.4f}",
             "val_loss": f"{r.get('val_loss', float('nan')):.4f}",
-            key: f"{r.get(key, float('nan')):.4f}" + (" (best)" if i == best else ""),
+            key: f"{r.get(key, float('nan')):.4f}",
+            "note": "best, kept" if r["epoch"] == best_epoch else "",
         }
-        for i, r in ((i, history[i]) for i in keep)
+        for r in keep
     ]
     print()
     print_table(rows)
@@ -349,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 pred, info = run_plain(x, lab, test, k, args.seed, args.minutes)
             elif base in ("nbseg", "nbseg-2.5D"):
                 dim = "2.5D" if base == "nbseg-2.5D" else "2D"
-                pred, info, pred_tta, tta_info, history = run_nbseg(
+                pred, info, pred_tta, tta_info, result = run_nbseg(
                     name,
                     tr_img,
                     tr_lab,
@@ -367,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 extra = (pred_tta, tta_info)
                 if args.curve:
-                    print_curve(name, history, args.curve)
+                    print_curve(name, result.history, result.best_epoch, args.curve)
             else:
                 raise SystemExit(f"unknown method {method!r}")
             seconds = round(time.perf_counter() - t0, 1)
