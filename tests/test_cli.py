@@ -175,6 +175,16 @@ def test_cli_training_skips_the_feedback_prediction(tmp_path, monkeypatch):
     assert load_config(path).run().feedback is not None and calls == [1, 1]  # API: 2 epochs
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without GPU")
+def test_train_on_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
+    path = write_config(tmp_path)
+    assert main(["train", str(path), "--accelerator", "gpu", "--devices", "4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nbseg: error:") and "gpu" in err.lower()
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
 @pytest.mark.slow
 def test_segment_command_npy_tif_and_mask(trained, capsys):
     folder, image, _ = trained
