@@ -411,7 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not isinstance(err, MisconfigurationException):
             raise
-        print(f"nbseg: error: {err}", file=sys.stderr, flush=True)
+        print(
+            f"nbseg: error: Lightning refused the trainer settings: {err} "
+            "(check --accelerator, --devices, --strategy and the config's trainer section)",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
 
 
