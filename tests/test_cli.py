@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 import yaml
 
 import nbseg
@@ -175,7 +176,7 @@ def test_cli_training_skips_the_feedback_prediction(tmp_path, monkeypatch):
     assert load_config(path).run().feedback is not None and calls == [1, 1]  # API: 2 epochs
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without GPU")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_train_on_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
     path = write_config(tmp_path)
     assert main(["train", str(path), "--accelerator", "gpu", "--devices", "4"]) == 1
