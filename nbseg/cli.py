@@ -404,20 +404,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         print(f"nbseg: error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         return 1
-    except Exception as err:
-        # Lightning's refusal of a trainer setting (e.g. ``--accelerator gpu`` without a GPU);
-        # Lightning is imported by then, so importing its exception costs nothing.
-        from lightning_fabric.utilities.exceptions import MisconfigurationException
-
-        if not isinstance(err, MisconfigurationException):
-            raise
-        print(
-            f"nbseg: error: Lightning refused the trainer settings: {err} "
-            "(check --accelerator, --devices, --strategy and the config's trainer section)",
-            file=sys.stderr,
-            flush=True,
-        )
-        return 1
 
 
 if __name__ == "__main__":

@@ -405,6 +405,22 @@ def test_feedback_false_skips_the_feedback_prediction(monkeypatch):
         nbseg.train(nbseg.generate_model(spec), ts, params, feedback="centre")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_refused_trainer_settings_are_an_input_error_and_leave_the_model_as_it_was():
+    image, labels, _ = blobs((4, 32, 32), labelled=(1, 2))
+    spec = nbseg.ModelSpec(architecture="unet", class_count=2, parameters=TINY)
+    model = nbseg.generate_model(spec)
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    params = nbseg.TrainingParams(patch_size=16, batch_size=4, epochs=1)
+    ts = nbseg.TrainingSet(image, labels)
+    with pytest.raises(nbseg.InputError, match=r"trainer settings.*accelerator"):
+        nbseg.train(model, ts, params, trainer_kwargs={"accelerator": "gpu", "devices": 2})
+    with pytest.raises(nbseg.InputError, match="feedback"):
+        nbseg.train(model, ts, params, feedback="centre")
+    assert model.normalisation is None and not model.trained and model.history == []
+    assert all(torch.equal(v, before[k]) for k, v in model.network.state_dict().items())
+
+
 def test_gradients_zeroed_before_the_forward_pass_train_exactly_as_lightning(monkeypatch):
     import sys
 

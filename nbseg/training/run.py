@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from ..data.trainingset import Normalisation, TrainingSet
 from ..errors import InputError, NbsegError, TrainingError
@@ -271,7 +272,11 @@ def train(
     # the model needs its normalisation before the feedback prediction of epoch 1
     previous_norm = model.normalisation
     model.normalisation = norm
-    feedback_history, fb = _feedback(model, dm, feedback)
+    try:
+        feedback_history, fb = _feedback(model, dm, feedback)
+    except NbsegError:
+        model.normalisation = previous_norm  # a refused call leaves the model as it was
+        raise
     cache = (
         CheckpointCache(int(params.checkpoint_cache_mb * 2**20), monitor, params.min_delta)
         if params.checkpoint_cache_mb > 0
@@ -316,7 +321,16 @@ def train(
     if params.max_minutes:
         kwargs["max_time"] = {"seconds": float(params.max_minutes) * 60.0}
     kwargs.update(trainer_kwargs or {})
-    trainer = pl.Trainer(**kwargs)
+    try:
+        trainer = pl.Trainer(**kwargs)
+    except MisconfigurationException as err:  # e.g. accelerator="gpu" on a machine without one
+        shutil.rmtree(record_dir, ignore_errors=True)
+        model.normalisation = previous_norm
+        raise InputError(
+            f"Lightning refused the trainer settings: {err} (check the accelerator, devices and "
+            "strategy: TrainingParams.device, trainer_kwargs, or nbseg train's --accelerator, "
+            "--devices, --strategy)"
+        ) from err
 
     status, error = "completed", None
     was_training = model.network.training
