@@ -31,8 +31,9 @@ from .models.registry import architectures, get_architecture
 from .models.spec import ModelSpec
 from .store.library import ModelLibrary
 from .training.callbacks import CheckpointCache, FeedbackRegion, TrainingListener
+from .training.job import TrainingRun
 from .training.params import TrainingParams
-from .training.run import TrainingResult, TrainingRun, train
+from .training.run import TrainingResult, train
 
 __version__ = "0.1.0"
 

@@ -55,8 +55,9 @@ import numpy as np
 from .._png import encode_png
 from ..errors import InputError, NbsegError, ParamsError
 from ..training.callbacks import TrainingListener
+from ..training.job import TrainingRun
 from ..training.params import TrainingParams
-from ..training.run import TrainingResult, TrainingRun, format_value, history_columns
+from ..training.run import TrainingResult, format_value, history_columns
 from .imageview import DRAW_LOCK, ImageView
 from .state import Workspace
 from .style import MessageBox, css, labelled, run_reporting, section
