@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import xarray as xr
 from ..data.multiroi import OUTSIDE_MASK
 from ..data.trainingset import as_dataarray, check_finite, volume_of
 from ..errors import InputError
+from ..jobs import Cancelled
 from ..models.blocks import channels_last_nd
 
 if TYPE_CHECKING:
@@ -173,6 +175,7 @@ class VolumePredictor:
         progress: Progress | None = None,
         tiles: list[tuple[int, int, int]] | None = None,
         crop: Sequence[slice] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Weighted probability sums ``(K, Z', Y, X)`` and weights ``(Z', Y, X)``.
 
@@ -181,7 +184,8 @@ class VolumePredictor:
         ``tiles`` (start corners in ``vol``, in the order to accumulate) replaces the tile grid
         of ``vol``, and ``crop`` (slices of ``vol``: z, y, x for 3D models, y, x otherwise)
         accumulates only that box: streaming passes the tiles of the whole volume that meet
-        one block, and the block.
+        one block, and the block. A set ``stop_event`` raises :class:`nbseg.jobs.Cancelled`
+        after the current batch of tiles.
         """
         k = self.spec.class_count
         _, nz, ny, nx = vol.shape
@@ -222,6 +226,8 @@ class VolumePredictor:
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(tiles))
+                if stop_event is not None and stop_event.is_set():
+                    raise Cancelled("The segmentation was stopped.")
         finally:
             net.train(was_training)
             if converted:
@@ -358,6 +364,7 @@ def segment(
     client: Any = None,
     overwrite: bool = False,
     tta: bool = False,
+    stop_event: threading.Event | None = None,
 ) -> xr.DataArray:
     """Segment a volume (or several inputs of one geometry) into a label volume.
 
@@ -382,6 +389,9 @@ def segment(
         In memory: ``progress(done, total)`` called after each batch of tiles. Streaming:
         ``progress(info)`` with ``info = dict(chunks_done, chunks_total, voxels_per_s, eta_s)``
         after each block written.
+    stop_event
+        Set it (from any thread) to stop after the current batch of tiles (in memory) or block
+        (streaming): ``segment`` raises :class:`nbseg.jobs.Cancelled`.
     out, chunks, client, overwrite
         Stream block by block into a zarr store at ``out`` (block/chunk shape ``chunks``, on
         the ``dask.distributed`` ``client`` if given; an existing store is replaced only with
@@ -415,6 +425,7 @@ def segment(
             client=client,
             overwrite=overwrite,
             tta=tta,
+            stop_event=stop_event,
         )
     return _segment_in_memory(
         model,
@@ -428,6 +439,7 @@ def segment(
         device,
         progress,
         tta=tta,
+        stop_event=stop_event,
     )
 
 
@@ -444,6 +456,7 @@ def _segment_in_memory(
     progress: Progress | None,
     z_indices: Sequence[int] | None = None,
     tta: bool = False,
+    stop_event: threading.Event | None = None,
 ) -> xr.DataArray:
     """In-memory segmentation; for 2D/2.5D models optionally of some slices only."""
     images, vol = prepare_inputs(model, image)
@@ -458,7 +471,9 @@ def _segment_in_memory(
     win = _resolve_window(model, window, vol.shape[1:])
     vol_p, m_p, shape = _pad_to_window(vol, m, win, is3d)
     predictor = VolumePredictor(model, win, overlap, batch_size, device, blending, tta)
-    acc, wsum = predictor.predict(vol_p, m_p, z_indices=z_indices, progress=progress)
+    acc, wsum = predictor.predict(
+        vol_p, m_p, z_indices=z_indices, progress=progress, stop_event=stop_event
+    )
     nz = shape[0] if z_indices is None else len(z_indices)
     acc = acc[:, :nz, : shape[1], : shape[2]]
     wsum = wsum[:nz, : shape[1], : shape[2]]

@@ -43,6 +43,7 @@ import xarray as xr
 
 from ..data.trainingset import as_dataarray
 from ..errors import InputError
+from ..jobs import Cancelled
 from .sliding import (
     VolumePredictor,
     _resolve_window,
@@ -448,6 +449,7 @@ def segment_streaming(
     client: Any = None,
     overwrite: bool = False,
     tta: bool = False,
+    stop_event: threading.Event | None = None,
 ) -> xr.DataArray:
     """Segment block by block (see the module docstring); the result equals :func:`segment`.
 
@@ -471,6 +473,9 @@ def segment_streaming(
     progress
         ``progress(dict(chunks_done, chunks_total, voxels_per_s, eta_s))``, once before the
         first block (``chunks_done=0``, ``eta_s=None``) and after each block written.
+    stop_event
+        Set it (from any thread) to stop after the blocks in flight: raises
+        :class:`nbseg.jobs.Cancelled` (the store keeps the blocks written so far).
     """
     import dask
     import dask.array as da
@@ -587,7 +592,7 @@ def segment_streaming(
         for i, (block, res) in enumerate(zip(blocks, block_results))
     ]
     try:
-        _compute(writes, blocks, client, progress, f"nbseg-write-{token}-")
+        _compute(writes, blocks, client, progress, f"nbseg-write-{token}-", stop_event)
     finally:
         set_mmap_threshold(RELAXED_MMAP_THRESHOLD)
     with warnings.catch_warnings():
@@ -601,6 +606,7 @@ def _compute(
     client: Any,
     progress: Callable[[dict[str, Any]], None] | None,
     prefix: str,
+    stop_event: threading.Event | None = None,
 ) -> None:
     import dask
 
@@ -613,19 +619,20 @@ def _compute(
     def report(voxels: int) -> None:
         state["done"] += 1
         state["voxels"] += voxels
-        if progress is None:
-            return
-        dt = max(time.perf_counter() - t0, 1e-9)
-        rate = state["voxels"] / dt
-        eta = (voxels_total - state["voxels"]) / rate if rate > 0 else None
-        progress(
-            {
-                "chunks_done": state["done"],
-                "chunks_total": total,
-                "voxels_per_s": rate,
-                "eta_s": eta,
-            }
-        )
+        if progress is not None:
+            dt = max(time.perf_counter() - t0, 1e-9)
+            rate = state["voxels"] / dt
+            eta = (voxels_total - state["voxels"]) / rate if rate > 0 else None
+            progress(
+                {
+                    "chunks_done": state["done"],
+                    "chunks_total": total,
+                    "voxels_per_s": rate,
+                    "eta_s": eta,
+                }
+            )
+        if stop_event is not None and stop_event.is_set():  # no block starts after this
+            raise Cancelled("The segmentation was stopped.")
 
     if progress is not None:
         progress({"chunks_done": 0, "chunks_total": total, "voxels_per_s": 0.0, "eta_s": None})
