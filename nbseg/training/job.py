@@ -1,9 +1,8 @@
-"""`TrainingRun`: :func:`nbseg.train` in a background thread (Start returns at once)."""
+"""`TrainingRun`: :func:`nbseg.train` in a background job (Start returns at once)."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -11,7 +10,8 @@ import numpy as np
 import pytorch_lightning as pl
 
 from ..data.trainingset import TrainingSet
-from ..errors import NbsegError, TrainingError
+from ..errors import InputError, NbsegError, ParamsError, TrainingError
+from ..jobs import BackgroundJob
 from .callbacks import FeedbackRegion, TrainingListener
 from .params import TrainingParams
 from .run import TrainingResult, train
@@ -31,21 +31,64 @@ class _StateListener(TrainingListener):
             self.run.info = info
 
     def on_batch_end(self, progress: dict[str, Any]) -> None:
-        with self.run._lock:
-            self.run.progress = progress
+        self.run._set_progress(progress)
 
     def on_epoch_end(self, record: dict[str, Any], feedback: np.ndarray | None) -> None:
         with self.run._lock:
             self.run.history.append(record)
 
 
-class TrainingRun:
+def check_training_inputs(
+    model: Model,
+    training_sets: TrainingSet | Sequence[TrainingSet],
+    params: TrainingParams | None = None,
+    validation: float | TrainingSet | Sequence[TrainingSet] | None = 0.2,
+) -> tuple[TrainingParams, float | list[TrainingSet]]:
+    """The checks :func:`nbseg.train` makes first that read no data: the parameters against
+    the model, every training set's input count, the validation fraction.
+
+    For callers that want the error before starting a :class:`TrainingRun` (which otherwise
+    fails with it at once). Returns the parameters and the validation ``train`` will use.
+
+    Raises
+    ------
+    ParamsError, InputError
+    """
+    spec = model.spec
+    params = params or model.params or TrainingParams()
+    if not isinstance(params, TrainingParams):
+        raise ParamsError(f"params is a {type(params).__name__}, not TrainingParams.")
+    params.validate(spec.class_count)
+    sets = [training_sets] if isinstance(training_sets, TrainingSet) else list(training_sets)
+    if not sets:
+        raise InputError("No training set: pass a TrainingSet or a non-empty list of them.")
+    for i, ts in enumerate(sets, start=1):
+        if ts.input_count != spec.input_count:
+            raise InputError(
+                f"Training set {i} has {ts.input_count} input(s) but model {model.name!r} takes "
+                f"{spec.input_count}; use one volume per model input or a model generated for "
+                "this many inputs."
+            )
+    if validation is None:
+        validation = 0.2
+    if isinstance(validation, (int, float)) and not isinstance(validation, bool):
+        if not 0 <= float(validation) < 1:
+            raise InputError(f"Validation fraction {validation} must lie in [0, 1), e.g. 0.2.")
+        return params, float(validation)
+    return params, [validation] if isinstance(validation, TrainingSet) else list(validation)
+
+
+class TrainingRun(BackgroundJob):
     """One training in a background thread: Start returns at once, Stop within a batch.
 
-    The run owns the thread, the stop event and the latest state (``status``, ``progress``,
-    ``history``, ``result``, ``error``). Listeners get the same events as with
-    :func:`nbseg.train`.
+    The run owns the thread, the stop event and the latest state (``status``, ``info``,
+    ``progress``, ``history``, ``result``, ``error``, ``warnings``; see
+    :class:`nbseg.jobs.BackgroundJob`). Listeners get the same events as with
+    :func:`nbseg.train`. ``status`` ends as the result's (``"completed"``, ``"stopped"``,
+    ``"early_stopped"``, ``"failed"``).
     """
+
+    kind = "training"
 
     def __init__(
         self,
@@ -57,71 +100,52 @@ class TrainingRun:
         callbacks: Sequence[TrainingListener | pl.Callback] = (),
         feedback: FeedbackRegion | Literal[False] | None = None,
     ) -> None:
+        super().__init__()
         self.model = model
         self.training_sets = training_sets
         self.params = params
         self.validation = validation
         self.callbacks = list(callbacks)
         self.feedback = feedback
-        self.status = "idle"
         self.info: dict[str, Any] = {}
         self.progress: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.result: TrainingResult | None = None
-        self.error: str | None = None
-        self._stop = threading.Event()
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> TrainingRun:
-        if self.running:
-            raise TrainingError("This training run is already running.")
-        self._stop.clear()
-        self._done.clear()
-        self.status = "running"
-        self._thread = threading.Thread(target=self._main, name="nbseg-training", daemon=True)
-        self._thread.start()
+        super().start()
         return self
-
-    def _main(self) -> None:
-        try:
-            result = train(
-                self.model,
-                self.training_sets,
-                self.params,
-                self.validation,
-                callbacks=[_StateListener(self), *self.callbacks],
-                feedback=self.feedback,
-                stop_event=self._stop,
-            )
-            self.result = result
-            self.error = result.error
-            self.status = result.status
-        except BaseException as err:  # reported to listeners and the state, never lost
-            self.result = getattr(err, "result", None)
-            self.error = (
-                f"{type(err).__name__}: {err}" if not isinstance(err, NbsegError) else str(err)
-            )
-            self.status = "failed"
-            for c in self.callbacks:
-                if isinstance(c, TrainingListener):
-                    with contextlib.suppress(Exception):
-                        c.on_error(err)
-        finally:
-            self._done.set()
 
     def stop(self) -> None:
         """Ask the run to stop after the current batch; the model keeps its weights."""
-        if self.running:
-            self.status = "stopping"
-        self._stop.set()
+        super().stop()
 
     def wait(self, timeout: float | None = None) -> TrainingResult | None:
         """Block until the run ends (or ``timeout`` seconds); returns the result."""
-        self._done.wait(timeout)
-        return self.result
+        return super().wait(timeout)
+
+    def _run(self) -> TrainingResult:
+        return train(
+            self.model,
+            self.training_sets,
+            self.params,
+            self.validation,
+            callbacks=[_StateListener(self), *self.callbacks],
+            feedback=self.feedback,
+            stop_event=self.stop_event,
+        )
+
+    def _final_status(self, result: TrainingResult) -> str:
+        return result.status
+
+    def _final_error(self, result: TrainingResult) -> str | None:
+        return result.error
+
+    def _on_error(self, err: BaseException) -> None:
+        for c in self.callbacks:
+            if isinstance(c, TrainingListener):
+                with contextlib.suppress(Exception):
+                    c.on_error(err)
+
+    def _already_running(self) -> NbsegError:
+        return TrainingError("This training run is already running.")
