@@ -2,8 +2,8 @@
 
 Run with ``python benchmarks/memory_estimate.py`` (about 2 minutes on a 2-core CPU). For each
 architecture × input dimension × patch size × batch size (× optimiser) it prints the
-estimate of :func:`nbseg.models.memory.estimate_training_memory`, the peak measured by
-:func:`nbseg.models.memory.measure_training_step_peak` (CPU allocations recorded by the
+estimate of :func:`nbseg.training.memory.estimate_training_memory`, the peak measured by
+:func:`nbseg.training.memory.measure_training_step_peak` (CPU allocations recorded by the
 PyTorch profiler over a warm-up and a second training step) and their ratio; the target is
 every ratio within ±20 %.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nbseg.models.memory import estimate_training_memory, measure_training_step_peak
+from nbseg.training.memory import estimate_training_memory, measure_training_step_peak
 from nbseg.models.spec import ModelSpec
 
 MIB = 1 << 20
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         help="32, bf16-mixed, or auto (nbseg's default: bf16-mixed for 2D/2.5D where native)",
     )
     args = parser.parse_args(argv)
-    from nbseg.training.run import resolve_precision
+    from nbseg.devices import resolve_precision
 
     grid = GRID[::3] if args.quick else GRID
     header = (

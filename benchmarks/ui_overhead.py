@@ -111,7 +111,8 @@ def run_plain(args: argparse.Namespace) -> tuple[float, float, int]:
     from nbseg.data.trainingset import Normalisation
     from nbseg.training.losses import SegmentationLoss
     from nbseg.training.module import SegmentationDataModule, build_optimizer
-    from nbseg.training.run import channels_last_format, resolve_precision
+    from nbseg.devices import resolve_precision
+    from nbseg.training.run import channels_last_format
 
     spec, params, tset = setup(args)
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ learnt at training, the training parameters and the per-epoch history. It saves 
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._files import now_iso
 from .data.multiroi import default_class_colors, default_class_names, hex_to_rgb
 from .data.trainingset import Normalisation
 from .errors import ModelFileError, SpecError
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
     import xarray as xr
 
     from .training.params import TrainingParams
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class Model:
@@ -60,7 +56,7 @@ class Model:
         self.normalisation = normalisation
         self.params = params
         self.history: list[dict[str, Any]] = list(history or [])
-        self.created = created or _now()
+        self.created = created or now_iso()
         self.updated = updated or self.created
 
     # -- classes -------------------------------------------------------------------------
@@ -113,7 +109,7 @@ class Model:
         path = Path(path)
         if path.suffix == "":
             path = path.with_suffix(".nbseg")
-        self.updated = _now()
+        self.updated = now_iso()
         return write_model_file(path, self.network.state_dict(), self.metadata())
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nbseg.errors import ParamsError
-from nbseg.models.memory import (
+from nbseg.training.memory import (
     OPTIMIZER_STATE,
     MemoryEstimate,
     estimate_training_memory,
@@ -77,7 +77,7 @@ def test_half_precision_halves_activations() -> None:
 
 def test_params_estimate_follows_the_resolved_precision() -> None:
     from nbseg.training.params import TrainingParams
-    from nbseg.training.run import resolve_precision
+    from nbseg.devices import resolve_precision
 
     auto = TrainingParams(patch_size=64, batch_size=2).memory_estimate(SMALL_UNET)
     fp32 = TrainingParams(patch_size=64, batch_size=2, precision="32").memory_estimate(SMALL_UNET)

@@ -98,7 +98,7 @@ def test_auto_patch_shrinks_to_the_data():
 def test_auto_precision_is_bf16_only_where_native():
     import torch
 
-    from nbseg.training.run import resolve_precision
+    from nbseg.devices import resolve_precision
 
     assert nbseg.TrainingParams().precision == "auto"
     assert resolve_precision("32", "cpu", "2D") == "32"

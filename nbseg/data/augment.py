@@ -24,51 +24,22 @@ Conventions
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, ParamsError
+from ..settings import Bool, Float, Int, Range, Settings, setting
 
 __all__ = ["AugmentationParams", "augment_batch"]
 
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            import numpy as np
-
-            if isinstance(value, np.number) and not isinstance(value, np.bool_):
-                value = float(value)
-            else:
-                raise TypeError
-        except TypeError:
-            raise ParamsError(f"{name}={value!r} is invalid: must be a number") from None
-    value = float(value)
-    if not math.isfinite(value):
-        raise ParamsError(f"{name}={value!r} is invalid: must be finite")
-    return value
-
-
-def _range(name: str, value: Any, *, positive: bool) -> tuple[float, float]:
-    try:
-        lo, hi = value
-    except (TypeError, ValueError):
-        raise ParamsError(
-            f"{name}={value!r} is invalid: give a (min, max) pair, e.g. (0.9, 1.1)"
-        ) from None
-    lo, hi = _number(f"{name}[0]", lo), _number(f"{name}[1]", hi)
-    if positive and lo <= 0:
-        raise ParamsError(f"{name}={value!r} is invalid: both factors must be > 0")
-    if lo > hi:
-        raise ParamsError(f"{name}={value!r} is invalid: min {lo} is larger than max {hi}")
-    return lo, hi
+_G = "Augmentation"
 
 
 @dataclass
-class AugmentationParams:
+class AugmentationParams(Settings):
     """Random augmentation applied to every training batch.
 
     Parameters
@@ -125,19 +96,103 @@ class AugmentationParams:
     labelled slices. :meth:`disabled` gives no augmentation at all.
     """
 
-    factor: int = 4
-    flip: bool = True
-    rotate90: bool = True
-    rotation: float = 0.0
-    zoom: tuple[float, float] = (1.0, 1.0)
-    shear: float = 0.0
-    elastic: bool = False
-    elastic_alpha: float = 3.0
-    elastic_sigma: float = 16.0
-    noise: float = 0.0
-    brightness: tuple[float, float] = (1.0, 1.0)
-    contrast: tuple[float, float] = (1.0, 1.0)
-    probability: float = 1.0
+    _title: ClassVar[str] = "augmentation parameters"
+    _owner: ClassVar[str] = "AugmentationParams"
+    _error: ClassVar[type] = ParamsError
+    _groups: ClassVar[tuple[str, ...]] = ("Augmentation",)
+
+    factor: int = setting(
+        4,
+        Int(minimum=1),
+        "Augmentation factor",
+        "Each patch is used this many times per epoch (1 = each patch once per epoch)",
+        group=_G,
+    )
+    flip: bool = setting(True, Bool(), "Flips", "Random flips along every axis", group=_G)
+    rotate90: bool = setting(
+        True, Bool(), "90° rotations", "Random rotations by multiples of 90°", group=_G
+    )
+    rotation: float = setting(
+        0.0,
+        Float(0.0, 180.0),
+        "Rotation",
+        "Maximum free rotation angle in the y-x plane (0 = off)",
+        group=_G,
+        unit="°",
+        widget="slider",
+        step=1.0,
+    )
+    zoom: tuple[float, float] = setting(
+        (1.0, 1.0),
+        Range(0.1, 10.0, positive=True),
+        "Zoom",
+        "Range of the random in-plane zoom factor (> 1 magnifies)",
+        group=_G,
+        widget_range=(0.1, 4.0),
+    )
+    shear: float = setting(
+        0.0,
+        Float(0.0, 45.0),
+        "Shear",
+        "Maximum shear angle in the y-x plane (0 = off)",
+        group=_G,
+        unit="°",
+        widget="slider",
+        step=1.0,
+    )
+    elastic: bool = setting(
+        False, Bool(), "Elastic deformation", "Random smooth elastic deformation", group=_G
+    )
+    elastic_alpha: float = setting(
+        3.0,
+        Float(0.0),
+        "Elastic strength",
+        "Standard deviation of the elastic displacement",
+        group=_G,
+        unit="voxels",
+        enabled_if=("elastic", (True,)),
+    )
+    elastic_sigma: float = setting(
+        16.0,
+        Float(1.0),
+        "Elastic scale",
+        "Spacing of the elastic deformation's control points",
+        group=_G,
+        unit="voxels",
+        enabled_if=("elastic", (True,)),
+    )
+    noise: float = setting(
+        0.0,
+        Float(0.0),
+        "Noise",
+        "Maximum standard deviation of Gaussian noise, in normalised units (0 = off)",
+        group=_G,
+    )
+    brightness: tuple[float, float] = setting(
+        (1.0, 1.0),
+        Range(positive=True),
+        "Brightness",
+        "Range of the brightness factor (applied as an additive shift of factor - 1)",
+        group=_G,
+        widget_range=(0.1, 3.0),
+    )
+    contrast: tuple[float, float] = setting(
+        (1.0, 1.0),
+        Range(positive=True),
+        "Contrast",
+        "Range of the multiplicative contrast factor about each sample's mean",
+        group=_G,
+        widget_range=(0.1, 3.0),
+    )
+    probability: float = setting(
+        1.0,
+        Float(0.0, 1.0),
+        "Probability",
+        "Probability that a sample is augmented at all",
+        group=_G,
+        widget="slider",
+        step=0.05,
+    )
 
     def __post_init__(self) -> None:
         for name in ("zoom", "brightness", "contrast"):
@@ -161,76 +216,6 @@ class AugmentationParams:
             brightness=(1.0, 1.0),
             contrast=(1.0, 1.0),
         )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AugmentationParams:
-        """Build from :meth:`to_dict` output (lists accepted for pairs) and validate.
-
-        Raises
-        ------
-        ParamsError
-            Unknown keys or invalid values.
-        """
-        if not isinstance(data, dict):
-            raise ParamsError(f"augmentation must be a dict of parameters, got {data!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ParamsError(
-                f"unknown augmentation parameter(s) {unknown}; valid: {sorted(known)}"
-            )
-        params = cls(**data)
-        return params.validate()
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON/YAML-friendly dict (pairs as lists)."""
-        data = asdict(self)
-        for name in ("zoom", "brightness", "contrast"):
-            data[name] = [float(v) for v in data[name]]
-        return data
-
-    # -- checks --------------------------------------------------------------------------
-    def validate(self) -> AugmentationParams:
-        """Check every value; return ``self``.
-
-        Raises
-        ------
-        ParamsError
-            Naming the first bad parameter, its value and the valid range.
-        """
-        if isinstance(self.factor, bool) or not isinstance(self.factor, int):
-            raise ParamsError(f"factor={self.factor!r} is invalid: must be an integer >= 1")
-        if self.factor < 1:
-            raise ParamsError(
-                f"factor={self.factor!r} is invalid: must be >= 1 (1 = each patch once per epoch)"
-            )
-        for name in ("flip", "rotate90", "elastic"):
-            if not isinstance(getattr(self, name), bool):
-                raise ParamsError(f"{name}={getattr(self, name)!r} is invalid: use True or False")
-        rotation = _number("rotation", self.rotation)
-        if not 0 <= rotation <= 180:
-            raise ParamsError(f"rotation={self.rotation!r} is invalid: use 0 … 180 degrees")
-        shear = _number("shear", self.shear)
-        if not 0 <= shear <= 45:
-            raise ParamsError(f"shear={self.shear!r} is invalid: use 0 … 45 degrees")
-        lo, hi = _range("zoom", self.zoom, positive=True)
-        if hi > 10 or lo < 0.1:
-            raise ParamsError(f"zoom={self.zoom!r} is invalid: factors must lie in 0.1 … 10")
-        _range("brightness", self.brightness, positive=True)
-        _range("contrast", self.contrast, positive=True)
-        if _number("elastic_alpha", self.elastic_alpha) < 0:
-            raise ParamsError(
-                f"elastic_alpha={self.elastic_alpha!r} is invalid: must be >= 0 voxels"
-            )
-        if _number("elastic_sigma", self.elastic_sigma) < 1:
-            raise ParamsError(
-                f"elastic_sigma={self.elastic_sigma!r} is invalid: must be >= 1 voxel"
-            )
-        if _number("noise", self.noise) < 0:
-            raise ParamsError(f"noise={self.noise!r} is invalid: must be >= 0")
-        if not 0 <= _number("probability", self.probability) <= 1:
-            raise ParamsError(f"probability={self.probability!r} is invalid: use 0 … 1")
-        return self
 
     # -- summaries -----------------------------------------------------------------------
     @property

@@ -20,6 +20,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from .._files import atomic_write_bytes
 from .._png import encode_png
 from ..errors import InputError
 from ..render import render_overlay
@@ -123,8 +124,6 @@ class FeedbackHistory:
 
     def export_png(self, path: str | Path, epoch: int | None = None, opacity: float = 0.5) -> Path:
         """Write the feedback image of ``epoch`` as PNG (Dragonfly: *Export epoch image*)."""
-        from ..store.fileformat import atomic_write_bytes
-
         return atomic_write_bytes(path, self.png(epoch, opacity))
 
 

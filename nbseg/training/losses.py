@@ -8,11 +8,13 @@ stable when a class is absent from some patches.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .params import TrainingParams
+if TYPE_CHECKING:
+    from .params import TrainingParams
 
 IGNORE = -1
 

@@ -1,86 +1,278 @@
-"""`TrainingParams`: Dragonfly's *Training Parameters* (basic and advanced), validated."""
+"""`TrainingParams`: Dragonfly's *Training Parameters* (basic and advanced), validated.
+
+Each parameter is declared once below (type, default, bounds or choices, label, help, group):
+validation, YAML/JSON files, the ``nbseg train`` flags, the *Training parameters* panel and
+the table in ``docs/settings.md`` come from these declarations (see :mod:`nbseg.settings`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
 
 from ..data.augment import AugmentationParams
+from ..devices import resolve_precision, torch_device
 from ..errors import ParamsError
+from ..models.spec import ModelSpec
+from ..settings import (
+    Bool,
+    Choice,
+    ClassWeights,
+    Float,
+    Int,
+    Nested,
+    PatchSize,
+    Settings,
+    setting,
+)
+from .memory import MemoryEstimate, estimate_training_memory
 
 LOSSES = ("cross_entropy", "dice", "dice_ce", "focal", "tversky")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad")
 LR_SCHEDULES = ("constant", "plateau", "cosine", "onecycle")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 MONITORS = ("val_loss", "loss", "val_dice", "val_iou", "val_accuracy")
-
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 #: Patch side used when ``TrainingParams.patch_size`` is ``None`` (auto), per input dimension:
 #: 128² gives a 2D network enough context on CPU budgets (measured on isbi2012: membrane Dice
 #: 0.76 vs 0.20 with 64² in the same 2 minutes), 48³ keeps 3D steps affordable.
 AUTO_PATCH: dict[str, int] = {"2D": 128, "2.5D": 128, "3D": 48}
 
+_OPT = "Optimizer and learning rate"
+_STOP = "Early stopping"
+_LOSS = "Loss and class weights"
+_RUN = "Patches and run"
+
 
 @dataclass
-class TrainingParams:
+class TrainingParams(Settings):
     """Training parameters, saved with the model and reusable for the next training.
 
-    Basic: ``patch_size``, ``stride_ratio`` (Dragonfly's *stride to input ratio*: 1.0 =
-    adjacent patches, 0.5 = half-overlapping), ``batch_size``, ``epochs``, ``loss``,
-    ``optimizer``, ``learning_rate``, ``augmentation``.
+    Every field is declared with its valid values and a one-line help; the table of all of
+    them is in ``docs/settings.md`` (``TrainingParams.settings()`` lists them in code).
+    Basic: ``patch_size``, ``stride_ratio`` (Dragonfly's *stride to input ratio*),
+    ``batch_size``, ``epochs``, ``loss``, ``optimizer``, ``learning_rate``. Advanced: the
+    learning-rate schedule, early stopping, class weights and loss options, the run
+    (``precision``, ``seed``, ``max_minutes``, ``device``, checkpoint cache) and
+    ``augmentation`` (:class:`~nbseg.AugmentationParams`).
 
-    Advanced: ``class_weights`` (``"uniform"``, ``"frequency"`` or one weight per class, used
-    by the cross-entropy and focal terms), ``lr_schedule`` (``constant``, ``plateau`` = reduce
-    on plateau, ``cosine``, ``onecycle``), early stopping (``early_stopping``, ``monitor``,
-    ``patience``, ``min_delta``, ``restore_best``), ``terminate_on_nan``, ``gradient_clip``
-    (0 = off), ``ema_decay`` (0 = off; e.g. 0.995: validate, checkpoint and keep an
-    exponential moving average of the weights over the last ~1/(1 − decay) steps),
-    ``precision`` (``"auto"``: bf16 mixed precision where the CPU or GPU computes bf16
-    natively — about 2× faster steps on AVX512-BF16/AMX CPUs — else ``"32"``; or ``"32"``,
-    ``"bf16-mixed"``, ``"16-mixed"`` on CUDA), ``seed``,
-    ``full_labels_only`` (Dragonfly's behaviour: only patches whose voxels are all labelled),
-    ``checkpoint_cache_mb`` (size budget of the checkpoint cache), ``max_minutes`` (a
-    wall-clock budget: training ends when it is spent, and the cosine schedule then follows
-    elapsed time instead of epochs) and ``device``.
+    ``precision="auto"`` trains in bf16 mixed precision where the CPU or GPU computes bf16
+    natively (about 2x faster steps on AVX512-BF16/AMX CPUs), else in 32-bit. ``ema_decay``
+    (0 = off; e.g. 0.995) validates, checkpoints and keeps an exponential moving average of
+    the weights over the last ~1/(1 - decay) steps. ``max_minutes`` is a wall-clock budget:
+    training ends when it is spent, and the cosine schedule then follows elapsed time.
     """
 
-    patch_size: int | tuple[int, ...] | None = None
-    stride_ratio: float = 1.0
-    batch_size: int = 8
-    epochs: int = 20
-    loss: str = "dice_ce"
-    optimizer: str = "adam"
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = False
-    augmentation: AugmentationParams = field(default_factory=AugmentationParams)
-    class_weights: str | list[float] = "uniform"
-    lr_schedule: str = "cosine"
-    plateau_factor: float = 0.1
-    plateau_patience: int = 10
-    early_stopping: bool = False
-    monitor: str = "val_loss"
-    patience: int = 15
-    min_delta: float = 1e-4
-    restore_best: bool = True
-    terminate_on_nan: bool = True
-    gradient_clip: float = 0.0
-    ema_decay: float = 0.0
-    precision: str = "auto"
-    seed: int = 0
-    full_labels_only: bool = False
-    focal_gamma: float = 2.0
-    tversky_alpha: float = 0.3
-    tversky_beta: float = 0.7
-    checkpoint_cache_mb: float = 256.0
-    max_validation_patches: int = 512
-    max_minutes: float | None = None
-    device: str = "auto"
+    _title: ClassVar[str] = "training parameters"
+    _owner: ClassVar[str] = "TrainingParams"
+    _error: ClassVar[type] = ParamsError
+    _groups: ClassVar[tuple[str, ...]] = ("Basic", _OPT, _STOP, _LOSS, _RUN, "Augmentation")
+
+    patch_size: int | tuple[int, ...] | None = setting(
+        None,
+        PatchSize(minimum=4),
+        "Patch size",
+        "'auto' (128² in 2D/2.5D, 48³ in 3D, shrunk to fit the data), a side in voxels, or "
+        "'D, H, W' / 'H, W' for a box",
+        unit="voxels",
+    )
+    stride_ratio: float = setting(
+        1.0,
+        Float(0.05, 1.0),
+        "Stride to input ratio",
+        "Spacing of the training patches over their size: 1.0 = adjacent, 0.5 = half-overlapping",
+        widget="slider",
+        step=0.05,
+    )
+    batch_size: int = setting(
+        8, Int(minimum=1), "Batch size", "Patches per training step (memory grows with it)"
+    )
+    epochs: int = setting(20, Int(minimum=1), "Epochs", "Passes over the training patches")
+    loss: str = setting(
+        "dice_ce", Choice(LOSSES), "Loss", "Loss function (unlabelled voxels are ignored)"
+    )
+    optimizer: str = setting("adam", Choice(OPTIMIZERS), "Optimizer", "Gradient descent algorithm")
+    learning_rate: float = setting(
+        2e-3, Float(0.0, open_min=True), "Learning rate", "Initial step size of the optimizer"
+    )
+    weight_decay: float = setting(
+        0.0, Float(0.0), "Weight decay", "L2 penalty on the weights (0 = off)", group=_OPT
+    )
+    momentum: float = setting(
+        0.9,
+        Float(0.0),
+        "Momentum",
+        "SGD / RMSprop momentum",
+        group=_OPT,
+        enabled_if=("optimizer", ("sgd", "rmsprop")),
+    )
+    nesterov: bool = setting(
+        False,
+        Bool(),
+        "Nesterov momentum",
+        "Nesterov momentum (SGD only)",
+        group=_OPT,
+        enabled_if=("optimizer", ("sgd",)),
+    )
+    augmentation: AugmentationParams = setting(
+        None,
+        Nested(AugmentationParams),
+        "Augmentation",
+        "Random augmentation of every training batch",
+        group="Augmentation",
+        factory=AugmentationParams,
+    )
+    class_weights: str | list[float] = setting(
+        "uniform",
+        ClassWeights(),
+        "Class weights",
+        "Weights of the cross-entropy / focal terms: uniform, by frequency, or one per class",
+        group=_LOSS,
+    )
+    lr_schedule: str = setting(
+        "cosine",
+        Choice(LR_SCHEDULES),
+        "LR schedule",
+        "How the learning rate changes: constant, plateau (reduce on plateau), cosine, onecycle",
+        group=_OPT,
+    )
+    plateau_factor: float = setting(
+        0.1,
+        Float(0.0, 1.0, open_min=True, open_max=True),
+        "Plateau factor",
+        "Reduce-on-plateau: multiply the rate by this",
+        group=_OPT,
+        enabled_if=("lr_schedule", ("plateau",)),
+    )
+    plateau_patience: int = setting(
+        10,
+        Int(minimum=0),
+        "Plateau patience",
+        "Reduce-on-plateau: epochs without improvement",
+        group=_OPT,
+        unit="epochs",
+        enabled_if=("lr_schedule", ("plateau",)),
+    )
+    early_stopping: bool = setting(
+        False,
+        Bool(),
+        "Early stopping",
+        "Stop when the monitored metric stops improving",
+        group=_STOP,
+    )
+    monitor: str = setting(
+        "val_loss",
+        Choice(
+            MONITORS, extra=r"val_(dice|iou)_.+", extra_text="val_dice_<class>, val_iou_<class>"
+        ),
+        "Monitor",
+        "Metric watched by early stopping, 'restore best' and the checkpoint cache",
+        group=_STOP,
+        enabled_if=("early_stopping", (True,)),
+    )
+    patience: int = setting(
+        15,
+        Int(minimum=0),
+        "Patience",
+        "Epochs without improvement before stopping",
+        group=_STOP,
+        unit="epochs",
+        enabled_if=("early_stopping", (True,)),
+    )
+    min_delta: float = setting(
+        1e-4,
+        Float(0.0),
+        "Min delta",
+        "Smallest change of the monitored metric that counts as an improvement",
+        group=_STOP,
+        enabled_if=("early_stopping", (True,)),
+    )
+    restore_best: bool = setting(
+        True, Bool(), "Restore best", "Keep the weights of the best epoch at the end", group=_STOP
+    )
+    terminate_on_nan: bool = setting(
+        True, Bool(), "Stop on NaN", "Stop training when the loss becomes NaN", group=_STOP
+    )
+    gradient_clip: float = setting(
+        0.0, Float(0.0), "Gradient clipping", "Clip the gradient norm (0 = off)", group=_OPT
+    )
+    ema_decay: float = setting(
+        0.0,
+        Float(0.0, 1.0, open_max=True),
+        "Weight averaging (EMA)",
+        "Decay of an exponential moving average of the weights, used for validation, "
+        "checkpoints and the final model (0 = off; 0.99-0.999 typical)",
+        group=_OPT,
+    )
+    precision: str = setting(
+        "auto",
+        Choice(PRECISIONS),
+        "Precision",
+        "'auto' = bf16 mixed precision where the hardware computes bf16 natively (≈2× faster "
+        "on AVX512-BF16 CPUs), else 32-bit",
+        group=_RUN,
+    )
+    seed: int = setting(
+        0, Int(), "Random seed", "Seed of patch sampling, augmentation and weights", group=_RUN
+    )
+    full_labels_only: bool = setting(
+        False,
+        Bool(),
+        "Full labels only",
+        "Dragonfly's behaviour: use only patches whose voxels are all labelled",
+        group=_RUN,
+    )
+    focal_gamma: float = setting(
+        2.0, Float(0.0), "Focal gamma", "Focusing exponent of the focal loss", group=_LOSS
+    )
+    tversky_alpha: float = setting(
+        0.3,
+        Float(0.0),
+        "Tversky alpha",
+        "Weight of false positives in the Tversky loss",
+        group=_LOSS,
+    )
+    tversky_beta: float = setting(
+        0.7,
+        Float(0.0),
+        "Tversky beta",
+        "Weight of false negatives in the Tversky loss",
+        group=_LOSS,
+    )
+    checkpoint_cache_mb: float = setting(
+        256.0,
+        Float(0.0),
+        "Checkpoint cache",
+        "Memory budget of the checkpoint cache (0 = no cache)",
+        group=_RUN,
+        unit="MB",
+    )
+    max_validation_patches: int = setting(
+        512,
+        Int(minimum=1),
+        "Max validation patches",
+        "Cap on the validation patches evaluated per epoch",
+        group=_RUN,
+    )
+    max_minutes: float | None = setting(
+        None,
+        Float(0.0, open_min=True, optional=True, none_text="no limit"),
+        "Time limit",
+        "Wall-clock budget of the training (None = no limit)",
+        group=_RUN,
+        unit="min",
+    )
+    device: str = setting(
+        "auto",
+        Choice(DEVICES, extra=r"cuda:\d+", extra_text="'cuda:N'"),
+        "Device",
+        "Where to train: auto picks the GPU when there is one",
+        group=_RUN,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.augmentation, dict):
@@ -91,130 +283,18 @@ class TrainingParams:
             self.patch_size = tuple(self.patch_size)
 
     # -- validation ----------------------------------------------------------------------
-    def validate(self, class_count: int | None = None) -> TrainingParams:
-        """Raise :class:`ParamsError` naming the first bad value and its valid range."""
+    def validate(self, class_count: int | None = None) -> TrainingParams:  # type: ignore[override]
+        """Raise :class:`ParamsError` naming the first bad value and its valid range;
+        ``class_count`` also checks that there is one class weight per class."""
+        return super().validate(class_count=class_count)
 
-        def bad(name: str, value: Any, what: str) -> ParamsError:
-            return ParamsError(f"TrainingParams.{name}={value!r} is invalid: {what}.")
-
-        sizes = (self.patch_size,) if isinstance(self.patch_size, int) else self.patch_size
-        if self.patch_size is None:
-            pass  # auto: see patch_for
-        elif not sizes or any(not isinstance(s, int) or s < 4 for s in sizes) or len(sizes) > 3:
-            raise bad("patch_size", self.patch_size, "use an int >= 4 or a tuple of 2-3 ints >= 4")
-        if not 0.05 <= float(self.stride_ratio) <= 1.0:
-            raise bad("stride_ratio", self.stride_ratio, "must lie in [0.05, 1.0]")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise bad("batch_size", self.batch_size, "must be an integer >= 1")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise bad("epochs", self.epochs, "must be an integer >= 1")
-        for name, value, choices in (
-            ("loss", self.loss, LOSSES),
-            ("optimizer", self.optimizer, OPTIMIZERS),
-            ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
-            ("precision", self.precision, PRECISIONS),
-        ):
-            if value not in choices:
-                raise bad(name, value, f"choose one of {choices}")
-        if not (self.monitor in MONITORS or self.monitor.startswith(("val_dice_", "val_iou_"))):
-            raise bad("monitor", self.monitor, f"choose one of {MONITORS}")
-        if not float(self.learning_rate) > 0:
-            raise bad("learning_rate", self.learning_rate, "must be > 0")
-        for name in ("weight_decay", "momentum", "min_delta", "gradient_clip"):
-            if float(getattr(self, name)) < 0:
-                raise bad(name, getattr(self, name), "must be >= 0")
-        if not 0 <= float(self.ema_decay) < 1:
-            raise bad(
-                "ema_decay", self.ema_decay, "must lie in [0, 1): 0 = off, 0.99-0.999 typical"
-            )
-        if not 0 < float(self.plateau_factor) < 1:
-            raise bad("plateau_factor", self.plateau_factor, "must lie in (0, 1)")
-        for name in ("patience", "plateau_patience"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise bad(name, getattr(self, name), "must be an integer >= 0")
-        if isinstance(self.class_weights, str):
-            if self.class_weights not in ("uniform", "frequency"):
-                raise bad(
-                    "class_weights", self.class_weights, "use 'uniform', 'frequency' or a list"
-                )
-        else:
-            w = list(self.class_weights)
-            if any(float(v) < 0 for v in w) or not any(float(v) > 0 for v in w):
-                raise bad("class_weights", w, "weights must be >= 0 with at least one > 0")
-            if class_count is not None and len(w) != class_count:
-                raise bad("class_weights", w, f"give one weight per class ({class_count})")
-        if self.max_minutes is not None and not float(self.max_minutes) > 0:
-            raise bad("max_minutes", self.max_minutes, "must be > 0 (or None for no limit)")
-        if self.checkpoint_cache_mb < 0:
-            raise bad("checkpoint_cache_mb", self.checkpoint_cache_mb, "must be >= 0")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith(
-            "cuda:"
-        ):
-            raise bad("device", self.device, "use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-        try:
-            self.augmentation.validate()
-        except ParamsError as err:
-            raise ParamsError(f"TrainingParams.augmentation: {err}") from None
-        return self
-
-    # -- serialisation -------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["augmentation"] = self.augmentation.to_dict()
-        if isinstance(self.patch_size, tuple):
-            data["patch_size"] = list(self.patch_size)
-        if not isinstance(self.class_weights, str):
-            data["class_weights"] = [float(v) for v in self.class_weights]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingParams:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ParamsError(
-                f"Unknown training parameters {sorted(unknown)}; valid names: {sorted(known)}."
-            )
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainingParams:
-        return cls.from_dict(json.loads(text))
-
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        import yaml
-
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, text_or_path: str | Path) -> TrainingParams:
-        import yaml
-
-        text = str(text_or_path)
-        if isinstance(text_or_path, Path) or ("\n" not in text and len(text) < 4096):
-            try:
-                p = Path(text_or_path)
-                if p.is_file():
-                    text = p.read_text()
-            except OSError:  # too long to be a file name: it is YAML text
-                pass
-        data = yaml.safe_load(text)
-        if not isinstance(data, dict):
-            raise ParamsError(f"Expected a mapping of training parameters, got {type(data)}.")
-        return cls.from_dict(data)
-
-    def replace(self, **changes: Any) -> TrainingParams:
-        """A copy with some values changed."""
-        return dataclasses.replace(self, **changes)
+    def _check(self, class_count: int | None = None, **_: Any) -> None:
+        w = self.class_weights
+        if not isinstance(w, str) and class_count is not None and len(w) != class_count:
+            raise self._fail("class_weights", w, f"give one weight per class ({class_count})")
 
     # -- memory ----------------------------------------------------------------------------
-    def patch_for(self, spec: Any) -> int | tuple[int, ...]:
+    def patch_for(self, spec: ModelSpec) -> int | tuple[int, ...]:
         """The patch size used for ``spec``: ``patch_size``, or when it is ``None`` (auto)
         :data:`AUTO_PATCH` of the input dimension (128 × 128 in 2D / 2.5D, 48³ in 3D; training
         shrinks an auto patch to fit the data)."""
@@ -222,17 +302,9 @@ class TrainingParams:
             return self.patch_size
         return AUTO_PATCH[spec.input_dimension]
 
-    def memory_estimate(self, spec: Any) -> Any:
+    def memory_estimate(self, spec: ModelSpec) -> MemoryEstimate:
         """Estimated peak memory of a training step for ``spec`` (Dragonfly's memory ratio)."""
-        from ..models.memory import estimate_training_memory
-
-        device = "cuda" if self.device.startswith("cuda") else "cpu"
-        if self.device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        from .run import resolve_precision
-
+        device = torch_device(self.device)
         precision = resolve_precision(
             self.precision, "gpu" if device == "cuda" else "cpu", spec.input_dimension
         )
@@ -245,7 +317,7 @@ class TrainingParams:
             precision=precision,
         )
 
-    def memory_ratio(self, spec: Any) -> float:
+    def memory_ratio(self, spec: ModelSpec) -> float:
         """Estimated memory ratio: > 1.00 means the training step will not fit."""
         return float(self.memory_estimate(spec).ratio)
 
@@ -257,8 +329,6 @@ def class_weight_vector(
     if isinstance(weights, str):
         if weights == "uniform" or counts is None:
             return [1.0] * class_count
-        import numpy as np
-
         c = np.asarray(counts, dtype=np.float64)
         present = c > 0
         w = np.zeros(class_count)

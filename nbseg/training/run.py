@@ -20,7 +20,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from .._files import atomic_write_bytes, now_iso
 from ..data.trainingset import Normalisation, TrainingSet
+from ..devices import accelerator_for, resolve_precision
 from ..errors import InputError, NbsegError, TrainingError
 from ..models.blocks import channels_last_nd, guard_cpu_bf16_conv3d
 from .callbacks import (
@@ -109,8 +111,6 @@ def history_csv(
         w.writerow([format_value(r.get(c, ""), digits) for c in cols])
     text = buf.getvalue()
     if path is not None:
-        from ..store.fileformat import atomic_write_bytes
-
         atomic_write_bytes(path, text.encode())
     return text
 
@@ -122,25 +122,6 @@ def _as_sets(sets: TrainingSet | Sequence[TrainingSet], what: str) -> list[Train
     if not sets or not all(isinstance(s, TrainingSet) for s in sets):
         raise InputError(f"{what} must be a TrainingSet or a non-empty list of TrainingSets.")
     return sets
-
-
-def resolve_precision(precision: str, accelerator: str, input_dimension: str = "2D") -> str:
-    """``"auto"`` → ``"bf16-mixed"`` where the device computes bf16 natively (CPUs with
-    AVX512-BF16 / AMX via oneDNN, CUDA GPUs with bf16), else ``"32"``. Weights stay fp32.
-
-    In 3D on CPU, :func:`nbseg.models.blocks.guard_cpu_bf16_conv3d` keeps the convolutions
-    whose weight gradient oneDNN gets wrong in bf16 (inputs thinner than the kernel) in fp32.
-    """
-    if precision != "auto":
-        return precision
-    try:
-        if accelerator == "cpu":
-            return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32"
-        if accelerator == "gpu" and torch.cuda.is_available():
-            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32"
-    except Exception:  # an older torch without the probe: play safe
-        return "32"
-    return "32"
 
 
 def channels_last_format(
@@ -157,15 +138,6 @@ def channels_last_format(
     if accelerator not in ("cpu", "gpu") or world_size != 1:
         return None
     return channels_last_nd(spatial_dims)
-
-
-def _accelerator(device: str) -> tuple[str, Any]:
-    if device == "auto":
-        return ("gpu", 1) if torch.cuda.is_available() else ("cpu", 1)
-    if device.startswith("cuda"):
-        idx = device.split(":")[1] if ":" in device else "0"
-        return "gpu", [int(idx)]
-    return device, 1
 
 
 def train(
@@ -301,7 +273,7 @@ def train(
             check_on_train_epoch_end=True,
         )
         pl_callbacks.append(early)
-    accelerator, devices = _accelerator(params.device)
+    accelerator, devices = accelerator_for(params.device)
     kwargs: dict[str, Any] = dict(
         max_epochs=params.epochs,
         accelerator=accelerator,
@@ -383,9 +355,7 @@ def train(
             cache.load_into(model, best_epoch)
     model.history.extend(history)
     model.params = params
-    from ..model import _now
-
-    model.updated = _now()
+    model.updated = now_iso()
     result = TrainingResult(
         model=model,
         history=list(model.history),

@@ -29,9 +29,10 @@ from torch import nn
 
 from .._system import available_memory_bytes
 from ..errors import ParamsError
-from .blocks import channels_last_nd, guard_cpu_bf16_conv3d
-from .registry import build_network, input_shape, size_divisor
-from .spec import ModelSpec
+from ..models.blocks import channels_last_nd, guard_cpu_bf16_conv3d
+from ..models.registry import build_network, input_shape, size_divisor
+from ..models.spec import ModelSpec
+from .losses import cross_entropy, dice_loss
 
 #: Optimiser state per parameter, in parameter-sized tensors.
 OPTIMIZER_STATE: dict[str, float] = {
@@ -206,12 +207,6 @@ def _saved_bytes(
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy + soft Dice, as nbseg's default ``dice_ce`` loss."""
-    try:
-        from ..training.losses import cross_entropy, dice_loss
-    except Exception:  # pragma: no cover - training package unavailable
-        import torch.nn.functional as F
-
-        return F.cross_entropy(logits, target)
     return cross_entropy(logits, target) + dice_loss(logits, target)
 
 
