@@ -13,6 +13,7 @@ The headless API (scripts, tests and the widgets all use it)::
 from __future__ import annotations
 
 from . import _system, datasets
+from ._version import __version__ as __version__
 from .config import TrainingConfig, load_config
 from .data.augment import AugmentationParams
 from .data.multiroi import (
@@ -25,6 +26,7 @@ from .data.multiroi import (
 from .data.trainingset import Normalisation, TrainingSet
 from .errors import InputError, ModelFileError, NbsegError, ParamsError, SpecError, TrainingError
 from .evaluation import evaluate, overlay, show
+from .inference.job import SegmentationRun
 from .inference.sliding import preview, segment
 from .model import Model, generate_model, load_model
 from .models.registry import architectures, get_architecture
@@ -34,8 +36,6 @@ from .training.callbacks import CheckpointCache, FeedbackRegion, TrainingListene
 from .training.job import TrainingRun
 from .training.params import TrainingParams
 from .training.run import TrainingResult, train
-
-__version__ = "0.1.0"
 
 # Binder and containers give 1-2 CPUs of a big host: never start more torch threads than that.
 _system.limit_torch_threads()
@@ -63,6 +63,7 @@ __all__ = [
     "NbsegError",
     "Normalisation",
     "ParamsError",
+    "SegmentationRun",
     "SpecError",
     "TrainingConfig",
     "TrainingError",
