@@ -27,7 +27,6 @@ from .data.trainingset import Normalisation, TrainingSet
 from .errors import InputError, ModelFileError, NbsegError, ParamsError, SpecError, TrainingError
 from .evaluation import evaluate, overlay, show
 from .inference.job import SegmentationRun
-from .inference.job import SegmentationRun
 from .inference.sliding import preview, segment
 from .model import Model, generate_model, load_model
 from .models.registry import architectures, get_architecture
@@ -64,7 +63,6 @@ __all__ = [
     "NbsegError",
     "Normalisation",
     "ParamsError",
-    "SegmentationRun",
     "SegmentationRun",
     "SpecError",
     "TrainingConfig",
