@@ -1,25 +1,29 @@
 """Write notebooks/*.ipynb from the cell sources below (no outputs).
 
-Run ``python scripts/build_notebooks.py`` after editing; tests/test_notebooks.py executes them.
-Every notebook reads ``NBSEG_SMALL=1`` (set by the test command) to shrink sizes and epochs:
-the code path is the same in both sizes.
+The notebooks have one source, this file: edit a cell here, then run
+``python scripts/build_notebooks.py [NAME ...] [--out DIR]`` (default: every notebook, into
+notebooks/). tests/test_hygiene.py fails when the committed notebooks differ from what this
+writes; tests/test_notebooks.py executes them. Code cells are linted and format-checked by ruff
+(scripts/test.sh), so write them as ``ruff format`` would. Every notebook reads
+``NBSEG_SMALL=1`` (set by the test command) to shrink sizes and epochs: the code path is the
+same in both sizes.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1] / "notebooks"
 
-SETUP = """\
-import os
+SMALL = 'SMALL = os.environ.get("NBSEG_SMALL") == "1"  # CI switch: smaller data, fewer epochs; same code'
 
-import nbseg
 
-SMALL = os.environ.get("NBSEG_SMALL") == "1"  # CI switch: smaller data, fewer epochs; same code"""
+def setup(imports: str = "import os\n\nimport nbseg") -> str:
+    """The first code cell: the notebook's imports (one sorted block), then the CI switch."""
+    return imports.strip("\n") + "\n\n" + SMALL
 
 
 def md(text: str) -> nbformat.NotebookNode:
@@ -44,7 +48,7 @@ prediction (the *visual feedback* region), then segmenting the whole volume and 
 Runs top to bottom on 2 CPU cores in about two minutes. Everything you do here by code you can
 also do by clicking in the tool's tabs (and the other way round).
 """),
-    code(SETUP),
+    code(setup()),
     md("""
 ## 1. Data: a fibre-composite micro-CT volume, labelled on three slices
 
@@ -55,7 +59,9 @@ paint: class ids on three slices, `-1` (unlabelled) everywhere else; `truth` is 
     code("""
 ds = nbseg.datasets.fibres(shape=(16, 96, 96) if SMALL else (32, 128, 128), labelled_slices=3)
 z = ds.attrs["labelled_slices"][1]
-print(ds.image.dims, ds.image.shape, ds.image.dtype, "labelled slices:", ds.attrs["labelled_slices"])
+print(
+    ds.image.dims, ds.image.shape, ds.image.dtype, "labelled slices:", ds.attrs["labelled_slices"]
+)
 nbseg.show(ds.image, [None, ds.labels], z)  # the slice, and the labels painted on it
 """),
     md("""
@@ -93,8 +99,10 @@ run = tool.train()  # same as clicking Train: returns at once, the kernel stays 
     code("""
 result = tool.wait()  # block until training ends (skip this cell to keep working meanwhile)
 last = result.history[-1]
-print(f"{result.status} after {len(result.history)} epochs in {last['time']:.0f} s: "
-      f"val_dice {last['val_dice']:.3f}")
+print(
+    f"{result.status} after {len(result.history)} epochs in {last['time']:.0f} s: "
+    f"val_dice {last['val_dice']:.3f}"
+)
 """),
     md("""
 ## 4. Segment the whole volume
@@ -140,9 +148,16 @@ In a live session you paint with the mouse (brush, eraser, fill, undo; classes w
 colours). So that this notebook also runs unattended, the cells below paint *the same kind of
 strokes* by code (`editor.paint`), taken from the sample's hidden ground truth.
 """),
-    code(SETUP + """
+    code(
+        setup("""
+import os
+
 import numpy as np
-from scipy import ndimage"""),
+from scipy import ndimage
+
+import nbseg
+""")
+    ),
     code("""
 ds = nbseg.datasets.fibres(shape=(12, 96, 96) if SMALL else (32, 128, 128), seed=3)
 image, truth = ds.image, ds.truth  # truth is hidden from training: we only use it to "paint"
@@ -162,6 +177,7 @@ dragging the brush inside a fibre or inside the matrix (never across a boundary)
     code("""
 rng = np.random.default_rng(0)
 
+
 def scribble(z, cls, strokes=6, length=12, radius=1.5):
     inside = ndimage.binary_erosion(truth.values[z] == cls, iterations=3)
     ys, xs = np.nonzero(inside)
@@ -171,10 +187,15 @@ def scribble(z, cls, strokes=6, length=12, radius=1.5):
         points = [(y, x)]
         for _ in range(length):  # a short random walk that stays inside the class
             dy, dx = rng.integers(-2, 3, size=2)
-            if 0 <= y + dy < inside.shape[0] and 0 <= x + dx < inside.shape[1] and inside[y + dy, x + dx]:
+            if (
+                0 <= y + dy < inside.shape[0]
+                and 0 <= x + dx < inside.shape[1]
+                and inside[y + dy, x + dx]
+            ):
                 y, x = y + dy, x + dx
                 points.append((y, x))
         editor.paint(z, points, cls, radius)
+
 
 first = [2, image.sizes["z"] - 3]
 for z in first:
@@ -194,9 +215,11 @@ loss). Train — by clicking **Train**, or with the same call below.
 tool.train()
 result = tool.wait()
 
+
 def score():
     seg = nbseg.segment(tool.model, image)
     return seg, nbseg.evaluate(seg, truth)
+
 
 seg, before = score()
 print(f"{result.status}: fibre Dice {before['dice_fibre']:.3f}, mean Dice {before['dice']:.3f}")
@@ -210,7 +233,7 @@ from its current weights (fine-tuning), and its history keeps growing.
 """),
     code("""
 z = image.sizes["z"] // 2
-wrong = (seg.values[z] != truth.values[z])
+wrong = seg.values[z] != truth.values[z]
 regions, n = ndimage.label(ndimage.binary_opening(wrong))
 sizes = ndimage.sum(wrong, regions, range(1, n + 1))
 for r in np.argsort(sizes)[::-1][:8] + 1:  # the eight largest error regions
@@ -219,15 +242,18 @@ for r in np.argsort(sizes)[::-1][:8] + 1:  # the eight largest error regions
     editor.paint(z, [(int(ys[k]), int(xs[k]))], int(truth.values[z, ys[k], xs[k]]), 2)
 scribble(z, 0, strokes=3)
 scribble(z, 1, strokes=3)
-print(f"slice {z}: {n} error regions, corrected the largest; now {int((editor.labels.values >= 0).sum())} labelled voxels")
+labelled = int((editor.labels.values >= 0).sum())
+print(f"slice {z}: {n} error regions, corrected the largest; now {labelled} labelled voxels")
 nbseg.show(image, [truth, seg, editor.labels], z, width=260)
 """),
     code("""
 tool.train()
 result = tool.wait()
 seg, after = score()
-print(f"fibre Dice {before['dice_fibre']:.3f} -> {after['dice_fibre']:.3f} after correcting one slice "
-      f"({tool.model.epochs_trained} epochs in total)")
+print(
+    f"fibre Dice {before['dice_fibre']:.3f} -> {after['dice_fibre']:.3f} after correcting one slice "
+    f"({tool.model.epochs_trained} epochs in total)"
+)
 """),
     md("""
 **Try:** undo a stroke (`editor.undo()` or the ↶ button), add a third class for *voids*
@@ -247,16 +273,23 @@ balancing rare phases with **class weights**; and whether **2.5D** context (neig
 as channels) beats plain 2D on the same budget.
 """),
     code(
-        SETUP
-        + """
+        setup("""
+import os
+
 import numpy as np
-import xarray as xr"""
+import xarray as xr
+
+import nbseg
+""")
     ),
     code("""
 ds = nbseg.datasets.multiphase(shape=(16, 96, 96) if SMALL else (32, 128, 128), labelled_slices=4)
 print(ds.labels.attrs["class_names"], "labelled slices:", ds.attrs["labelled_slices"])
 counts = np.bincount(ds.truth.values.ravel(), minlength=4)
-print("phase fractions:", dict(zip(ds.labels.attrs["class_names"], np.round(counts / counts.sum(), 3))))
+print(
+    "phase fractions:",
+    dict(zip(ds.labels.attrs["class_names"], np.round(counts / counts.sum(), 3))),
+)
 nbseg.show(ds.image, [None, ds.truth], ds.attrs["labelled_slices"][1])
 """),
     md("""
@@ -267,7 +300,11 @@ come from and where the loss counts; `segment(..., mask=)` skips tiles outside i
 """),
     code("""
 zz, yy, xx = xr.broadcast(*(ds.image[d] for d in ("z", "y", "x")))
-cy, cx, r = float(ds.image.y.mean()), float(ds.image.x.mean()), 0.48 * float(ds.image.x.max() - ds.image.x.min())
+cy, cx, r = (
+    float(ds.image.y.mean()),
+    float(ds.image.x.mean()),
+    0.48 * float(ds.image.x.max() - ds.image.x.min()),
+)
 mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r**2).rename("sample")
 print(f"mask keeps {float(mask.mean()):.0%} of the voxels")
 """),
@@ -281,11 +318,18 @@ weighs the loss by inverse class frequency so the rare dense phase counts.
 epochs = 3 if SMALL else 30
 results = {}
 for dim in ("2D", "2.5D"):
-    spec = nbseg.ModelSpec(architecture="unet", class_count=4, input_dimension=dim,
-                           slices=3 if dim == "2.5D" else 1, name=f"multiphase-{dim}")
+    spec = nbseg.ModelSpec(
+        architecture="unet",
+        class_count=4,
+        input_dimension=dim,
+        slices=3 if dim == "2.5D" else 1,
+        name=f"multiphase-{dim}",
+    )
     model = nbseg.generate_model(spec)
     params = nbseg.TrainingParams(patch_size=64, epochs=epochs, class_weights="frequency", seed=0)
-    res = nbseg.train(model, [nbseg.TrainingSet(ds.image, ds.labels, mask=mask)], params, validation=0.2)
+    res = nbseg.train(
+        model, [nbseg.TrainingSet(ds.image, ds.labels, mask=mask)], params, validation=0.2
+    )
     seg = nbseg.segment(model, ds.image, mask=mask)
     results[dim] = (model, seg, nbseg.evaluate(seg, ds.truth, mask=mask), res.history[-1]["time"])
 for dim, (_, _, m, t) in results.items():
@@ -319,27 +363,39 @@ exercise. The data is synthetic ISBI-2012-like EM (cells separated by dark membr
 5. **2D vs 2.5D vs 3D** — how much context is worth.
 """),
     code(
-        SETUP
-        + """
-import numpy as np
-import torch
+        setup("""
+import os
+
 import bqplot.pyplot as plt
 import ipywidgets as widgets
+import numpy as np
+import torch
 
-from nbseg.data.patches import PreparedSet, patch_shape, plan_patches, extract
+import nbseg
 from nbseg.data.augment import augment_batch
-
-ds = nbseg.datasets.membranes(shape=(6, 96, 96) if SMALL else (8, 128, 128), labelled_slices=[1, 3, 5])
+from nbseg.data.patches import PreparedSet, extract, patch_shape, plan_patches
+""")
+    ),
+    code("""
+ds = nbseg.datasets.membranes(
+    shape=(6, 96, 96) if SMALL else (8, 128, 128), labelled_slices=[1, 3, 5]
+)
 EPOCHS = 3 if SMALL else 25
+
+
 def curves(histories, key, title):
     fig = plt.figure(title=title, layout=widgets.Layout(width="480px", height="300px"))
     for name, hist in histories.items():
-        plt.plot([r["epoch"] for r in hist], [r[key] for r in hist], labels=[name], display_legend=True)
-    plt.xlabel("epoch"); plt.ylabel(key)
+        plt.plot(
+            [r["epoch"] for r in hist], [r[key] for r in hist], labels=[name], display_legend=True
+        )
+    plt.xlabel("epoch")
+    plt.ylabel(key)
     return fig
+
+
 nbseg.show(ds.image, [None, ds.truth], 1)
-"""
-    ),
+"""),
     md("""
 ## 1. Patches
 
@@ -368,19 +424,43 @@ Membranes cover ~15 % of the pixels. Plain cross-entropy is dominated by the int
 (per-class overlap) weighs both classes equally. Train the same model with each loss.
 """),
     code("""
-def fit(loss="dice_ce", dim="2D", slices=1, patch=48, validation=0.25, aug=True, sets=None, epochs=EPOCHS):
-    spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension=dim, slices=slices,
-                           parameters={"filters": 8, "depth": 3})
+def fit(
+    loss="dice_ce",
+    dim="2D",
+    slices=1,
+    patch=48,
+    validation=0.25,
+    aug=True,
+    sets=None,
+    epochs=EPOCHS,
+):
+    spec = nbseg.ModelSpec(
+        architecture="unet",
+        class_count=2,
+        input_dimension=dim,
+        slices=slices,
+        parameters={"filters": 8, "depth": 3},
+    )
     model = nbseg.generate_model(spec)
-    params = nbseg.TrainingParams(patch_size=patch, epochs=epochs, loss=loss, seed=0,
-                                  augmentation=None if aug else nbseg.AugmentationParams.disabled())
-    res = nbseg.train(model, sets or [nbseg.TrainingSet(ds.image, ds.labels)], params, validation=validation)
+    params = nbseg.TrainingParams(
+        patch_size=patch,
+        epochs=epochs,
+        loss=loss,
+        seed=0,
+        augmentation=None if aug else nbseg.AugmentationParams.disabled(),
+    )
+    res = nbseg.train(
+        model, sets or [nbseg.TrainingSet(ds.image, ds.labels)], params, validation=validation
+    )
     seg = nbseg.segment(model, ds.image)
     return res.history, nbseg.evaluate(seg, ds.truth)
 
+
 loss_runs = {loss: fit(loss=loss) for loss in ("cross_entropy", "dice")}
 for loss, (_, m) in loss_runs.items():
-    print(f"{loss:14s} membrane Dice {m['dice_membrane']:.3f}  interior Dice {m['dice_interior']:.3f}")
+    print(
+        f"{loss:14s} membrane Dice {m['dice_membrane']:.3f}  interior Dice {m['dice_interior']:.3f}"
+    )
 curves({k: h for k, (h, _) in loss_runs.items()}, "val_dice", "validation Dice per epoch")
 """),
     md("""
@@ -399,7 +479,13 @@ hist, m = fit(sets=[nbseg.TrainingSet(ds.image, one)], aug=False, validation=0.3
 best = min(hist, key=lambda r: r["val_loss"])
 print(f"best val_loss at epoch {best['epoch']} of {len(hist)}; Dice on all slices {m['dice']:.3f}")
 fig = curves({"loss": hist}, "loss", "training vs validation loss")
-plt.plot([r["epoch"] for r in hist], [r["val_loss"] for r in hist], colors=["orange"], labels=["val_loss"], display_legend=True)
+plt.plot(
+    [r["epoch"] for r in hist],
+    [r["val_loss"] for r in hist],
+    colors=["orange"],
+    labels=["val_loss"],
+    display_legend=True,
+)
 fig
 """),
     md("""
@@ -417,8 +503,10 @@ xb = torch.as_tensor(x)[None].repeat(4, 1, 1, 1)
 yb = torch.as_tensor(y)[None].repeat(4, 1, 1)
 aug = nbseg.AugmentationParams(rotation=30, zoom=(0.8, 1.2), shear=5, elastic=True, noise=0.05)
 xa, ya = augment_batch(xb, yb, aug, 2, torch.Generator().manual_seed(0))
-widgets.HBox([nbseg.show(x[0], y, width=150)] +
-             [nbseg.show(xa[i, 0].numpy(), ya[i].numpy(), width=150) for i in range(4)])
+widgets.HBox(
+    [nbseg.show(x[0], y, width=150)]
+    + [nbseg.show(xa[i, 0].numpy(), ya[i].numpy(), width=150) for i in range(4)]
+)
 """),
     code("""
 aug_runs = {"with augmentation": fit(aug=True), "without": fit(aug=False)}
@@ -436,8 +524,13 @@ More context can help — and costs memory and time. Note the memory estimate of
 """),
     code("""
 for dim, slices in (("2D", 1), ("2.5D", 3), ("3D", 1)):
-    spec = nbseg.ModelSpec(architecture="unet", class_count=2, input_dimension=dim, slices=slices,
-                           parameters={"filters": 8, "depth": 3})
+    spec = nbseg.ModelSpec(
+        architecture="unet",
+        class_count=2,
+        input_dimension=dim,
+        slices=slices,
+        parameters={"filters": 8, "depth": 3},
+    )
     patch = (4, 48, 48) if dim == "3D" else 48
     est = nbseg.TrainingParams(patch_size=patch).memory_estimate(spec)
     hist, m = fit(dim=dim, slices=slices, patch=patch)
@@ -459,16 +552,22 @@ from a zarr store with dask, written back to zarr: memory stays flat whatever th
 how to spread that over a `dask.distributed` cluster, and how to run the very same training
 from the command line — on a workstation, or on a GPU cluster with Lightning's DDP.
 """),
-    code(SETUP + """
+    code(
+        setup("""
+import os
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dask.array as da
 import ipywidgets as widgets
-import numpy as np
-import xarray as xr"""),
+import xarray as xr
+
+import nbseg
+""")
+    ),
     md("""
 ## 1. A model (small and quick: the point here is the volume, not the model)
 """),
@@ -495,7 +594,9 @@ zeros = da.zeros((nz, ny, nx), dtype="uint16", chunks=(slab, ny, nx))
 xr.Dataset({"image": (("z", "y", "x"), zeros)}).to_zarr(store, mode="w", compute=False)
 for i, z0 in enumerate(range(0, nz, slab)):  # one slab in memory at a time
     part = nbseg.datasets.fibres(shape=(slab, ny, nx), labelled_slices=[0], seed=i).image.values
-    xr.Dataset({"image": (("z", "y", "x"), part)}).to_zarr(store, region={"z": slice(z0, z0 + slab)})
+    xr.Dataset({"image": (("z", "y", "x"), part)}).to_zarr(
+        store, region={"z": slice(z0, z0 + slab)}
+    )
 big = xr.open_zarr(store)["image"]
 print(big.shape, f"{big.nbytes / 2**20:.0f} MiB on disk,", "chunks", big.data.chunksize, "(lazy)")
 """),
@@ -512,18 +613,22 @@ bar = widgets.IntProgress(description="blocks")
 info = widgets.Label()
 display(widgets.HBox([bar, info]))
 
+
 def progress(p):
     bar.max, bar.value = p["chunks_total"], p["chunks_done"]
     if p["eta_s"] is not None:
         info.value = f"{p['voxels_per_s'] / 1e6:.2f} Mvoxel/s, ETA {p['eta_s']:.0f} s"
+
 
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
 labels = nbseg.segment(model, big, out="big_labels.zarr", progress=progress, overwrite=True)
 wall = time.perf_counter() - t0
 rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{big.size / wall / 1e6:.2f} Mvoxel/s; peak RSS grew by {rss1 - rss0:.0f} MiB "
-      f"for a {big.nbytes / 2**20:.0f} MiB volume; result is lazy: {type(labels.data).__name__}")
+print(
+    f"{big.size / wall / 1e6:.2f} Mvoxel/s; peak RSS grew by {rss1 - rss0:.0f} MiB "
+    f"for a {big.nbytes / 2**20:.0f} MiB volume; result is lazy: {type(labels.data).__name__}"
+)
 """),
     code("""
 # the streamed result equals the in-memory one on a piece that fits in memory
@@ -541,7 +646,8 @@ cluster every worker must see the input and output paths, e.g. a shared filesyst
     code("""
 from dask.distributed import Client, LocalCluster
 
-with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
+with cluster, Client(cluster) as client:
     dist = nbseg.segment(model, big, out="big_labels_dist.zarr", client=client, overwrite=True)
     print("distributed == local:", bool((dist.values == labels.values).all()))
 """),
@@ -554,9 +660,11 @@ the training parameters and the trainer options. The widgets write one too (*Tra
 """),
     code("""
 # in-memory arrays are written next to the config (paths in it are relative to its folder)
-cfg = nbseg.TrainingConfig.from_objects(spec, params, tset, output="cli_model.nbseg", data_dir="cli_run")
+cfg = nbseg.TrainingConfig.from_objects(
+    spec, params, tset, output="cli_model.nbseg", data_dir="cli_run"
+)
 cfg.to_yaml("cli_run/train.yaml")
-print(open("cli_run/train.yaml").read()[:500], "...")
+print(Path("cli_run/train.yaml").read_text()[:500], "...")
 cmd = [sys.executable, "-m", "nbseg.cli", "train", "cli_run/train.yaml", "--epochs", "1"]
 done = subprocess.run(cmd, capture_output=True, text=True)
 print(done.stdout[-400:], done.stderr[-2000:] if done.returncode else "")
@@ -579,10 +687,12 @@ Only rank 0 writes the model and prints. Segment the result with
 ]
 
 
-def main() -> int:
-    ROOT.mkdir(exist_ok=True)
-    names = sys.argv[1:] or list(NOTEBOOKS)
-    for name in names:
+def build(names: list[str] | None = None, out: Path = ROOT) -> list[Path]:
+    """Write the notebooks ``names`` (all by default) into ``out``; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names or list(NOTEBOOKS):
         nb = nbformat.v4.new_notebook()
         nb.cells = NOTEBOOKS[name]
         for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives no spurious diffs
@@ -594,8 +704,25 @@ def main() -> int:
         }
         nb.metadata["language_info"] = {"name": "python"}
         nbformat.validate(nb)
-        nbformat.write(nb, ROOT / name)
-        print("wrote", ROOT / name)
+        nbformat.write(nb, out / name)
+        paths.append(out / name)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "names", nargs="*", help=f"notebooks to write (default: all of {list(NOTEBOOKS)})"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT, help="folder to write into (default: notebooks/)"
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(NOTEBOOKS))
+    if unknown:
+        parser.error(f"unknown notebooks {unknown}; choose from {list(NOTEBOOKS)}")
+    for path in build(args.names, args.out):
+        print("wrote", path)
     return 0
 
 

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --browser
 export NBSEG_SMALL=1            # notebooks run in their small (CI) size
 export NBSEG_BROWSER=${NBSEG_BROWSER:-/usr/bin/chromium}
-.venv/bin/ruff check nbseg tests benchmarks
-.venv/bin/ruff format --check nbseg tests benchmarks
+.venv/bin/ruff check nbseg tests benchmarks notebooks scripts
+.venv/bin/ruff format --check nbseg tests benchmarks notebooks scripts
 .venv/bin/python -m pytest "$@"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import re
 from pathlib import Path
+
+import nbformat
 
 import nbseg
 
@@ -28,3 +31,25 @@ def test_changelog_has_a_section_for_the_current_version():
     assert "## [Unreleased]" in text
     version = re.escape(nbseg.__version__)
     assert re.search(rf"^## \[{version}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text, re.MULTILINE)
+
+
+def _cells(path: Path) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in nbformat.read(path, as_version=4).cells]
+
+
+def test_committed_notebooks_are_what_the_generator_writes(tmp_path):
+    """notebooks/*.ipynb come from scripts/build_notebooks.py: edit there, then rebuild."""
+    spec = importlib.util.spec_from_file_location(
+        "build_notebooks", ROOT / "scripts" / "build_notebooks.py"
+    )
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert builder.main(["--out", str(tmp_path)]) == 0
+    generated = sorted(p.name for p in tmp_path.glob("*.ipynb"))
+    committed = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert generated == committed == sorted(builder.NOTEBOOKS)
+    for name in generated:
+        assert _cells(tmp_path / name) == _cells(ROOT / "notebooks" / name), (
+            f"notebooks/{name} differs from scripts/build_notebooks.py: edit the generator "
+            "and run `python scripts/build_notebooks.py`"
+        )
