@@ -5,6 +5,7 @@
     nbseg train CONFIG.yaml [--devices N] [--num-nodes N] [--strategy ddp|ddp_spawn|auto]
                             [--accelerator cpu|gpu|auto] [--epochs N] [--out PATH]
     nbseg segment MODEL INPUT OUTPUT [--mask MASK] [--overlap 0.25] [--batch-size 8] [--tta]
+                                     [--overwrite]
     nbseg models [--root DIR] list|info|rename|duplicate|delete|restore|trash|empty-trash|
                               export|import ...
     nbseg export MODEL --format torchscript|onnx OUT
@@ -169,18 +170,22 @@ def _array_ref(text: str) -> Any:
 def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .config import load_array
     from .inference.sliding import segment
+    from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
 
-    model = _open_model(args.model, args)
-    image = load_array(_array_ref(args.input))
-    mask = load_array(_array_ref(args.mask)) if args.mask else None
-    if mask is not None and mask.dtype != bool:
-        mask = mask != 0
     out = Path(args.output)
     suffix = out.suffix.lower()
-    if suffix not in (".zarr", ".tif", ".tiff", ".npy", ".nc"):
+    if suffix not in ARRAY_SUFFIXES:
         raise CliError(f"{str(out)!r}: write the labels as .zarr, .tif, .npy or .nc.")
+    # refuse before any work: an existing output without --overwrite, an output in an input
+    check_overwrite(out, args.overwrite, how="pass --overwrite")
+    refs = [_array_ref(args.input)] + ([_array_ref(args.mask)] if args.mask else [])
+    check_output_path(out, refs)
+    model = _open_model(args.model, args)
+    image = read_array(refs[0])
+    mask = read_array(refs[1]) if args.mask else None
+    if mask is not None and mask.dtype != bool:
+        mask = mask != 0
     last = [0.0]
 
     def progress(done: Any, total: int | None = None) -> None:
@@ -200,11 +205,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         kw["device"] = args.device
     if suffix == ".zarr" and _streaming_available():
         # streamed chunk by chunk into the store: the volume never has to fit in memory
-        labels = segment(model, image, mask, out=str(out), **kw)
+        labels = segment(model, image, mask, out=str(out), overwrite=args.overwrite, **kw)
         _print(f"segmented {tuple(labels.shape)} in {time.perf_counter() - t0:.1f} s -> {out}")
         return 0
     labels = segment(model, image.load() if hasattr(image, "load") else image, mask, **kw)
-    _write_labels(labels, out, suffix)
+    write_array(labels, out, overwrite=args.overwrite, name="labels")
     values = np.asarray(labels.values)
     counts = {name: int((values == i).sum()) for i, name in enumerate(model.class_names)}
     _print(
@@ -218,34 +223,6 @@ def _streaming_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("nbseg.inference.stream") is not None
-
-
-def _write_labels(labels: Any, out: Path, suffix: str) -> None:
-    import numpy as np
-
-    from .store.fileformat import atomic_write_bytes
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".npy":
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(labels.values))
-        atomic_write_bytes(out, buf.getvalue())
-    elif suffix in (".tif", ".tiff"):
-        import io
-
-        import tifffile
-
-        buf = io.BytesIO()
-        tifffile.imwrite(buf, np.asarray(labels.values), metadata={"axes": "".join(labels.dims)})
-        atomic_write_bytes(out, buf.getvalue())
-    elif suffix == ".nc":
-        labels.attrs = {k: v for k, v in labels.attrs.items() if k not in ("class_colors",)}
-        labels.to_netcdf(out)
-    else:
-        labels.name = labels.name or "labels"
-        labels.to_dataset().to_zarr(out, mode="w")
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -349,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--batch-size", type=int, default=8, dest="batch_size")
     s.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
+    s.add_argument(
+        "--overwrite", action="store_true", help="replace an existing OUTPUT (refused otherwise)"
+    )
     s.add_argument("--root", help="model library folder")
     s.set_defaults(fn=cmd_segment)
 

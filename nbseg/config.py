@@ -44,6 +44,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import NbsegError, ParamsError
+from .io import ARRAY_SUFFIXES, read_array
 from .models.spec import ModelSpec
 from .training.callbacks import FeedbackRegion
 from .training.params import TrainingParams
@@ -62,7 +63,6 @@ __all__ = [
     "load_config",
 ]
 
-ARRAY_SUFFIXES = (".zarr", ".tif", ".tiff", ".npy", ".nc")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_fork", "fsdp", "deepspeed")
 TOP_KEYS = (
@@ -85,87 +85,8 @@ def _where(source: str | None, key: str) -> str:
     return f"{source}: {key}" if source else key
 
 
-# -- arrays from files -----------------------------------------------------------------------
-def load_array(ref: str | os.PathLike[str] | dict[str, Any], base: Path | None = None) -> Any:
-    """Open an image / multi-ROI / mask file as an :class:`xarray.DataArray`.
-
-    ``ref`` is a path or ``{"path": ..., "variable": ...}``. Supported: ``.npy`` (never
-    unpickled), ``.tif``/``.tiff``, ``.zarr`` (an array, or a variable of an xarray dataset:
-    lazily, dask-backed) and ``.nc`` (netCDF; ``variable`` picks one of several). 2D arrays
-    get dims ``(y, x)``, 3D ones ``(z, y, x)``.
-    """
-    from .errors import InputError
-
-    if isinstance(ref, dict):
-        unknown = set(ref) - {"path", "variable"}
-        if unknown or "path" not in ref:
-            raise InputError(
-                f"An array reference is a path or {{path: ..., variable: ...}}; got keys "
-                f"{sorted(ref)}."
-            )
-        path, variable = ref["path"], ref.get("variable")
-    else:
-        path, variable = ref, None
-    p = Path(os.fspath(path)).expanduser()
-    if base is not None and not p.is_absolute():
-        p = base / p
-    suffix = p.suffix.lower()
-    if suffix not in ARRAY_SUFFIXES:
-        raise InputError(
-            f"{str(p)!r}: unsupported file type {suffix or '(none)'}; use one of "
-            f"{', '.join(ARRAY_SUFFIXES)}."
-        )
-    if not p.exists():
-        raise InputError(f"No such file: {str(p)!r}.")
-    try:
-        if suffix == ".npy":
-            arr = np.load(p, allow_pickle=False, mmap_mode="r")
-            return _wrap(np.asarray(arr), p.stem)
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            return _wrap(tifffile.imread(p), p.stem)
-        if suffix == ".nc":
-            ds = xr.open_dataset(p)
-            return _pick(ds, variable, p)
-        import zarr
-
-        node = zarr.open(str(p), mode="r")
-        if isinstance(node, zarr.Array):
-            if variable is not None:
-                raise InputError(f"{str(p)!r} is a single zarr array; drop variable={variable!r}.")
-            import dask.array as da
-
-            return _wrap(da.from_zarr(node), p.stem)
-        return _pick(xr.open_zarr(p), variable, p)
-    except NbsegError:
-        raise
-    except Exception as err:
-        raise InputError(f"Cannot read {str(p)!r}: {type(err).__name__}: {err}") from None
-
-
-def _wrap(arr: Any, name: str) -> xr.DataArray:
-    from .errors import InputError
-
-    if arr.ndim not in (2, 3):
-        raise InputError(f"{name}: expected a 2D (y, x) or 3D (z, y, x) array, got {arr.shape}.")
-    return xr.DataArray(arr, dims=("z", "y", "x")[-arr.ndim :], name=name)
-
-
-def _pick(ds: xr.Dataset, variable: str | None, p: Path) -> xr.DataArray:
-    from .errors import InputError
-
-    names = list(ds.data_vars)
-    if variable is None:
-        if len(names) != 1:
-            raise InputError(
-                f"{str(p)!r} holds the variables {names}; say which one with "
-                "{path: ..., variable: NAME}."
-            )
-        variable = names[0]
-    if variable not in ds.data_vars:
-        raise InputError(f"{str(p)!r} has no variable {variable!r}; it holds {names}.")
-    return ds[variable]
+# -- arrays from files: nbseg.io (load_array is its public alias here) ------------------
+load_array = read_array
 
 
 # -- the config objects ----------------------------------------------------------------------

@@ -43,6 +43,7 @@ import xarray as xr
 
 from ..data.trainingset import as_dataarray
 from ..errors import InputError
+from ..io import check_output_path
 from ..jobs import Cancelled
 from .sliding import (
     VolumePredictor,
@@ -488,6 +489,8 @@ def segment_streaming(
             raise InputError(f"mask has shape {mask.shape} but the image has {ref.shape}.")
     if not 0 <= overlap < 1:
         raise InputError(f"overlap must lie in [0, 1), got {overlap}.")
+    if out is not None and isinstance(out, (str, os.PathLike)):
+        check_output_path(out, [*images, mask])  # before anything is touched
     path = _check_out(out, overwrite) if out is not None else None
 
     two_d = ref.ndim == 2
