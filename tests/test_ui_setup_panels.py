@@ -113,7 +113,7 @@ def test_generator_dimensions_follow_architecture_and_reset_defaults():
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (lambda p: setattr(p.class_count, "value", 1), "class_count must be an integer >= 2"),
+        (lambda p: setattr(p.class_count, "value", 1), "class_count=1 is invalid: must be >= 2"),
         (lambda p: setattr(p.parameter_fields["depth"], "value", 0), "depth must lie in"),
         (
             lambda p: (setattr(p.input_dimension, "value", "2.5D"), setattr(p.slices, "value", 4)),

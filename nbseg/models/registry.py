@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
+from .blocks import NORMS
 from .spec import ModelSpec
 
 
@@ -60,6 +61,25 @@ class ArchitectureInfo:
 
 
 ARCHITECTURES: dict[str, ArchitectureInfo] = {}
+
+#: One line of help per architecture parameter (the New model panel's tooltips, docs).
+PARAMETER_HELP: dict[str, str] = {
+    "depth": "Number of resolution levels (each halves the patch size).",
+    "filters": "Feature channels at the first level (doubled at every level).",
+    "norm": "Normalisation layer after each convolution.",
+    "dropout": "Dropout probability (0 = off).",
+    "residual": "Use residual (ResNet-style) convolution blocks.",
+    "output_stride": "Ratio of input to encoder output resolution (8 or 16).",
+    "atrous_rate": "Base dilation of the ASPP atrous convolutions.",
+    "layers_per_block": "Dense layers in each dense block.",
+    "growth_rate": "Channels added by every dense layer.",
+    "first_filters": "Channels of the first convolution.",
+    "lstm_channels": "Hidden channels of the convolutional LSTM across slices.",
+    "final_lstm": "Add a final convolutional LSTM layer.",
+}
+
+#: Parameters whose values are a fixed set of strings (shown as a Dropdown).
+PARAMETER_CHOICES: dict[str, tuple[str, ...]] = {"norm": tuple(NORMS)}
 
 
 def register(info: ArchitectureInfo) -> ArchitectureInfo:
@@ -138,7 +158,6 @@ def resolve_parameters(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _check_choice(info: ArchitectureInfo, params: dict[str, Any]) -> None:
-    from .blocks import NORMS
 
     norm = params.get("norm")
     if norm is not None and isinstance(info.defaults.get("norm"), str) and norm not in NORMS:

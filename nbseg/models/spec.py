@@ -7,20 +7,23 @@ architecture's editable parameters.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 from ..errors import SpecError
+from ..settings import Choice, Int, Mapping, Settings, Text, TextList, setting
 
 InputDimension = Literal["2D", "2.5D", "3D"]
 INPUT_DIMENSIONS: tuple[str, ...] = ("2D", "2.5D", "3D")
 
+_IO = "Inputs and outputs"
+_MODEL = "Model"
+
 
 @dataclass
-class ModelSpec:
-    """Specification of a segmentation network.
+class ModelSpec(Settings):
+    """Specification of a segmentation network (each field declared once below).
 
     Parameters
     ----------
@@ -47,17 +50,74 @@ class ModelSpec:
         One name per input (default ``input_0`` ...).
     """
 
-    architecture: str = "unet"
-    class_count: int = 2
-    input_count: int = 1
-    input_dimension: InputDimension = "2D"
-    slices: int = 5
-    slice_spacing: int = 1
-    reference_index: int | None = None
-    name: str = "model"
-    description: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)
-    input_names: list[str] | None = None
+    _title: ClassVar[str] = "ModelSpec fields"
+    _owner: ClassVar[str] = "ModelSpec"
+    _error: ClassVar[type] = SpecError
+    _groups: ClassVar[tuple[str, ...]] = ("Architecture", _IO, _MODEL)
+
+    architecture: str = setting(
+        "unet", Text(), "Architecture", "Network architecture (registry name)", group="Architecture"
+    )
+    class_count: int = setting(
+        2,
+        Int(minimum=2),
+        "Classes",
+        "Number of output classes (>= 2, background too: a binary task has 2)",
+        group=_IO,
+    )
+    input_count: int = setting(
+        1, Int(minimum=1), "Inputs", "Number of input volumes (modalities)", group=_IO
+    )
+    input_dimension: InputDimension = setting(
+        "2D",
+        Choice(INPUT_DIMENSIONS),
+        "Input dimension",
+        "2D (a slice in and out), 2.5D (neighbouring slices in as channels) or 3D patches",
+        group=_IO,
+    )
+    slices: int = setting(
+        5,
+        Int(minimum=1),
+        "Slices",
+        "2.5D: odd number of neighbouring slices (>= 3)",
+        group=_IO,
+        enabled_if=("input_dimension", ("2.5D",)),
+    )
+    slice_spacing: int = setting(
+        1,
+        Int(minimum=1),
+        "Slice spacing",
+        "2.5D: distance in slices between inputs",
+        group=_IO,
+        enabled_if=("input_dimension", ("2.5D",)),
+    )
+    reference_index: int | None = setting(
+        None,
+        Int(minimum=0, optional=True, none_text="centre"),
+        "Reference slice",
+        "2.5D: index of the predicted slice in the stack (None = the centre)",
+        group=_IO,
+        cli=False,
+    )
+    name: str = setting("model", Text(), "Name", "Saved with the model", group=_MODEL)
+    description: str = setting(
+        "", Text(), "Description", "Free text saved with the model", group=_MODEL
+    )
+    parameters: dict[str, Any] = setting(
+        None,
+        Mapping(),
+        "Parameters",
+        "Architecture parameters overriding the registry defaults (depth, filters, ...)",
+        group="Architecture",
+        factory=dict,
+    )
+    input_names: list[str] | None = setting(
+        None,
+        TextList(),
+        "Input names",
+        "One name per input (default input_0, input_1, ...)",
+        group=_IO,
+    )
 
     def __post_init__(self) -> None:
         if self.input_names is None:
@@ -84,49 +144,26 @@ class ModelSpec:
         return [(i - self.reference_index) * self.slice_spacing for i in range(self.slices)]
 
     # -- validation ----------------------------------------------------------------------
-    def validate(self) -> ModelSpec:
+    def validate(self) -> ModelSpec:  # type: ignore[override]
         """Check the values (not the architecture, see :func:`nbseg.generate_model`)."""
-        if not isinstance(self.class_count, int) or self.class_count < 2:
-            raise SpecError(
-                f"class_count must be an integer >= 2, got {self.class_count!r}; a binary "
-                "segmentation has 2 classes (background and object)."
-            )
-        if not isinstance(self.input_count, int) or self.input_count < 1:
-            raise SpecError(f"input_count must be an integer >= 1, got {self.input_count!r}.")
-        if self.input_dimension not in INPUT_DIMENSIONS:
-            raise SpecError(
-                f"input_dimension must be one of {INPUT_DIMENSIONS}, got {self.input_dimension!r}."
-            )
+        return super().validate()
+
+    def _check(self, **_: Any) -> None:
         if self.input_dimension == "2.5D":
-            if not isinstance(self.slices, int) or self.slices < 3 or self.slices % 2 == 0:
-                raise SpecError(
-                    f"2.5D needs an odd number of slices >= 3, got slices={self.slices!r}."
+            if self.slices < 3 or self.slices % 2 == 0:
+                raise self._fail("slices", self.slices, "2.5D needs an odd number of slices >= 3")
+            if not 0 <= int(self.reference_index or 0) < self.slices:
+                raise self._fail(
+                    "reference_index", self.reference_index, f"must lie in 0..{self.slices - 1}"
                 )
-            if not isinstance(self.slice_spacing, int) or self.slice_spacing < 1:
-                raise SpecError(f"slice_spacing must be >= 1, got {self.slice_spacing!r}.")
-            if not 0 <= self.reference_index < self.slices:
-                raise SpecError(
-                    f"reference_index must lie in 0..{self.slices - 1}, "
-                    f"got {self.reference_index!r}."
-                )
-        if len(self.input_names) != self.input_count:
-            raise SpecError(
-                f"input_names has {len(self.input_names)} names but input_count is "
-                f"{self.input_count}; give one name per input."
+        if self.input_names is not None and len(self.input_names) != self.input_count:
+            raise self._fail(
+                "input_names",
+                self.input_names,
+                f"it has {len(self.input_names)} names but input_count is {self.input_count}; "
+                "give one name per input",
             )
-        return self
 
     # -- serialisation -------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise SpecError(f"Unknown ModelSpec fields {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**data)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

@@ -15,45 +15,29 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..model import generate_model
-from ..models.registry import ARCHITECTURES, architectures, count_parameters, get_architecture
+from ..models.registry import (
+    ARCHITECTURES,
+    PARAMETER_CHOICES,
+    PARAMETER_HELP,
+    architectures,
+    count_parameters,
+    get_architecture,
+)
 from ..models.spec import INPUT_DIMENSIONS, ModelSpec
 from . import style
 from .state import Workspace
-
-#: Parameters whose values are a fixed set of strings (shown as a Dropdown).
-PARAMETER_CHOICES: dict[str, tuple[str, ...]] = {}
-
-
-def _choices(name: str) -> tuple[str, ...] | None:
-    if name in PARAMETER_CHOICES:
-        return PARAMETER_CHOICES[name]
-    if name == "norm":
-        from ..models.blocks import NORMS
-
-        return tuple(NORMS)
-    return None
-
-
-PARAMETER_HELP: dict[str, str] = {
-    "depth": "Number of resolution levels (each halves the patch size).",
-    "filters": "Feature channels at the first level (doubled at every level).",
-    "norm": "Normalisation layer after each convolution.",
-    "dropout": "Dropout probability (0 = off).",
-    "residual": "Use residual (ResNet-style) convolution blocks.",
-    "output_stride": "Ratio of input to encoder output resolution (8 or 16).",
-    "atrous_rate": "Base dilation of the ASPP atrous convolutions.",
-    "layers_per_block": "Dense layers in each dense block.",
-    "growth_rate": "Channels added by every dense layer.",
-    "first_filters": "Channels of the first convolution.",
-    "lstm_channels": "Hidden channels of the convolutional LSTM across slices.",
-    "final_lstm": "Add a final convolutional LSTM layer.",
-}
 
 DIMENSION_HELP = {
     "2D": "One slice in, one slice out",
     "2.5D": "Neighbouring slices in as channels, the centre slice out",
     "3D": "3D patches in and out",
 }
+
+
+def spec_row(name: str, widget: widgets.Widget) -> widgets.HBox:
+    """A labelled row for a :class:`ModelSpec` setting: label and help from its declaration."""
+    decl = ModelSpec.setting(name)
+    return style.labelled(decl.full_label, widget, decl.help)
 
 
 def _field() -> widgets.Layout:
@@ -72,7 +56,7 @@ def parameter_widget(name: str, default: Any) -> widgets.Widget:
         return widgets.IntText(value=default, layout=_field())
     if isinstance(default, float):
         return widgets.FloatText(value=default, layout=_field())
-    choices = _choices(name)
+    choices = PARAMETER_CHOICES.get(name)
     if choices and default in choices:
         return widgets.Dropdown(options=list(choices), value=default, layout=_field())
     return widgets.Text(value=str(default), layout=_field())
@@ -118,10 +102,8 @@ class ModelGeneratorPanel(widgets.VBox):
         self.slice_spacing = widgets.IntText(value=1, layout=_field())
         self.slices_box = widgets.VBox(
             [
-                style.labelled("Slices", self.slices, "Odd number of neighbouring slices (>= 3)"),
-                style.labelled(
-                    "Slice spacing", self.slice_spacing, "Distance in slices between inputs"
-                ),
+                spec_row("slices", self.slices),
+                spec_row("slice_spacing", self.slice_spacing),
             ]
         )
         self.model_name = widgets.Text(value="model", layout=_wide())
@@ -149,19 +131,15 @@ class ModelGeneratorPanel(widgets.VBox):
         box = style.panel(
             style.section(
                 "Architecture",
-                style.labelled("Architecture", self.architecture, "Network architecture"),
+                spec_row("architecture", self.architecture),
                 self.architecture_info,
             ),
             style.section(
                 "Inputs and outputs",
-                style.labelled(
-                    "Classes", self.class_count, "Number of output classes (>= 2, background too)"
-                ),
-                style.labelled("Inputs", self.input_count, "Number of input volumes (modalities)"),
+                spec_row("class_count", self.class_count),
+                spec_row("input_count", self.input_count),
                 self.input_names_box,
-                style.labelled(
-                    "Input dimension", self.input_dimension, "2D, 2.5D or 3D network input"
-                ),
+                spec_row("input_dimension", self.input_dimension),
                 self.slices_box,
             ),
             style.section(
@@ -171,8 +149,8 @@ class ModelGeneratorPanel(widgets.VBox):
             ),
             style.section(
                 "Model",
-                style.labelled("Name", self.model_name, "Saved with the model"),
-                style.labelled("Description", self.description, "Free text saved with the model"),
+                spec_row("name", self.model_name),
+                spec_row("description", self.description),
             ),
             widgets.HBox([self.generate_button]),
             self.message,

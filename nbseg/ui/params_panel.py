@@ -8,7 +8,6 @@ the current model is shown live. Parameters save to / load from JSON or YAML.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import re
 from pathlib import Path
@@ -18,20 +17,11 @@ import ipywidgets as widgets
 
 from ..data.augment import AugmentationParams
 from ..errors import ParamsError
-from ..training.params import (
-    LOSSES,
-    LR_SCHEDULES,
-    MONITORS,
-    OPTIMIZERS,
-    PRECISIONS,
-    TrainingParams,
-)
+from ..settings import PatchSize
+from ..training.params import TrainingParams
 from . import style
+from .forms import SettingsForm, value_widgets
 from .state import Workspace
-
-
-def _field() -> widgets.Layout:
-    return widgets.Layout(width="220px")
 
 
 def _path() -> widgets.Layout:
@@ -40,168 +30,15 @@ def _path() -> widgets.Layout:
 
 _GIB = 1 << 30
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "loss": LOSSES,
-    "optimizer": OPTIMIZERS,
-    "lr_schedule": LR_SCHEDULES,
-    "precision": PRECISIONS,
-    "monitor": MONITORS,
-    "device": ("auto", "cpu", "cuda", "mps"),
-}
-
-#: Label and tooltip of every TrainingParams / AugmentationParams field shown.
-HELP: dict[str, tuple[str, str]] = {
-    "patch_size": (
-        "Patch size",
-        "'auto' (128² in 2D/2.5D, 48³ in 3D, shrunk to fit the data), a side in voxels, or "
-        "'D, H, W' / 'H, W' for a box",
-    ),
-    "stride_ratio": ("Stride to input ratio", "1.0 = adjacent patches, 0.5 = half-overlapping"),
-    "batch_size": ("Batch size", "Patches per training step (memory grows with it)"),
-    "epochs": ("Epochs", "Passes over the training patches"),
-    "loss": ("Loss", "Loss function (unlabelled voxels are ignored)"),
-    "optimizer": ("Optimizer", "Gradient descent algorithm"),
-    "learning_rate": ("Learning rate", "Initial step size of the optimizer (> 0)"),
-    "weight_decay": ("Weight decay", "L2 penalty on the weights (0 = off)"),
-    "momentum": ("Momentum", "SGD / RMSprop momentum"),
-    "nesterov": ("Nesterov momentum", "SGD only"),
-    "lr_schedule": ("LR schedule", "How the learning rate changes during training"),
-    "plateau_factor": ("Plateau factor", "Reduce-on-plateau: multiply the rate by this"),
-    "plateau_patience": ("Plateau patience", "Reduce-on-plateau: epochs without improvement"),
-    "early_stopping": ("Early stopping", "Stop when the monitored metric stops improving"),
-    "monitor": ("Monitor", "Metric watched by early stopping and 'restore best'"),
-    "patience": ("Patience", "Epochs without improvement before stopping"),
-    "min_delta": ("Min delta", "Smallest change that counts as an improvement"),
-    "restore_best": ("Restore best", "Keep the weights of the best epoch at the end"),
-    "terminate_on_nan": ("Stop on NaN", "Stop training when the loss becomes NaN"),
-    "class_weights": ("Class weights", "Weights of the cross-entropy / focal terms"),
-    "gradient_clip": ("Gradient clipping", "Clip the gradient norm (0 = off)"),
-    "ema_decay": (
-        "Weight averaging (EMA)",
-        "Decay of an exponential moving average of the weights, used for validation, "
-        "checkpoints and the final model (0 = off; 0.99-0.999 typical)",
-    ),
-    "precision": (
-        "Precision",
-        "'auto' = bf16 mixed precision where the hardware computes bf16 natively (≈2× faster "
-        "on AVX512-BF16 CPUs), else 32-bit",
-    ),
-    "seed": ("Random seed", "Seed of patch sampling, augmentation and weights"),
-    "full_labels_only": (
-        "Full labels only",
-        "Dragonfly's behaviour: use only patches whose voxels are all labelled",
-    ),
-    "focal_gamma": ("Focal gamma", "Focusing exponent of the focal loss"),
-    "tversky_alpha": ("Tversky alpha", "Weight of false positives in the Tversky loss"),
-    "tversky_beta": ("Tversky beta", "Weight of false negatives in the Tversky loss"),
-    "checkpoint_cache_mb": ("Checkpoint cache MB", "Memory budget of the checkpoint cache"),
-    "max_validation_patches": ("Max val. patches", "Cap on validation patches per epoch"),
-    "max_minutes": ("Time limit (min)", "Wall-clock budget; 0 = no limit"),
-    "device": ("Device", "Where to train: auto picks the GPU when there is one"),
-    # augmentation
-    "factor": ("Augmentation factor", "Each patch is used this many times per epoch"),
-    "flip": ("Flips", "Random flips along every axis"),
-    "rotate90": ("90° rotations", "Random rotations by multiples of 90°"),
-    "rotation": ("Rotation (°)", "Maximum free rotation angle, 0 … 180"),
-    "zoom": ("Zoom", "Range of the random zoom factor"),
-    "shear": ("Shear (°)", "Maximum shear angle, 0 … 45"),
-    "elastic": ("Elastic deformation", "Random smooth elastic deformation"),
-    "elastic_alpha": ("Elastic strength", "Displacement standard deviation, voxels"),
-    "elastic_sigma": ("Elastic scale", "Spacing of the deformation's control points, voxels"),
-    "noise": ("Noise", "Maximum std of Gaussian noise (normalised units)"),
-    "brightness": ("Brightness", "Range of the brightness factor"),
-    "contrast": ("Contrast", "Range of the contrast factor"),
-    "probability": ("Probability", "Probability that a sample is augmented"),
-}
-
-BASIC = (
-    "patch_size",
-    "stride_ratio",
-    "batch_size",
-    "epochs",
-    "loss",
-    "optimizer",
-    "learning_rate",
-)
-ADVANCED_GROUPS: dict[str, tuple[str, ...]] = {
-    "Optimizer and learning rate": (
-        "lr_schedule",
-        "plateau_factor",
-        "plateau_patience",
-        "weight_decay",
-        "momentum",
-        "nesterov",
-        "gradient_clip",
-        "ema_decay",
-    ),
-    "Early stopping": (
-        "early_stopping",
-        "monitor",
-        "patience",
-        "min_delta",
-        "restore_best",
-        "terminate_on_nan",
-    ),
-    "Loss and class weights": ("class_weights", "focal_gamma", "tversky_alpha", "tversky_beta"),
-    "Patches and run": (
-        "full_labels_only",
-        "max_validation_patches",
-        "seed",
-        "max_minutes",
-        "precision",
-        "device",
-        "checkpoint_cache_mb",
-    ),
-}
-_RANGES = {"zoom": (0.1, 4.0), "brightness": (0.1, 3.0), "contrast": (0.1, 3.0)}
-
-
-def _widget_for(name: str, default: Any) -> widgets.Widget:
-    """A field for a dataclass value, typed after its default."""
-    if name in CHOICES:
-        return widgets.Dropdown(options=list(CHOICES[name]), value=default, layout=_field())
-    if isinstance(default, bool):
-        return widgets.Checkbox(value=default, indent=False, layout=_field())
-    if isinstance(default, int):
-        return widgets.IntText(value=default, layout=_field())
-    if isinstance(default, float):
-        return widgets.FloatText(value=default, layout=_field())
-    if isinstance(default, tuple) and len(default) == 2:
-        lo, hi = _RANGES.get(name, (0.0, 4.0))
-        return widgets.FloatRangeSlider(
-            value=tuple(float(v) for v in default),
-            min=lo,
-            max=hi,
-            step=0.05,
-            readout_format=".2f",
-            continuous_update=False,
-            layout=widgets.Layout(width="320px"),
-        )
-    return widgets.Text(value=str(default), layout=_field())
-
 
 def parse_patch_size(text: str) -> int | tuple[int, ...] | None:
     """``"auto"`` / ``""`` → None, ``"64"`` → 64, ``"16, 64, 64"`` / ``"16x64x64"`` →
     (16, 64, 64)."""
-    if str(text).strip().lower() in ("", "auto"):
-        return None
-    parts = [p for p in re.split(r"[,x×\s]+", str(text).strip()) if p]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if not values or len(values) > 3:
-        raise ParamsError(
-            f"Patch size {text!r} is not understood: give 'auto', one integer (e.g. 64) or 2-3 "
-            "integers separated by commas (e.g. 16, 64, 64)."
-        )
-    return values[0] if len(values) == 1 else tuple(values)
+    return PatchSize.parse_strict(text)
 
 
 def format_patch_size(value: int | tuple[int, ...] | None) -> str:
-    if value is None:
-        return "auto"
-    return str(value) if isinstance(value, int) else ", ".join(str(v) for v in value)
+    return PatchSize().format(value)
 
 
 class TrainingParamsPanel(widgets.VBox):
@@ -211,13 +48,17 @@ class TrainingParamsPanel(widgets.VBox):
     ----------
     workspace
         The shared :class:`~nbseg.ui.state.Workspace` (``set_params`` on every valid edit).
+    form, augmentation_form
+        The :class:`~nbseg.ui.forms.SettingsForm` of :class:`TrainingParams` and of
+        :class:`AugmentationParams`: one row per declared setting, grouped as declared.
     fields
-        ``{TrainingParams field: widget}`` for every field shown (``patch_size`` is a Text,
-        ``class_weights`` see below, ``max_minutes`` a FloatText where 0 = no limit).
+        ``{TrainingParams field: widget}`` (``form.fields``; the widget follows the setting's
+        kind: ``patch_size`` a Text, ``max_minutes`` an :class:`~nbseg.ui.forms.OptionalNumber`
+        whose ``None`` is "no limit", ``class_weights`` see below).
     augmentation_fields
         ``{AugmentationParams field: widget}``.
     patch_size, stride_ratio, batch_size, epochs, loss, optimizer, learning_rate
-        The basic fields (also in ``fields``).
+        The fields of the "Basic" group, as attributes (also in ``fields``).
     validation_percent
         % of labelled patches kept for validation (``workspace.validation``), disabled while
         the Inputs panel uses ground-truth sets.
@@ -235,59 +76,15 @@ class TrainingParamsPanel(widgets.VBox):
         self._updating = False
         self._last_sent: TrainingParams | None = self.workspace.params
         defaults = TrainingParams()
-        self.fields: dict[str, widgets.Widget] = {}
-        for f in dataclasses.fields(TrainingParams):
-            if f.name in ("augmentation", "class_weights", "patch_size", "max_minutes"):
-                continue
-            self.fields[f.name] = _widget_for(f.name, getattr(defaults, f.name))
-        self.fields["patch_size"] = widgets.Text(
-            value=format_patch_size(defaults.patch_size),
-            placeholder="64  or  16, 64, 64",
-            continuous_update=False,
-            layout=_field(),
-        )
-        self.fields["stride_ratio"] = style.slider(defaults.stride_ratio, 0.05, 1.0, 0.05, ".2f")
-        self.fields["batch_size"] = widgets.BoundedIntText(
-            value=defaults.batch_size, min=1, max=1_000_000, layout=_field()
-        )
-        self.fields["epochs"] = widgets.BoundedIntText(
-            value=defaults.epochs, min=1, max=1_000_000, layout=_field()
-        )
-        self.fields["max_minutes"] = widgets.FloatText(value=0.0, layout=_field())
-        self.class_weights_mode = widgets.Dropdown(
-            options=[("Uniform", "uniform"), ("By frequency", "frequency"), ("Custom", "custom")],
-            value="uniform",
-            layout=_field(),
-        )
-        self.class_weights_custom = widgets.Text(
-            value="",
-            placeholder="one weight per class, e.g. 1, 2.5",
-            continuous_update=False,
-            layout=_field(),
-        )
-        self.fields["class_weights"] = widgets.HBox(
-            [self.class_weights_mode, self.class_weights_custom]
-        )
-        aug = defaults.augmentation
-        self.augmentation_fields: dict[str, widgets.Widget] = {
-            f.name: _widget_for(f.name, getattr(aug, f.name))
-            for f in dataclasses.fields(AugmentationParams)
-        }
-        self.augmentation_fields["factor"] = widgets.BoundedIntText(
-            value=aug.factor, min=1, max=1000, layout=_field()
-        )
-        for name in ("rotation", "shear", "probability"):
-            hi = {"rotation": 180.0, "shear": 45.0, "probability": 1.0}[name]
-            self.augmentation_fields[name] = widgets.FloatSlider(
-                value=float(getattr(aug, name)),
-                min=0.0,
-                max=hi,
-                step=0.05 if name == "probability" else 1.0,
-                continuous_update=False,
-                layout=widgets.Layout(width="320px"),
-            )
-
-        for name in BASIC:
+        self.form = SettingsForm(TrainingParams, defaults)
+        self.augmentation_form = SettingsForm(AugmentationParams, defaults.augmentation)
+        self.fields: dict[str, widgets.Widget] = self.form.fields
+        self.augmentation_fields: dict[str, widgets.Widget] = self.augmentation_form.fields
+        weights = next(w for w in self.fields.values() if hasattr(w, "mode"))
+        self.class_weights_mode = weights.mode
+        self.class_weights_custom = weights.custom
+        basic = self.form.group_names("Basic")
+        for name in basic:  # the basic fields as attributes: panel.epochs, panel.loss, ...
             setattr(self, name, self.fields[name])
         self.validation_percent = style.validation_slider()
         self.memory_label = widgets.HTML()
@@ -309,26 +106,13 @@ class TrainingParamsPanel(widgets.VBox):
         )
         self.message = style.MessageBox()
 
-        shown = set(BASIC) | {n for g in ADVANCED_GROUPS.values() for n in g}
-        other = tuple(n for n in self.fields if n not in shown)  # new fields appear here
-        groups = dict(ADVANCED_GROUPS)
-        if other:
-            groups["Other"] = other
-        sections = [
-            style.section(title, *(self._row(n, self.fields[n]) for n in names))
-            for title, names in groups.items()
-        ]
-        sections.append(
-            style.section(
-                "Augmentation",
-                *(self._row(n, w) for n, w in self.augmentation_fields.items()),
-            )
-        )
+        sections = self.form.sections(skip=("Basic",))
+        sections += self.augmentation_form.sections()
         self.advanced_box = widgets.VBox(sections, layout=widgets.Layout(display="none"))
         box = style.panel(
             style.section(
                 "Basic settings",
-                *(self._row(n, self.fields[n]) for n in BASIC),
+                *(self.form.row(n) for n in basic),
                 style.labelled(
                     "Validation (%)",
                     self.validation_percent,
@@ -361,16 +145,9 @@ class TrainingParamsPanel(widgets.VBox):
         self.update_memory()
 
     # -- layout helpers --------------------------------------------------------------------
-    @staticmethod
-    def _row(name: str, w: widgets.Widget) -> widgets.HBox:
-        label, tip = HELP.get(name, (name.replace("_", " ").capitalize(), name))
-        return style.labelled(label, w, tip)
-
     def _value_widgets(self) -> list[widgets.Widget]:
-        out = [w for n, w in self.fields.items() if n != "class_weights"]
-        out += [self.class_weights_mode, self.class_weights_custom]
-        out += list(self.augmentation_fields.values())
-        return out
+        forms = (*self.fields.values(), *self.augmentation_fields.values())
+        return [inner for w in forms for inner in value_widgets(w)]
 
     def _sync_advanced(self) -> None:
         show = self.advanced_toggle.value
@@ -380,87 +157,24 @@ class TrainingParamsPanel(widgets.VBox):
         )
 
     def _sync_enabled(self) -> None:
-        f = self.fields
-        plateau = f["lr_schedule"].value == "plateau"
-        f["plateau_factor"].disabled = f["plateau_patience"].disabled = not plateau
-        stop = f["early_stopping"].value
-        for n in ("monitor", "patience", "min_delta"):
-            f[n].disabled = not stop
-        f["nesterov"].disabled = f["optimizer"].value != "sgd"
-        f["momentum"].disabled = f["optimizer"].value not in ("sgd", "rmsprop")
-        self.class_weights_custom.disabled = self.class_weights_mode.value != "custom"
-        elastic = self.augmentation_fields["elastic"].value
-        self.augmentation_fields["elastic_alpha"].disabled = not elastic
-        self.augmentation_fields["elastic_sigma"].disabled = not elastic
+        self.form.sync_enabled()
+        self.augmentation_form.sync_enabled()
 
     # -- params <-> fields -----------------------------------------------------------------
     def params(self) -> TrainingParams:
         """A :class:`TrainingParams` from the current fields (validated; raises ParamsError)."""
-        values: dict[str, Any] = {}
-        for name, w in self.fields.items():
-            if name in ("class_weights", "patch_size", "max_minutes"):
-                continue
-            values[name] = w.value
-        values["patch_size"] = parse_patch_size(self.fields["patch_size"].value)
-        minutes = float(self.fields["max_minutes"].value or 0.0)
-        if minutes < 0:
-            raise ParamsError(
-                f"Time limit {minutes} min is invalid: give minutes > 0, or 0 for no limit."
-            )
-        values["max_minutes"] = minutes or None
-        values["class_weights"] = self._class_weights()
-        aug = {n: w.value for n, w in self.augmentation_fields.items()}
-        aug = {n: tuple(v) if isinstance(v, list | tuple) else v for n, v in aug.items()}
-        values["augmentation"] = AugmentationParams(**aug)
+        values = self.form.values()
+        values["augmentation"] = AugmentationParams(**self.augmentation_form.values())
         params = TrainingParams(**values)
         model = self.workspace.model
         return params.validate(class_count=model.spec.class_count if model else None)
-
-    def _class_weights(self) -> str | list[float]:
-        mode = self.class_weights_mode.value
-        if mode != "custom":
-            return mode
-        text = self.class_weights_custom.value.strip()
-        try:
-            weights = [float(v) for v in re.split(r"[,;\s]+", text) if v]
-        except ValueError:
-            weights = []
-        if not weights:
-            raise ParamsError(
-                f"Custom class weights {text!r} are not understood: give one number per class "
-                "separated by commas, e.g. 1, 2.5."
-            )
-        return weights
 
     def set_params(self, params: TrainingParams, send: bool = True) -> None:
         """Show ``params`` in the fields (and send them to the workspace when ``send``)."""
         self._updating = True
         try:
-            for name, w in self.fields.items():
-                value = getattr(params, name)
-                if name == "class_weights":
-                    if isinstance(value, str):
-                        self.class_weights_mode.value = value
-                    else:
-                        self.class_weights_mode.value = "custom"
-                        self.class_weights_custom.value = ", ".join(f"{v:g}" for v in value)
-                elif name == "patch_size":
-                    w.value = format_patch_size(value)
-                elif name == "max_minutes":
-                    w.value = float(value or 0.0)
-                else:
-                    if isinstance(w, widgets.Dropdown) and value not in w.options:
-                        w.options = [*w.options, value]
-                    w.value = value
-            for name, w in self.augmentation_fields.items():
-                value = getattr(params.augmentation, name)
-                if isinstance(w, widgets.FloatRangeSlider):
-                    lo, hi = (float(v) for v in value)
-                    w.min, w.max = min(w.min, lo), max(w.max, hi)
-                    value = (lo, hi)
-                elif isinstance(w, widgets.FloatSlider):
-                    w.max = max(w.max, float(value))
-                w.value = value
+            self.form.show(params)
+            self.augmentation_form.show(params.augmentation)
         finally:
             self._updating = False
         self._sync_enabled()

@@ -57,7 +57,8 @@ def section(title: str, *children: widgets.Widget) -> widgets.VBox:
 def labelled(label: str, widget: widgets.Widget, tooltip: str = "") -> widgets.HBox:
     """A row ``label | widget`` with aligned labels (a real <label> for keyboard users)."""
     lab = widgets.Label(label, layout=widgets.Layout(width=LABEL_WIDTH), tooltip=tooltip or None)
-    if tooltip and hasattr(widget, "tooltip"):
+    # a Box's view has no tooltip support (setting one breaks the view): label it instead
+    if tooltip and hasattr(widget, "tooltip") and not isinstance(widget, widgets.Box):
         widget.tooltip = tooltip
     return widgets.HBox([lab, widget])
 
