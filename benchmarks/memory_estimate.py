@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nbseg.training.memory import estimate_training_memory, measure_training_step_peak
 from nbseg.models.spec import ModelSpec
+from nbseg.training.memory import estimate_training_memory, measure_training_step_peak
 
 MIB = 1 << 20
 

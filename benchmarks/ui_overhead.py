@@ -109,9 +109,9 @@ def run_plain(args: argparse.Namespace) -> tuple[float, float, int]:
 
     from nbseg.data.augment import augment_batch
     from nbseg.data.trainingset import Normalisation
+    from nbseg.devices import resolve_precision
     from nbseg.training.losses import SegmentationLoss
     from nbseg.training.module import SegmentationDataModule, build_optimizer
-    from nbseg.devices import resolve_precision
     from nbseg.training.run import channels_last_format
 
     spec, params, tset = setup(args)

@@ -23,14 +23,21 @@ global rank 0 prints and saves the model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .config import TrainerOptions, load_config
 from .errors import NbsegError
+
+if TYPE_CHECKING:
+    from .progress import Progress
+from .settings import add_arguments, parsed_overrides
+from .training.params import TrainingParams
 
 
 class CliError(NbsegError):
@@ -83,25 +90,30 @@ def _printer(epochs: int) -> Any:
     return EpochPrinter()
 
 
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied (nested mappings merged)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import TrainerOptions, load_config
 
     cfg = load_config(args.config)
-    t = cfg.trainer
-    opts = TrainerOptions(
-        devices=args.devices if args.devices is not None else t.devices,
-        num_nodes=args.num_nodes if args.num_nodes is not None else t.num_nodes,
-        strategy=args.strategy if args.strategy is not None else t.strategy,
-        accelerator=args.accelerator if args.accelerator is not None else t.accelerator,
-    )
     try:
-        cfg.trainer = opts.check("command line")
+        trainer = parsed_overrides(args, TrainerOptions)
+        if trainer:
+            merged = {**dataclasses.asdict(cfg.trainer), **trainer}
+            cfg.trainer = TrainerOptions(**merged).check("command line")
+        params = parsed_overrides(args, TrainingParams)
+        if params:
+            cfg.params = TrainingParams.from_dict(_merged(cfg.params.to_dict(), params))
     except NbsegError as err:
         raise CliError(str(err)) from None
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise CliError(f"--epochs {args.epochs}: give an integer >= 1.")
-        cfg.params = cfg.params.replace(epochs=args.epochs)
     out = Path(args.out) if args.out else cfg.output_path()
     if out is None:
         raise CliError(
@@ -188,14 +200,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         mask = mask != 0
     last = [0.0]
 
-    def progress(done: Any, total: int | None = None) -> None:
-        unit = "tiles"
-        if isinstance(done, dict):  # the streaming path reports chunks
-            unit, done, total = "chunks", done.get("chunks_done"), done.get("chunks_total")
+    def progress(p: Progress) -> None:  # tiles in memory, chunks streaming
         now = time.perf_counter()
-        if now - last[0] > 2 or done == total:
+        if now - last[0] > 2 or p.finished:
             last[0] = now
-            _print(f"{unit} {done}/{total}")
+            _print(f"{p.unit}s {p.done}/{p.total}")
 
     t0 = time.perf_counter()
     kw: dict[str, Any] = dict(
@@ -305,11 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train from a YAML config")
     t.add_argument("config", help="training config (YAML); see nbseg.config")
-    t.add_argument("--devices", type=int, help="processes/devices (DDP when > 1)")
-    t.add_argument("--num-nodes", type=int, dest="num_nodes", help="machines (multi-node DDP)")
-    t.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"), help="Lightning strategy")
-    t.add_argument("--accelerator", choices=("cpu", "gpu", "auto"))
-    t.add_argument("--epochs", type=int, help="override params.epochs")
+    # one flag per setting, from the declarations (nbseg.settings): --devices, --strategy, ...
+    # for the trainer; --epochs, --learning-rate, --augmentation.flip, ... for the params
+    add_arguments(t, TrainerOptions, title="trainer (overrides 'trainer:')")
+    add_arguments(t, TrainingParams, title="training parameters (override 'params:')")
     t.add_argument("--out", help="output model file (overrides 'output:')")
     t.set_defaults(fn=cmd_train)
 

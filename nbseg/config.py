@@ -38,7 +38,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import xarray as xr
@@ -46,6 +46,7 @@ import xarray as xr
 from .errors import NbsegError, ParamsError
 from .io import ARRAY_SUFFIXES, read_array
 from .models.spec import ModelSpec
+from .settings import Choice, Devices, Int, Settings, check_keys, setting
 from .training.callbacks import FeedbackRegion
 from .training.params import TrainingParams
 
@@ -121,13 +122,8 @@ class TrainingSetConfig:
             if "inputs" in data:
                 raise ConfigError(f"{_where(source, key)}: give 'input' or 'inputs', not both.")
             data["inputs"] = [data.pop("input")]
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"{_where(source, key)}: unknown key(s) {unknown}; valid keys: "
-                f"{sorted(known | {'input'})}."
-            )
+        known = [f.name for f in dataclasses.fields(cls)] + ["input"]
+        data = check_keys(data, known, what="key(s)", where=_where(source, key), error=ConfigError)
         inputs = data.get("inputs") or []
         if not isinstance(inputs, list):
             inputs = [inputs]
@@ -220,61 +216,53 @@ class TrainingSetConfig:
 
 
 @dataclass
-class TrainerOptions:
-    """How Lightning runs the training: ``devices`` (an int, a list of GPU ids or
-    ``"auto"``), ``num_nodes``, ``strategy`` (``"auto"``, ``"ddp"``, ``"ddp_spawn"``,
-    ``"ddp_notebook"`` in notebooks, ...) and ``accelerator`` (``"auto"``, ``"cpu"``,
-    ``"gpu"``). ``None`` keeps nbseg's default (``TrainingParams.device``: one device)."""
+class TrainerOptions(Settings):
+    """How Lightning runs the training (each option declared once below). ``None`` keeps
+    nbseg's default (``TrainingParams.device``: one device)."""
 
-    devices: int | list[int] | str | None = None
-    num_nodes: int = 1
-    strategy: str = "auto"
-    accelerator: str | None = None
+    _title: ClassVar[str] = "trainer options"
+    _owner: ClassVar[str] = "trainer"
+    _error: ClassVar[type] = ConfigError
+    _groups: ClassVar[tuple[str, ...]] = ("Trainer",)
+
+    devices: int | list[int] | str | None = setting(
+        None,
+        Devices(),
+        "Devices",
+        "Processes or GPUs to train on (DDP when > 1); None = one device (TrainingParams.device)",
+        group="Trainer",
+    )
+    num_nodes: int = setting(
+        1, Int(minimum=1), "Nodes", "Machines (multi-node DDP)", group="Trainer"
+    )
+    strategy: str = setting(
+        "auto",
+        Choice(STRATEGIES),
+        "Strategy",
+        "Lightning strategy: auto, ddp (one process per device), ddp_notebook in notebooks, ...",
+        group="Trainer",
+    )
+    accelerator: str | None = setting(
+        None,
+        Choice(ACCELERATORS, optional=True, none_text="from TrainingParams.device"),
+        "Accelerator",
+        "Lightning accelerator: auto, cpu, gpu, ...",
+        group="Trainer",
+    )
 
     @classmethod
-    def from_dict(cls, data: Any, source: str | None) -> TrainerOptions:
+    def from_dict(cls, data: Any, source: str | None = None) -> TrainerOptions:  # type: ignore[override]
         if data is None:
             return cls()
-        if not isinstance(data, dict):
-            raise ConfigError(f"{_where(source, 'trainer')} must be a mapping.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"{_where(source, 'trainer')}: unknown key(s) {unknown}; valid keys: "
-                f"{sorted(known)}."
-            )
-        out = cls(**data)
-        out.check(source)
-        return out
+        out = cls(**cls.check_keys(data, _where(source, "trainer")))
+        return out.check(source)
 
     def check(self, source: str | None = None) -> TrainerOptions:
-        w = _where(source, "trainer")
-        d = self.devices
-        ok = (
-            d is None
-            or d == "auto"
-            or (isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1))
-            or (isinstance(d, list) and d and all(isinstance(i, int) and i >= 0 for i in d))
-        )
-        if not ok:
-            raise ConfigError(
-                f"{w}.devices={d!r} is invalid: use an integer >= 1 (-1 = all), a list of "
-                "device ids or 'auto'."
-            )
-        if not isinstance(self.num_nodes, int) or isinstance(self.num_nodes, bool):
-            raise ConfigError(f"{w}.num_nodes={self.num_nodes!r} must be an integer >= 1.")
-        if self.num_nodes < 1:
-            raise ConfigError(f"{w}.num_nodes={self.num_nodes!r} must be an integer >= 1.")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(
-                f"{w}.strategy={self.strategy!r} is invalid: choose one of {STRATEGIES}."
-            )
-        if self.accelerator is not None and self.accelerator not in ACCELERATORS:
-            raise ConfigError(
-                f"{w}.accelerator={self.accelerator!r} is invalid: choose one of {ACCELERATORS}."
-            )
-        return self
+        """Validate; errors name ``source`` (a file) and the option."""
+        try:
+            return self.validate()
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}" if source else str(err)) from None
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """The :func:`nbseg.train` ``trainer_kwargs`` for these options ({} = defaults)."""
@@ -292,7 +280,7 @@ class TrainerOptions:
         return kw
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: v for k, v in super().to_dict().items() if v is not None}
 
 
 @dataclass
@@ -330,11 +318,7 @@ class TrainingConfig:
                 f"{src or 'config'}: expected a mapping of {', '.join(TOP_KEYS)}, got "
                 f"{type(data).__name__}."
             )
-        unknown = sorted(set(data) - set(TOP_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"{src or 'config'}: unknown key(s) {unknown}; valid keys: {list(TOP_KEYS)}."
-            )
+        check_keys(data, TOP_KEYS, what="key(s)", where=src or "config", error=ConfigError)
         base = Path(base_dir) if base_dir is not None else None
 
         spec = None
@@ -690,12 +674,8 @@ def _feedback_from(data: Any, src: str | None) -> FeedbackRegion | None:
         return None
     if not isinstance(data, dict):
         raise ConfigError(f"{_where(src, 'feedback')} must be a mapping.")
-    known = {f.name for f in dataclasses.fields(FeedbackRegion)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"{_where(src, 'feedback')}: unknown key(s) {unknown}; valid keys: {sorted(known)}."
-        )
+    known = [f.name for f in dataclasses.fields(FeedbackRegion)]
+    check_keys(data, known, what="key(s)", where=_where(src, "feedback"), error=ConfigError)
     box = data.get("box")
     if box is not None and (not isinstance(box, (list, tuple)) or len(box) != 4):
         raise ConfigError(f"{_where(src, 'feedback')}.box must be [y0, y1, x0, x1], got {box!r}.")

@@ -58,6 +58,7 @@ __all__ = [
     "Text",
     "TextList",
     "add_arguments",
+    "check_keys",
     "markdown_table",
     "parsed_overrides",
     "setting",
@@ -265,10 +266,14 @@ class Choice(Kind):
     choices: tuple[str, ...] = ()
     extra: str | None = None
     extra_text: str = ""
+    optional: bool = False  # None allowed (e.g. "nbseg's default")
+    none_text: str = "default"
     name: ClassVar[str] = "choice"
     python_type: ClassVar[str] = "str"
 
     def check(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
         if isinstance(value, str) and (
             value in self.choices or (self.extra and re.fullmatch(self.extra, value))
         ):
@@ -278,8 +283,16 @@ class Choice(Kind):
     def _more(self) -> str:
         return f" or {self.extra_text}" if self.extra_text else ""
 
+    def parse(self, text: str) -> Any:
+        t = str(text).strip()
+        return None if self.optional and t.lower() in ("none", "null") else t
+
+    def format(self, value: Any) -> str:
+        return self.none_text if value is None else str(value)
+
     def describe(self) -> str:
-        return ", ".join(repr(c) for c in self.choices) + self._more()
+        text = ", ".join(repr(c) for c in self.choices) + self._more()
+        return f"{text} (or None: {self.none_text})" if self.optional else text
 
 
 @dataclass(frozen=True)
@@ -556,8 +569,32 @@ class Devices(Kind):
             return value
         raise Invalid("use an integer >= 1 (-1 = all), a list of device ids or 'auto'")
 
+    def format(self, value: Any) -> str:
+        if value is None:
+            return "one device"
+        return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
     def describe(self) -> str:
         return "an integer >= 1 (-1 = all), a list of device ids, or 'auto'"
+
+
+def check_keys(
+    data: Any,
+    known: Sequence[str],
+    *,
+    what: str,
+    where: str = "",
+    error: type[NbsegError] = ParamsError,
+) -> dict[str, Any]:
+    """``data`` as a dict; ``error`` naming the unknown keys and the valid ones otherwise.
+    The one unknown-key check of settings, configs and files."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(data, dict):
+        raise error(f"{prefix}expected a mapping of {what}, got {type(data).__name__}.")
+    unknown = sorted(str(k) for k in set(data) - set(known))
+    if unknown:
+        raise error(f"{prefix}unknown {what} {unknown}; valid names: {sorted(known)}.")
+    return dict(data)
 
 
 # -- declarations ------------------------------------------------------------------------------
@@ -739,19 +776,8 @@ class Settings:
     @classmethod
     def check_keys(cls, data: Any, where: str = "") -> dict[str, Any]:
         """``data`` as a dict, or the class's error naming unknown keys and the valid ones."""
-        if not isinstance(data, dict):
-            raise cls._error(
-                f"{where + ': ' if where else ''}expected a mapping of {cls._title}, got "
-                f"{type(data).__name__}."
-            )
         known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(str(k) for k in set(data) - set(known))
-        if unknown:
-            raise cls._error(
-                f"{where + ': ' if where else ''}Unknown {cls._title} {unknown}; valid names: "
-                f"{sorted(known)}."
-            )
-        return dict(data)
+        return check_keys(data, known, what=cls._title, where=where, error=cls._error)
 
     @classmethod
     def from_dict(cls: type[T], data: Any) -> T:
@@ -873,12 +899,15 @@ def add_arguments(
         flag = "--" + (prefix + dotted).replace("_", "-")
         default = _default_of(cls, dotted)
         help_text = f"{s.help} [{s.kind.describe()}; default {s.kind.format(default)}]"
+        extra: dict[str, Any] = {"metavar": s.kind.name.upper()}
+        if isinstance(s.kind, Choice) and not s.kind.extra:  # argparse lists them
+            extra = {"choices": s.kind.choices}
         group.add_argument(
             flag,
-            dest=f"setting:{prefix}{dotted}",
-            metavar=s.kind.name.upper(),
+            dest=f"setting:{cls.__name__}:{prefix}{dotted}",
             default=None,
             help=help_text.replace("%", "%%"),
+            **extra,
         )
         added.append(prefix + dotted)
     return added
@@ -898,9 +927,10 @@ def parsed_overrides(
     value parsed by its kind; bad text raises the class's error naming the flag."""
     out: dict[str, Any] = {}
     for key, text in vars(args).items():
-        if not key.startswith(f"setting:{prefix}") or text is None:
+        tag = f"setting:{cls.__name__}:{prefix}"
+        if not key.startswith(tag) or text is None:
             continue
-        dotted = key[len(f"setting:{prefix}") :]
+        dotted = key[len(tag) :]
         owner: type[Settings] = cls
         parts = dotted.split(".")
         for part in parts[:-1]:

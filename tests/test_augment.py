@@ -250,7 +250,7 @@ def test_dict_round_trip():
     again = AugmentationParams.from_dict(data)
     assert again == params and isinstance(again.zoom, tuple)
     assert AugmentationParams.validate(AugmentationParams()) is not None
-    with pytest.raises(ParamsError, match="(?i)unknown augmentation parameter"):
+    with pytest.raises(ParamsError, match=r"(?i)unknown augmentation parameter"):
         AugmentationParams.from_dict({"rotations": 3})
     with pytest.raises(ParamsError, match="rotation"):
         AugmentationParams.from_dict({"rotation": 500})

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from nbseg.errors import ParamsError
+from nbseg.models.spec import ModelSpec
 from nbseg.training.memory import (
     OPTIMIZER_STATE,
     MemoryEstimate,
     estimate_training_memory,
     measure_training_step_peak,
 )
-from nbseg.models.spec import ModelSpec
 
 SMALL_UNET = ModelSpec(parameters={"depth": 3, "filters": 8})
 
@@ -76,8 +76,8 @@ def test_half_precision_halves_activations() -> None:
 
 
 def test_params_estimate_follows_the_resolved_precision() -> None:
-    from nbseg.training.params import TrainingParams
     from nbseg.devices import resolve_precision
+    from nbseg.training.params import TrainingParams
 
     auto = TrainingParams(patch_size=64, batch_size=2).memory_estimate(SMALL_UNET)
     fp32 = TrainingParams(patch_size=64, batch_size=2, precision="32").memory_estimate(SMALL_UNET)
