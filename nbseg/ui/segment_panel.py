@@ -2,10 +2,11 @@
 
 The model is the workspace's (or a ``.nbseg`` file loaded here, for this panel only); one image
 per model input and an optional mask are chosen from the workspace. *Preview slice* predicts
-the shown slice; *Segment* runs :func:`nbseg.segment` in a background thread, reports its
-``progress`` callback in an IntProgress and stops at the next batch of tiles on *Cancel* (the
-callback raises). The result becomes :attr:`SegmentPanel.result` and the workspace labels
-``"<image>_segmented"``; it can also be written to a ``.zarr`` store or a ``.tif`` file.
+the shown slice; *Segment* starts a :class:`nbseg.SegmentationRun` (:func:`nbseg.segment` in a
+background job), shows its progress records in an IntProgress and stops it at the next batch
+of tiles on *Cancel* (:meth:`nbseg.SegmentationRun.stop`). The result becomes
+:attr:`SegmentPanel.result` and the workspace labels ``"<image>_segmented"``; it can also be
+written to a ``.zarr`` store or a ``.tif`` file (:func:`nbseg.io.write_array`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
+from ..inference.job import SegmentationRun, as_progress
+from ..io import write_array
 from . import style
 from .imageview import ImageView
 from .preview_panel import NO_MODEL, InputPicker, image_slice
@@ -28,10 +31,6 @@ from .state import Workspace
 
 WORKSPACE_MODEL = "__workspace__"
 NO_MASK = "__none__"
-
-
-class Cancelled(Exception):
-    """Raised inside segment's progress callback to stop it."""
 
 
 def check_write_path(path: str | Path) -> Path:
@@ -50,26 +49,10 @@ def check_write_path(path: str | Path) -> Path:
 
 
 def write_result(result: xr.DataArray, path: str | Path) -> Path:
-    """Write labels to ``.zarr`` (xarray) or ``.tif``/``.tiff`` (tifffile); refuses to overwrite."""
+    """Write labels to ``.zarr`` or ``.tif``/``.tiff`` (:func:`nbseg.io.write_array`, atomic);
+    refuses to overwrite."""
     path = check_write_path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".zarr":
-        ds = result.to_dataset(name=str(result.name or "labels"))
-        ds.to_zarr(str(path), mode="w-", zarr_format=2, consolidated=True)
-    else:
-        import tifffile
-
-        tifffile.imwrite(
-            str(path),
-            np.asarray(result.values),
-            photometric="minisblack",
-            metadata={"axes": _axes(result)},
-        )
-    return path
-
-
-def _axes(da: xr.DataArray) -> str:
-    return "ZYX" if da.ndim == 3 else "YX"
+    return write_array(result, path, name=str(result.name or "labels"))
 
 
 class SegmentPanel(widgets.VBox):
@@ -80,8 +63,8 @@ class SegmentPanel(widgets.VBox):
     :attr:`slice_slider`, :attr:`preview_button`, :attr:`segment_button`,
     :attr:`cancel_button`, :attr:`progress` (IntProgress), :attr:`progress_label`,
     :attr:`tta_check` (test-time augmentation), :attr:`write_check`, :attr:`write_path`,
-    :attr:`view`, :attr:`message`,
-    :attr:`result` (DataArray), :attr:`result_name`, :attr:`status` (``"idle"``,
+    :attr:`view`, :attr:`message`, :attr:`job` (the current or last
+    :class:`nbseg.SegmentationRun`), :attr:`result` (DataArray), :attr:`result_name`, :attr:`status` (``"idle"``,
     ``"running"``, ``"done"``, ``"cancelled"``, ``"error"``), :attr:`elapsed_s`.
     Methods: :meth:`start`, :meth:`cancel`, :meth:`wait`, :meth:`preview_slice`,
     :meth:`load_model_file`.
@@ -125,13 +108,11 @@ class SegmentPanel(widgets.VBox):
         self.result_name: str | None = None
         self.status = "idle"
         self.elapsed_s: float | None = None
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
-        self._done = threading.Event()
+        self.job: SegmentationRun | None = None
+        self._done = threading.Event()  # set once the panel has shown the job's end
         self._done.set()
         self._t0 = 0.0
         self._last_update = 0.0
-        self._tta = False
 
         box = style.panel(
             self.message,
@@ -312,16 +293,24 @@ class SegmentPanel(widgets.VBox):
 
     # -- segment ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Segment the chosen image(s) in a background thread (returns at once)."""
+        """Segment the chosen image(s) in a background job (returns at once)."""
         if self.status == "running":
             raise InputError("A segmentation is already running; wait for it or Cancel it.")
         model, images, mask = self._checked()
         write_to = None
         if self.write_check.value:
             write_to = str(check_write_path(self.write_path.value))
-        name, _ = self._first_image()
-        self._tta = bool(self.tta_check.value)  # read on the kernel thread, not in the worker
-        self._cancel.clear()
+        image_name, _ = self._first_image()
+        name = f"{image_name}_segmented"
+        job = SegmentationRun(
+            model,
+            images if len(images) > 1 else images[0],
+            mask,
+            progress=self._progress,
+            tta=bool(self.tta_check.value),  # read on the kernel thread, not in the job
+        )
+        job.add_done_callback(lambda j: self._finish(j, images[0], name, write_to))
+        self.job = job
         self._done.clear()
         self.status = "running"
         self.result = None
@@ -332,97 +321,93 @@ class SegmentPanel(widgets.VBox):
         self.segment_button.disabled = True
         self.preview_button.disabled = True
         self.cancel_button.disabled = False
-        self.message.show(f"Segmenting {name!r} with {model.name!r} …", "info")
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(model, images, mask, f"{name}_segmented", write_to),
-            name="nbseg-segment",
-            daemon=True,
-        )
-        self._thread.start()
+        self.message.show(f"Segmenting {image_name!r} with {model.name!r} …", "info")
+        self._t0 = time.monotonic()
+        self._last_update = 0.0
+        try:
+            job.start()
+        except Exception:
+            self.status = "idle"
+            self._enable()
+            self._done.set()
+            raise
 
     def cancel(self) -> None:
         """Stop the running segmentation after the current batch of tiles."""
-        if self.status == "running":
-            self._cancel.set()
+        if self.status == "running" and self.job is not None:
+            self.job.stop()
             self.progress_label.value = "cancelling …"
 
     def wait(self, timeout: float | None = None) -> xr.DataArray | None:
-        """Block until the segmentation ends; returns :attr:`result`."""
+        """Block until the segmentation ends and the panel shows it; returns :attr:`result`."""
         self._done.wait(timeout)
         return self.result
 
     def _progress(self, *args: Any) -> None:
-        if self._cancel.is_set():
-            raise Cancelled
-        if len(args) == 1 and isinstance(args[0], dict):  # streaming: one dict per block
-            done, total = args[0].get("chunks_done", 0), args[0].get("chunks_total", 1)
-        else:
-            done, total = args[0], args[1]
+        """The job's progress callback (in the job's thread): update the bar, at most every
+        0.1 s until the last batch."""
+        p = as_progress(*args)
         now = time.monotonic()
-        if done < total and now - self._last_update < 0.1:
+        if p.done < p.total and now - self._last_update < 0.1:
             return
         self._last_update = now
-        self.progress.max = max(1, int(total))
-        self.progress.value = int(done)
+        self.progress.max = max(1, p.total)
+        self.progress.value = p.done
         elapsed = now - self._t0
-        eta = elapsed / done * (total - done) if done else float("nan")
-        self.progress_label.value = f"{done} / {total} tile batches · {elapsed:.1f} s" + (
-            f" · ~{eta:.0f} s left" if done and done < total else ""
+        eta = p.eta_s
+        if eta is None and p.done:
+            eta = elapsed / p.done * (p.total - p.done)
+        unit = f"{p.unit}s" if p.total != 1 else p.unit
+        self.progress_label.value = f"{p.done} / {p.total} {unit} · {elapsed:.1f} s" + (
+            f" · ~{eta:.0f} s left" if eta is not None and p.done < p.total else ""
         )
 
-    def _run(
-        self,
-        model: Any,
-        images: list[xr.DataArray],
-        mask: xr.DataArray | None,
-        name: str,
-        write_to: str | None,
+    def _finish(
+        self, job: SegmentationRun, image: xr.DataArray, name: str, write_to: str | None
     ) -> None:
-        import nbseg
-
-        self._t0 = time.monotonic()
-        self._last_update = 0.0
+        """Show the job's end (its done callback, in the job's thread)."""
         try:
-            result = nbseg.segment(
-                model,
-                images if len(images) > 1 else images[0],
-                mask,
-                progress=self._progress,
-                tta=self._tta,
-            )
-            if self._cancel.is_set():
-                raise Cancelled
-            result.name = name
-            written = write_result(result, write_to) if write_to else None
-            self.elapsed_s = time.monotonic() - self._t0
-            self.result = result
-            self.result_name = name
-            self.workspace.add_labels(name, result)
-            self.progress.value = self.progress.max
-            self.progress.bar_style = "success"
-            self.progress_label.value = f"done in {self.elapsed_s:.1f} s"
-            self._show_result(images[0], result, model.class_colors)
-            where = f" and written to {str(written)!r}" if written else ""
-            self.message.show(
-                f"Segmented in {self.elapsed_s:.1f} s: workspace labels {name!r}{where}.", "info"
-            )
-            self.status = "done"
-        except Cancelled:
-            self.status = "cancelled"
-            self.progress.bar_style = "warning"
-            self.progress_label.value = "cancelled"
-            self.message.show("Segmentation cancelled; no result was kept.", "warning")
+            if job.status == "completed":
+                result = job.result
+                result.name = name
+                written = write_result(result, write_to) if write_to else None
+                self.elapsed_s = time.monotonic() - self._t0
+                self.result = result
+                self.result_name = name
+                self.workspace.add_labels(name, result)
+                self.progress.value = self.progress.max
+                self.progress.bar_style = "success"
+                self.progress_label.value = f"done in {self.elapsed_s:.1f} s"
+                self._show_result(image, result, job.model.class_colors)
+                where = f" and written to {str(written)!r}" if written else ""
+                self.message.show(
+                    f"Segmented in {self.elapsed_s:.1f} s: workspace labels {name!r}{where}.",
+                    "info",
+                )
+                self.status = "done"
+            elif job.status == "stopped":
+                self.status = "cancelled"
+                self.progress.bar_style = "warning"
+                self.progress_label.value = "cancelled"
+                self.message.show("Segmentation cancelled; no result was kept.", "warning")
+            else:
+                self._failed(job.error or "The segmentation failed.")
         except Exception as err:  # shown in the panel with its fix, not as a traceback
-            self.status = "error"
-            self.progress.bar_style = "danger"
-            self.progress_label.value = "failed"
-            self.message.error(err)
+            self._failed(err)
         finally:
-            self.segment_button.disabled = False
-            self.preview_button.disabled = False
-            self.cancel_button.disabled = True
+            self._enable()
             self._done.set()
+
+    def _failed(self, err: BaseException | str) -> None:
+        self.status = "error"
+        self.progress.bar_style = "danger"
+        self.progress_label.value = "failed"
+        self.message.error(err)
+
+    def _enable(self) -> None:
+        self.segment_button.disabled = False
+        self.preview_button.disabled = False
+        self.cancel_button.disabled = True
 
     def _show_result(self, image: xr.DataArray, result: xr.DataArray, colors: list[str]) -> None:
         index = int(self.slice_slider.value) if image.ndim == 3 else 0
