@@ -15,11 +15,7 @@ import torch
 import nbseg
 from nbseg._png import decode_png
 from nbseg.ui.state import Workspace
-from nbseg.ui.training_panel import (
-    _SINKS,
-    TrainingPanel,
-    _route_warnings_of_this_thread,
-)
+from nbseg.ui.training_panel import TrainingPanel
 
 from .helpers import blobs
 
@@ -352,21 +348,25 @@ def test_unexpected_exception_is_shown_and_logged(monkeypatch):
     assert panel.run.status == "failed" and not panel.running and "result" not in events
 
 
-def test_training_thread_warnings_go_to_the_panel_not_stderr():
-    got = []
+def test_training_thread_warnings_go_to_the_panel_not_stderr(monkeypatch):
+    from nbseg.training import job
 
-    def worker():
-        ident = _route_warnings_of_this_thread(lambda cat, text: got.append((cat, text)))
-        try:
-            warnings.warn("routed to the panel", UserWarning, stacklevel=1)
-        finally:
-            _SINKS.pop(ident, None)
+    def warning_train(*args, **kwargs):  # warns on the run's thread, then fails at once
+        warnings.warn("routed to the panel", UserWarning, stacklevel=1)
+        warnings.warn("memory ratio 1.4", ResourceWarning, stacklevel=1)
+        raise nbseg.TrainingError("stopped by the test")
 
-    t = threading.Thread(target=worker)
+    monkeypatch.setattr(job, "train", warning_train)
+    ws, _, _ = _workspace(epochs=1)
+    panel = TrainingPanel(ws)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        t.start()
-        t.join()
+        panel.train_button.click()
+        panel.wait(60)
         warnings.warn("main thread warning", UserWarning, stacklevel=1)
-    assert got == [(UserWarning, "routed to the panel")]
+    assert panel.run.warnings == ["routed to the panel", "memory ratio 1.4"]
+    log = "\n".join(panel.log_lines)
+    assert "UserWarning: routed to the panel" in log and "ResourceWarning: memory ratio" in log
+    assert panel.log_box.titles == ("Log (2 warning(s))",)
+    assert "Training failed: stopped by the test" in panel.message.text
     assert [str(w.message) for w in caught] == ["main thread warning"]
