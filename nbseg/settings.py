@@ -958,6 +958,7 @@ def markdown_table(cls: type[Settings]) -> str:
         shown = "–" if isinstance(s.kind, Nested) else f"`{s.kind.format(default)}`"
         unit = f" ({s.unit})" if s.unit else ""
         text = f"{s.help}{unit}".replace("|", "\\|")
-        valid = s.kind.describe().replace("|", "\\|")
+        valid = s.kind.describe().replace("must lie in ", "").replace("must be ", "")
+        valid = valid.replace("|", "\\|")
         rows.append(f"| `{s.name}` | {s.group} | {shown} | {valid} | {text} |")
     return "\n".join(rows)

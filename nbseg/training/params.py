@@ -276,7 +276,10 @@ class TrainingParams(Settings):
 
     def __post_init__(self) -> None:
         if isinstance(self.augmentation, dict):
-            self.augmentation = AugmentationParams.from_dict(self.augmentation)
+            try:
+                self.augmentation = AugmentationParams.from_dict(self.augmentation)
+            except ParamsError as err:
+                raise ParamsError(f"TrainingParams.augmentation: {err}") from None
         elif self.augmentation is None or self.augmentation is False:
             self.augmentation = AugmentationParams.disabled()
         if isinstance(self.patch_size, list):
