@@ -4,7 +4,7 @@ import torch
 import xarray as xr
 
 import nbseg
-from nbseg.inference.sliding import gaussian_importance, tile_starts
+from nbseg.inference.tiling import gaussian_importance, tile_starts
 
 from .helpers import blobs, ready_model
 
@@ -164,3 +164,16 @@ def test_prediction_runs_channels_last_and_leaves_the_weights_as_they_were(dim):
     convs = [p for p in m.network.parameters() if p.dim() in (4, 5)]
     assert all(p.is_contiguous(memory_format=fmt) for p in convs)
     assert any(not p.is_contiguous() for p in convs)
+
+
+def test_in_memory_progress_is_one_record_per_batch_of_tiles():
+    from nbseg.progress import Progress
+
+    image, _, _ = blobs((3, 40, 40))
+    seen = []
+    nbseg.segment(_ready_model(), image, overlap=0.0, batch_size=4, window=32, progress=seen.append)
+    assert all(isinstance(p, Progress) and p.unit == "tile" for p in seen)
+    # 3 slices x 2 x 2 tiles of 32 = 12 tiles, in batches of 4
+    assert [p.done for p in seen] == [4, 8, 12] and {p.total for p in seen} == {12}
+    assert seen[-1].finished and seen[-1].eta_s == 0 and all(p.rate > 0 for p in seen)
+    assert "12/12 tiles" in seen[-1].describe()

@@ -13,6 +13,7 @@ import xarray as xr
 
 import nbseg
 from nbseg.inference.stream import block_shape
+from nbseg.progress import Progress
 
 from .helpers import blobs, ready_model
 
@@ -173,7 +174,7 @@ def test_distributed_client_gives_the_same_result(tmp_path):
         lazy = nbseg.segment(m, image.chunk({"z": 5}), mask, chunks=(6, 24, 24))
         labels = lazy.compute()  # the lazy result computes on the client too
     assert (labels.values == nbseg.segment(m, image, mask).values).all()
-    assert [p["chunks_done"] for p in seen] == list(range(9)) and seen[-1]["chunks_total"] == 8
+    assert [p.done for p in seen] == list(range(9)) and seen[-1].total == 8
 
 
 def test_progress_reports_increasing_counts(tmp_path):
@@ -183,12 +184,14 @@ def test_progress_reports_increasing_counts(tmp_path):
     nbseg.segment(
         m, image.chunk({"z": 2}), out=tmp_path / "o.zarr", chunks=(1, 40, 20), progress=seen.append
     )
-    assert [p["chunks_done"] for p in seen] == list(range(13))
-    assert {p["chunks_total"] for p in seen} == {12}
-    assert set(seen[0]) == {"chunks_done", "chunks_total", "voxels_per_s", "eta_s"}
-    assert seen[0]["eta_s"] is None and all(p["voxels_per_s"] > 0 for p in seen[1:])
-    etas = [p["eta_s"] for p in seen[1:]]
+    assert all(isinstance(p, Progress) and p.unit == "chunk" for p in seen)
+    assert [p.done for p in seen] == list(range(13))
+    assert {p.total for p in seen} == {12}
+    assert set(seen[0].extra) == {"voxels_per_s"}
+    assert seen[0].eta_s is None and all(p.extra["voxels_per_s"] > 0 for p in seen[1:])
+    etas = [p.eta_s for p in seen[1:]]
     assert etas[-1] == 0 and all(e >= 0 for e in etas)
+    assert seen[-1].finished and all(p.rate > 0 for p in seen[1:])
 
 
 def test_out_path_checks(tmp_path):

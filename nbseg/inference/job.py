@@ -10,15 +10,17 @@ import xarray as xr
 from ..errors import InputError, NbsegError
 from ..jobs import BackgroundJob
 from ..progress import Progress
+from .sliding import segment
 
 if TYPE_CHECKING:
     from ..model import Model
 
 
 def as_progress(*args: Any) -> Progress:
-    """A segment progress report as one :class:`Progress` record, whatever its shape: a
-    record (``.done``, ``.total``), ``(done, total)`` tile batches (in memory) or the
-    streaming dict (``chunks_done``, ``chunks_total``, ``voxels_per_s``, ``eta_s``)."""
+    """A progress report as one :class:`Progress` record. :func:`nbseg.segment` reports
+    records already (returned as they are); older shapes are still understood: an object
+    with ``.done`` / ``.total``, ``(done, total)`` tiles, or the streaming dict
+    (``chunks_done``, ``chunks_total``, ``voxels_per_s``, ``eta_s``)."""
     if len(args) == 1 and isinstance(args[0], Progress):
         return args[0]
     if len(args) == 1 and isinstance(args[0], Mapping):
@@ -82,8 +84,6 @@ class SegmentationRun(BackgroundJob):
         self.result: xr.DataArray | None = None
 
     def _run(self) -> xr.DataArray:
-        from .sliding import segment
-
         result = segment(
             self.model,
             self.image,

@@ -4,7 +4,7 @@ The output is cut into blocks (by default a few sliding-window strides per axis,
 slices for 2D/2.5D models; ``chunks=`` sets it). Each block is one dask task that
 
 1. lists the tiles of the *whole volume's* tile grid (MONAI placement, see
-   :mod:`nbseg.inference.sliding`) that meet the block, skipping those outside the mask,
+   :mod:`nbseg.inference.tiling`) that meet the block, skipping those outside the mask,
 2. reads its input region, the union of those tiles (plus the 2.5D slice offsets in z), straight
    from the source (the task computes its own dask slice, so neighbouring blocks share no
    in-memory chunks and nothing waits in memory for a neighbour),
@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,15 +45,10 @@ from ..data.trainingset import as_dataarray
 from ..errors import InputError
 from ..io import check_output_path
 from ..jobs import Cancelled
-from .sliding import (
-    VolumePredictor,
-    _resolve_window,
-    blend,
-    checked_inputs,
-    output_attrs,
-    pad_plan,
-    tile_starts,
-)
+from ..progress import Progress, ProgressCallback
+from .predictor import VolumePredictor, checked_inputs
+from .settings import InferenceSettings
+from .tiling import blend, output_attrs, pad_plan, resolve_window, tile_starts
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -166,25 +161,12 @@ def _cut(data: Any, two_d: bool, bounds: list[tuple[int, int]], shape: Sequence[
 
 # -- the block task ------------------------------------------------------------------------
 class _Job:
-    """What every block task shares: the model, sliding-window settings and the plan."""
+    """What every block task shares: the model, the inference settings and the plan."""
 
-    def __init__(
-        self,
-        model: Model,
-        plan: _Plan,
-        overlap: float,
-        batch_size: int,
-        device: Any,
-        blending: str,
-        tta: bool = False,
-    ) -> None:
+    def __init__(self, model: Model, plan: _Plan, settings: InferenceSettings) -> None:
         self.model = model
-        self.tta = tta
         self.plan = plan
-        self.overlap = overlap
-        self.batch_size = batch_size
-        self.device = device
-        self.blending = blending
+        self.settings = settings
         self._predictor: VolumePredictor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -195,15 +177,7 @@ class _Job:
     @property
     def predictor(self) -> VolumePredictor:
         if self._predictor is None:
-            self._predictor = VolumePredictor(
-                self.model,
-                self.plan.window,
-                self.overlap,
-                self.batch_size,
-                self.device,
-                self.blending,
-                self.tta,
-            )
+            self._predictor = VolumePredictor(self.model, self.plan.window, self.settings)
         return self._predictor
 
     def run(
@@ -437,20 +411,14 @@ def segment_streaming(
     model: Model,
     image: xr.DataArray | Sequence[xr.DataArray],
     mask: xr.DataArray | None = None,
+    settings: InferenceSettings | None = None,
     *,
     out: Any = None,
-    overlap: float = 0.25,
-    blending: str = "gaussian",
-    batch_size: int = 8,
-    window: int | Sequence[int] | None = None,
-    probabilities: bool = False,
-    device: str | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    chunks: Any = None,
+    progress: ProgressCallback | None = None,
     client: Any = None,
     overwrite: bool = False,
-    tta: bool = False,
     stop_event: threading.Event | None = None,
+    **overrides: Any,
 ) -> xr.DataArray:
     """Segment block by block (see the module docstring); the result equals :func:`segment`.
 
@@ -459,21 +427,23 @@ def segment_streaming(
     image, mask
         DataArrays ``(z, y, x)`` / ``(y, x)``, numpy- or dask-backed (e.g. ``xr.open_zarr``,
         a lazily read TIFF stack). A dask mask is read block by block too.
+    settings, **overrides
+        The :class:`~nbseg.inference.settings.InferenceSettings` (keywords override them);
+        ``chunks`` is the output block shape (see :func:`block_shape`), each block one task.
     out
         Path of a zarr store to write (created; an existing store only with ``overwrite=True``,
-        never a file or a non-empty non-zarr folder). The labels (int16, ``-1`` outside the
-        mask) or probabilities (float32, leading ``class`` dim) are variable ``labels`` /
-        ``probabilities`` of an xarray dataset with the image's coords and attrs, chunked by
-        block. Returns ``xr.open_zarr(out)[name]`` (lazy). Without ``out`` returns a lazy
-        dask-backed DataArray (nothing computed yet, ``progress`` is not called).
-    chunks
-        Output block shape (see :func:`block_shape`); each block is one task.
+        never a file, a non-empty non-zarr folder or one of the inputs). The labels (int16,
+        ``-1`` outside the mask) or probabilities (float32, leading ``class`` dim) are variable
+        ``labels`` / ``probabilities`` of an xarray dataset with the image's coords and attrs,
+        chunked by block. Returns ``xr.open_zarr(out)[name]`` (lazy). Without ``out`` returns a
+        lazy dask-backed DataArray (nothing computed yet, ``progress`` is not called).
     client
         A ``dask.distributed.Client`` to run the blocks on (the default client if one is
         active); otherwise dask's threaded scheduler. Workers must see ``out`` and the source.
     progress
-        ``progress(dict(chunks_done, chunks_total, voxels_per_s, eta_s))``, once before the
-        first block (``chunks_done=0``, ``eta_s=None``) and after each block written.
+        Called with a :class:`nbseg.progress.Progress` record (``unit="chunk"``, ``eta_s``
+        from the voxels left, ``extra["voxels_per_s"]``) once before the first block
+        (``done=0``, ``eta_s=None``) and after each block written.
     stop_event
         Set it (from any thread) to stop after the blocks in flight: raises
         :class:`nbseg.jobs.Cancelled` (the store keeps the blocks written so far).
@@ -487,8 +457,8 @@ def segment_streaming(
         mask = as_dataarray(mask, "mask")
         if mask.shape != ref.shape:
             raise InputError(f"mask has shape {mask.shape} but the image has {ref.shape}.")
-    if not 0 <= overlap < 1:
-        raise InputError(f"overlap must lie in [0, 1), got {overlap}.")
+    s = InferenceSettings.build(settings, **overrides)
+    overlap, probabilities = s.overlap, s.probabilities
     if out is not None and isinstance(out, (str, os.PathLike)):
         check_output_path(out, [*images, mask])  # before anything is touched
     path = _check_out(out, overwrite) if out is not None else None
@@ -497,7 +467,7 @@ def segment_streaming(
     shape = (1, *ref.shape) if two_d else tuple(ref.shape)
     spec = model.spec
     is3d = spec.input_dimension == "3D"
-    win = _resolve_window(model, window, shape)
+    win = resolve_window(model, s.window, shape)
     pads, mode = pad_plan(shape, win, is3d)
     padded = [n + p for n, p in zip(shape, pads)]
     plan = _Plan(
@@ -515,11 +485,9 @@ def segment_streaming(
         probabilities=probabilities,
         class_count=spec.class_count,
     )
-    bshape = block_shape(shape, win, overlap, is3d, chunks, ref.dims)
+    bshape = block_shape(shape, win, overlap, is3d, s.chunks, ref.dims)
     blocks = _blocks(shape, bshape)
-    job = _Job(model, plan, overlap, batch_size, device, blending, tta)
-    # VolumePredictor validates blending/overlap now rather than in the first task
-    VolumePredictor(model, win, overlap, batch_size, device, blending)
+    job = _Job(model, plan, s)
 
     token = uuid.uuid4().hex[:12]
     job_d = dask.delayed(job, name=f"nbseg-job-{token}")
@@ -607,7 +575,7 @@ def _compute(
     writes: list[Any],
     blocks: list[tuple[slice, slice, slice]],
     client: Any,
-    progress: Callable[[dict[str, Any]], None] | None,
+    progress: ProgressCallback | None,
     prefix: str,
     stop_event: threading.Event | None = None,
 ) -> None:
@@ -619,26 +587,30 @@ def _compute(
     t0 = time.perf_counter()
     state = {"done": 0, "voxels": 0}
 
+    def record(done: int, voxels: int) -> Progress:
+        """Chunks done, with the ETA from the voxels left (blocks differ in size)."""
+        dt = max(time.perf_counter() - t0, 1e-9)
+        rate = voxels / dt
+        return Progress(
+            done=done,
+            total=total,
+            unit="chunk",
+            rate=done / dt if done else None,
+            eta_s=(voxels_total - voxels) / rate if rate > 0 else None,
+            elapsed_s=dt,
+            extra={"voxels_per_s": rate},
+        )
+
     def report(voxels: int) -> None:
         state["done"] += 1
         state["voxels"] += voxels
         if progress is not None:
-            dt = max(time.perf_counter() - t0, 1e-9)
-            rate = state["voxels"] / dt
-            eta = (voxels_total - state["voxels"]) / rate if rate > 0 else None
-            progress(
-                {
-                    "chunks_done": state["done"],
-                    "chunks_total": total,
-                    "voxels_per_s": rate,
-                    "eta_s": eta,
-                }
-            )
+            progress(record(state["done"], state["voxels"]))
         if stop_event is not None and stop_event.is_set():  # no block starts after this
             raise Cancelled("The segmentation was stopped.")
 
     if progress is not None:
-        progress({"chunks_done": 0, "chunks_total": total, "voxels_per_s": 0.0, "eta_s": None})
+        progress(record(0, 0))
     if client is None:
         try:
             from distributed import default_client
