@@ -29,13 +29,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .config import TrainerOptions, load_config
 from .errors import NbsegError
-
-if TYPE_CHECKING:
-    from .progress import Progress
 from .settings import add_arguments, parsed_overrides
 from .training.params import TrainingParams
 
@@ -184,6 +181,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from .inference.sliding import segment
     from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
+    from .progress import Progress
 
     out = Path(args.output)
     suffix = out.suffix.lower()
