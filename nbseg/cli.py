@@ -35,6 +35,7 @@ from .config import TrainerOptions, load_config
 from .errors import NbsegError
 from .settings import add_arguments, parsed_overrides
 from .training.params import TrainingParams
+from .training.run import TrainingInterrupted
 
 
 class CliError(NbsegError):
@@ -130,7 +131,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # a terminal shows no feedback image: skip its prediction after every epoch
     printer = [_printer(cfg.params.epochs)] if rank0 else []
-    result = cfg.run(callbacks=printer, model=model, feedback=False)
+    try:
+        result = cfg.run(callbacks=printer, model=model, feedback=False)
+    except TrainingInterrupted as stop:  # Ctrl+C: keep the completed epochs, like Stop
+        result = stop.result
+        if result.extra.get("global_rank", 0) != 0:
+            return 130
+        epochs = len(result.history)
+        if epochs == 0 or not result.model.trained:
+            print("nbseg: interrupted before the first epoch ended; nothing saved", file=sys.stderr)
+            return 130
+        path = result.model.save(out)
+        print(
+            f"nbseg: interrupted; saved the model with {epochs} completed epochs to {path}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
     if result.extra.get("global_rank", 0) != 0:
         return 0  # a DDP worker: rank 0 reports and saves
     path = result.model.save(out)

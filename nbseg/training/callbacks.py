@@ -433,6 +433,9 @@ class LiveFeedback(pl.Callback):
         self.feedback_history = feedback_history
         self.epoch_offset = epoch_offset
         self.history: list[dict[str, Any]] = []
+        #: epochs whose end was reached, and the weights at the end of the last of them
+        self.completed_epochs = 0
+        self.last_completed_state: dict[str, torch.Tensor] | None = None
         self.stopped_by_user = False
         self._t0 = 0.0
         self._epoch_t0 = 0.0
@@ -513,4 +516,8 @@ class LiveFeedback(pl.Callback):
         if self.cache is not None:
             record["checkpoint"] = self.cache.consider(epoch, metrics, self.model.network)
         self.history.append(record)
+        self.completed_epochs = len(self.history)
+        self.last_completed_state = {
+            k: v.detach().clone() for k, v in self.model.network.state_dict().items()
+        }
         self._notify("on_epoch_end", dict(record), None if pred is None else pred.copy())

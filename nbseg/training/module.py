@@ -273,7 +273,7 @@ class SegmentationModule(pl.LightningModule):
         if not torch.isfinite(loss):
             if self.params.terminate_on_nan:
                 self.nan_detected = (
-                    f"The loss became {float(loss)} at epoch {self.current_epoch + 1}, batch "
+                    f"The loss became {float(loss.detach())} at epoch {self.current_epoch + 1}, batch "
                     f"{batch_idx + 1}; training stopped. Lower the learning rate, use gradient "
                     "clipping or check the input for extreme values."
                 )

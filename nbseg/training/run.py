@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -21,6 +22,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from .._files import atomic_write_bytes, now_iso
+from ..data.multiroi import default_class_names
 from ..data.trainingset import Normalisation, TrainingSet
 from ..devices import accelerator_for, resolve_precision
 from ..errors import InputError, NbsegError, TrainingError
@@ -153,6 +155,21 @@ def train(
 ) -> TrainingResult:
     """Train ``model`` in place on one or more training sets; blocks until done.
 
+    Three steps: :func:`prepare` validates everything and builds the data, the callbacks and
+    the Lightning trainer without touching the model; :func:`fit` runs Lightning, with the
+    temporary changes to the network (channels-last memory format, the bf16 ``Conv3d``
+    guard) undone on every path; :func:`commit` writes the weights, normalisation, class
+    names, history and params to the model.
+
+    What the model keeps: on success or Stop, the trained weights (the best epoch with
+    ``restore_best``) and the history. When the training fails (NaN loss, out of memory, a
+    listener that raises) the model is left as of its **last completed epoch**: that
+    epoch's weights and the history up to it, or exactly as it was before the call when no
+    epoch completed; :class:`~nbseg.TrainingError` carries the result. An interrupt
+    (Ctrl+C, SIGINT) behaves like Stop: the model keeps the last completed epoch (or the
+    best one kept) with its history and params, then :class:`TrainingInterrupted` (a
+    ``KeyboardInterrupt``) is raised with the result.
+
     Parameters
     ----------
     model
@@ -191,20 +208,127 @@ def train(
         ``val_iou``, ``val_accuracy``, ``val_dice_<class>``, ``val_iou_<class>``, ``lr``,
         ``time``, ``checkpoint``.
     """
+    plan = prepare(
+        model,
+        training_sets,
+        params,
+        validation,
+        callbacks=callbacks,
+        feedback=feedback,
+        stop_event=stop_event,
+        trainer_kwargs=trainer_kwargs,
+    )
+    outcome = fit(plan)
+    return commit(plan, outcome)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl+C / SIGINT during :func:`nbseg.train`: the model was committed as after Stop;
+    ``result`` is the :class:`TrainingResult`."""
+
+    def __init__(self, result: TrainingResult) -> None:
+        super().__init__("training interrupted")
+        self.result = result
+
+
+class _TrainingView:
+    """What the callbacks see of the model during a training: its network, spec and names,
+    with this run's normalisation and class names (the model itself changes in commit)."""
+
+    def __init__(
+        self, model: Model, normalisation: Normalisation, names: list[str], colors: list[Any]
+    ) -> None:
+        self._model = model
+        self.normalisation = normalisation
+        self.class_names = names
+        self.class_colors = colors
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+@dataclass
+class TrainingPlan:
+    """Everything :func:`prepare` built for one training (nothing of it is on the model)."""
+
+    model: Model
+    params: TrainingParams
+    normalisation: Normalisation
+    class_names: list[str]
+    class_colors: list[Any]
+    datamodule: SegmentationDataModule
+    module: SegmentationModule
+    trainer: pl.Trainer
+    accelerator: str
+    live: LiveFeedback
+    guard: _RankZeroGuard
+    listeners: list[TrainingListener]
+    cache: CheckpointCache | None
+    early: pl.callbacks.EarlyStopping | None
+    feedback: FeedbackHistory | None
+    estimate: Any
+    record_dir: str
+    started: float
+    initial_state: dict[str, torch.Tensor]
+
+
+@dataclass
+class FitOutcome:
+    """How :func:`fit` ended: ``status`` (completed, stopped, early_stopped, failed),
+    ``error`` (why it failed), ``exception`` (a listener's or Lightning's, kept for the
+    error chain) and ``interrupted`` (Ctrl+C / SIGINT)."""
+
+    status: str
+    error: str | None = None
+    exception: BaseException | None = None
+    interrupted: bool = False
+
+
+def prepare(
+    model: Model,
+    training_sets: TrainingSet | Sequence[TrainingSet],
+    params: TrainingParams | None = None,
+    validation: float | TrainingSet | Sequence[TrainingSet] = 0.2,
+    *,
+    callbacks: Sequence[TrainingListener | pl.Callback] = (),
+    feedback: FeedbackRegion | Literal[False] | None = None,
+    stop_event: threading.Event | None = None,
+    trainer_kwargs: dict[str, Any] | None = None,
+) -> TrainingPlan:
+    """Step 1 of :func:`train`: validate everything, build data, callbacks and the trainer.
+
+    Raises an nbseg error for any bad input; never changes ``model``.
+    """
     t0 = time.perf_counter()
     spec = model.spec
     params = params or model.params or TrainingParams()
+    if not isinstance(params, TrainingParams):
+        raise InputError(
+            f"params={params!r} is not understood: pass a TrainingParams (or None for the "
+            "model's last parameters)."
+        )
     params.validate(spec.class_count)
     sets = _as_sets(training_sets, "training_sets")
     for ts in sets:
         ts.validate(spec.input_count, spec.class_count)
+    val: float | list[TrainingSet]
     if isinstance(validation, (int, float)) and not isinstance(validation, bool):
-        val: float | list[TrainingSet] = float(validation)
+        val = float(validation)
+        if not 0.0 <= val < 1.0:
+            raise InputError(
+                f"validation={validation!r} is invalid: give a fraction in [0, 1) of the "
+                "labelled patches, or ground-truth TrainingSet(s)."
+            )
+    elif isinstance(validation, bool):
+        raise InputError(
+            f"validation={validation!r} is not understood: give a fraction such as 0.2 (0 = "
+            "none) or ground-truth TrainingSet(s)."
+        )
     else:
         val = _as_sets(validation, "validation")  # type: ignore[arg-type]
         for ts in val:
             ts.validate(spec.input_count, spec.class_count)
-    _adopt_class_names(model, sets[0])
+    names, colors = _class_names_for(model, sets[0])
 
     estimate = None
     try:
@@ -214,7 +338,7 @@ def train(
                 f"{estimate}: this training step will probably not fit in memory; reduce the "
                 "batch size or the patch size.",
                 ResourceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
     except NbsegError:
         raise
@@ -228,26 +352,13 @@ def train(
     weights = class_weight_vector(params.class_weights, counts, spec.class_count)
     steps = max(1, int(np.ceil(len(dm.train_patches) / params.batch_size)))
     module = SegmentationModule(
-        model.network,
-        spec,
-        params,
-        model.class_names,
-        weights,
-        steps,
-        dm.has_validation,
+        model.network, spec, params, names, weights, steps, dm.has_validation
     )
-
     monitor = params.monitor
     if not dm.has_validation and monitor.startswith("val_"):
         monitor = "loss"
-    # the model needs its normalisation before the feedback prediction of epoch 1
-    previous_norm = model.normalisation
-    model.normalisation = norm
-    try:
-        feedback_history, fb = _feedback(model, dm, feedback)
-    except NbsegError:
-        model.normalisation = previous_norm  # a refused call leaves the model as it was
-        raise
+    view = _TrainingView(model, norm, names, colors)
+    feedback_history, fb = _feedback(view, dm, feedback)
     cache = (
         CheckpointCache(int(params.checkpoint_cache_mb * 2**20), monitor, params.min_delta)
         if params.checkpoint_cache_mb > 0
@@ -255,9 +366,21 @@ def train(
     )
     listeners = [c for c in callbacks if isinstance(c, TrainingListener)]
     pl_callbacks: list[pl.Callback] = [c for c in callbacks if isinstance(c, pl.Callback)]
-    stop_event = stop_event or threading.Event()
-    epoch_offset = len(model.history)
-    live = LiveFeedback(model, listeners, stop_event, cache, fb, epoch_offset, feedback_history)
+    unknown = [c for c in callbacks if not isinstance(c, (TrainingListener, pl.Callback))]
+    if unknown:
+        raise InputError(
+            f"callbacks: {unknown[0]!r} is neither a TrainingListener nor a Lightning "
+            "Callback; subclass nbseg.TrainingListener."
+        )
+    live = LiveFeedback(
+        view,  # type: ignore[arg-type]
+        listeners,
+        stop_event or threading.Event(),
+        cache,
+        fb,
+        len(model.history),
+        feedback_history,
+    )
     record_dir = tempfile.mkdtemp(prefix="nbseg-run-")
     guard = _RankZeroGuard(live, Path(record_dir) / "history.json")
     pl_callbacks[0:0] = [guard, live]
@@ -294,91 +417,132 @@ def train(
     kwargs.update(trainer_kwargs or {})
     try:
         trainer = pl.Trainer(**kwargs)
-    except MisconfigurationException as err:  # e.g. accelerator="gpu" on a machine without one
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        # e.g. accelerator="gpu" on a machine without one, an unknown Trainer argument
         shutil.rmtree(record_dir, ignore_errors=True)
-        model.normalisation = previous_norm
         raise InputError(
             f"Lightning refused the trainer settings: {err} (check the accelerator, devices and "
             "strategy: TrainingParams.device, trainer_kwargs, or nbseg train's --accelerator, "
             "--devices, --strategy)"
         ) from err
-
-    status, error = "completed", None
-    was_training = model.network.training
-    initial_state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
-    module.memory_format = channels_last_format(spec.spatial_dims, accelerator, trainer.world_size)
-    unguard = (
-        guard_cpu_bf16_conv3d(model.network)
-        if accelerator == "cpu"
-        and spec.spatial_dims == 3
-        and str(trainer.precision) == "bf16-mixed"
-        else None
+    return TrainingPlan(
+        model=model,
+        params=params,
+        normalisation=norm,
+        class_names=names,
+        class_colors=colors,
+        datamodule=dm,
+        module=module,
+        trainer=trainer,
+        accelerator=str(accelerator),
+        live=live,
+        guard=guard,
+        listeners=listeners,
+        cache=cache,
+        early=early,
+        feedback=feedback_history,
+        estimate=estimate,
+        record_dir=record_dir,
+        started=t0,
+        initial_state={k: v.detach().clone() for k, v in model.network.state_dict().items()},
     )
-    try:
-        if module.memory_format is not None:
-            model.network.to(memory_format=module.memory_format)
-        trainer.fit(module, datamodule=dm)
-        guard.recover()  # spawn/fork strategies: the history of rank 0 comes back by file
-    except torch.OutOfMemoryError as err:
-        status, error = "failed", _oom_message(err, estimate)
-    except MemoryError as err:
-        status, error = "failed", _oom_message(err, estimate)
-    except KeyboardInterrupt:
-        status, error = "stopped", None
-    finally:
-        if unguard is not None:
-            unguard()
-        model.network.train(was_training)
-        model.network.to("cpu")
-        if module.memory_format is not None:
-            model.network.to(memory_format=torch.contiguous_format)
-        shutil.rmtree(record_dir, ignore_errors=True)
-    if module.nan_detected:
-        status, error = "failed", module.nan_detected
-    elif status == "completed" and live.stopped_by_user:
-        status = "stopped"
-    elif status == "completed" and early is not None and early.stopped_epoch > 0:
-        status = "early_stopped"
 
-    history = live.history
-    if not history and status == "failed":
-        model.normalisation = previous_norm
+
+def fit(plan: TrainingPlan) -> FitOutcome:
+    """Step 2 of :func:`train`: run Lightning. The network's weights change; everything else
+    done to it for speed (channels-last, the bf16 ``Conv3d`` guard, train mode, the device)
+    is undone on every path, and no exception escapes: :func:`commit` decides."""
+    network = plan.model.network
+    spec = plan.model.spec
+    trainer, module = plan.trainer, plan.module
+    outcome = FitOutcome("completed")
+    with contextlib.ExitStack() as undo:
+        undo.callback(shutil.rmtree, plan.record_dir, ignore_errors=True)
+        undo.callback(network.to, "cpu")
+        undo.callback(network.train, network.training)
+        module.memory_format = channels_last_format(
+            spec.spatial_dims, plan.accelerator, trainer.world_size
+        )
+        if module.memory_format is not None:
+            undo.callback(network.to, memory_format=torch.contiguous_format)
+            network.to(memory_format=module.memory_format)
+        if (
+            plan.accelerator == "cpu"
+            and spec.spatial_dims == 3
+            and str(trainer.precision) == "bf16-mixed"
+        ):
+            undo.callback(guard_cpu_bf16_conv3d(network))
+        try:
+            trainer.fit(module, datamodule=plan.datamodule)
+            plan.guard.recover()  # spawn/fork strategies: the history of rank 0 comes back
+        except (torch.OutOfMemoryError, MemoryError) as err:
+            outcome = FitOutcome("failed", _oom_message(err, plan.estimate), err)
+        except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns SIGINT into exit 1
+            outcome = FitOutcome("stopped", None, err, interrupted=True)
+        except Exception as err:  # a listener or callback raised: the model is not lost
+            outcome = FitOutcome("failed", f"{type(err).__name__}: {err}", err)
+    if module.nan_detected:
+        return FitOutcome("failed", module.nan_detected)
+    if outcome.status == "completed" and plan.live.stopped_by_user:
+        return FitOutcome("stopped")
+    if outcome.status == "completed" and plan.early is not None and plan.early.stopped_epoch > 0:
+        return FitOutcome("early_stopped")
+    return outcome
+
+
+def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
+    """Step 3 of :func:`train`: write weights, normalisation, class names, history and params
+    to the model (see :func:`train` for what a failed or interrupted training keeps)."""
+    model, params, live, cache = plan.model, plan.params, plan.live, plan.cache
+    history = list(live.history)
     best_epoch = cache.best_epoch if cache is not None else None
-    if status == "failed":
-        # NaN or OOM mid-epoch: go back to the last good weights (or those before training)
-        if cache is not None and cache.entries:
-            cache.load_into(model, cache.entries[-1].epoch)
-        else:
-            model.network.load_state_dict(initial_state)
-    elif params.restore_best and best_epoch is not None and dm.has_validation and history:
-        if best_epoch != history[-1]["epoch"]:
-            cache.load_into(model, best_epoch)
-    model.history.extend(history)
-    model.params = params
-    model.updated = now_iso()
+    if outcome.status == "failed" or outcome.interrupted:
+        # back to the end of the last completed epoch (or to before the call)
+        history = history[: live.completed_epochs]
+        model.network.load_state_dict(live.last_completed_state or plan.initial_state)
+    kept = {r["epoch"] for r in history}
+    if (
+        outcome.status != "failed"
+        and params.restore_best
+        and plan.datamodule.has_validation
+        and cache is not None
+        and best_epoch in kept
+        and best_epoch != history[-1]["epoch"]
+    ):
+        cache.load_into(model, best_epoch)
+    if history:  # a training that left nothing behind changes nothing else either
+        model.normalisation = plan.normalisation
+        model.class_names, model.class_colors = list(plan.class_names), list(plan.class_colors)
+        model.history.extend(history)
+        model.params = params
+        model.updated = now_iso()
     result = TrainingResult(
         model=model,
         history=list(model.history),
-        status=status,
-        duration=time.perf_counter() - t0,
-        feedback=feedback_history,
+        status=outcome.status,
+        duration=time.perf_counter() - plan.started,
+        feedback=plan.feedback,
         checkpoints=cache,
-        memory_estimate=estimate,
-        error=error,
+        memory_estimate=plan.estimate,
+        error=outcome.error,
         best_epoch=best_epoch,
         extra={
-            "train_patches": len(dm.train_patches),
-            "val_patches": len(dm.val_patches),
-            "global_rank": trainer.global_rank,
-            "world_size": trainer.world_size,
+            "train_patches": len(plan.datamodule.train_patches),
+            "val_patches": len(plan.datamodule.val_patches),
+            "global_rank": plan.trainer.global_rank,
+            "world_size": plan.trainer.world_size,
+            "interrupted": outcome.interrupted,
         },
     )
-    for listener in listeners:
-        listener.on_train_end(result)
-    if status == "failed":
-        err = TrainingError(error or "training failed")
+    for listener in plan.listeners:
+        with contextlib.suppress(Exception):  # a listener failing at the end loses nothing
+            listener.on_train_end(result)
+    if outcome.status == "failed":
+        err = TrainingError(outcome.error or "training failed")
         err.result = result  # type: ignore[attr-defined]
-        raise err
+        raise err from outcome.exception
+    if outcome.interrupted:
+        raise TrainingInterrupted(result)
     return result
 
 
@@ -419,19 +583,19 @@ def _oom_message(err: BaseException, estimate: Any) -> str:
     )
 
 
-def _adopt_class_names(model: Model, ts: TrainingSet) -> None:
-    """An untrained model with default names takes the multi-ROI's class names/colours."""
-    from ..data.multiroi import default_class_names
-
-    if model.trained or model.class_names != default_class_names(model.spec.class_count):
-        return
-    names, colors = ts.class_names, ts.class_colors
-    if len(names) == model.spec.class_count:
-        model.class_names, model.class_colors = list(names), list(colors)
+def _class_names_for(model: Model, ts: TrainingSet) -> tuple[list[str], list[Any]]:
+    """The class names and colours the training gives the model: an untrained model with
+    default names takes the multi-ROI's names and colours; otherwise the model's own."""
+    names, colors = list(model.class_names), list(model.class_colors)
+    if model.trained or names != default_class_names(model.spec.class_count):
+        return names, colors
+    if len(ts.class_names) == model.spec.class_count:
+        return list(ts.class_names), list(ts.class_colors)
+    return names, colors
 
 
 def _feedback(
-    model: Model, dm: SegmentationDataModule, region: FeedbackRegion | Literal[False] | None
+    model: Any, dm: SegmentationDataModule, region: FeedbackRegion | Literal[False] | None
 ) -> tuple[FeedbackHistory | None, Any]:
     if region is False:
         return None, None

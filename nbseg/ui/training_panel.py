@@ -467,7 +467,8 @@ class TrainingPanel(widgets.VBox):
         finally:
             self._finished.set()
             self._update_buttons()
-        if result is not None:
+        if result is not None and (status != "failed" or self._records):
+            # a failed run that completed no epoch left the model as it was: nothing to show
             self.workspace.set_result(result)
             self.workspace.set_model(result.model)
         self._log(f"Training ended: {status}.")
@@ -487,7 +488,13 @@ class TrainingPanel(widgets.VBox):
             self.status.value = "<b style='color:#b71c1c'>Failed</b>"
             self.progress.bar_style = "danger"
             hint = ""
-            if run.error and not isinstance(run.exception, NbsegError):
+            cause = run.exception
+            if isinstance(cause, NbsegError):  # a failure nbseg caught: what caused it?
+                cause = cause.__cause__
+            known = isinstance(cause, (NbsegError, MemoryError)) or (
+                type(cause).__name__ == "OutOfMemoryError"
+            )
+            if run.error and cause is not None and not known:
                 hint = (
                     " This is not a known input or parameter problem: check the inputs and "
                     "parameters, try a smaller model; the Log has the details."
