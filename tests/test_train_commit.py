@@ -67,7 +67,7 @@ def test_listener_error_in_first_epoch_leaves_model_exactly_as_it_was():
     model, ts, params = _setup()
     before, names = _state(model), list(model.class_names)
     listener = _Raise(model, 1, ValueError("listener bug"))
-    with pytest.raises(nbseg.TrainingError, match="^ValueError: listener bug") as info:
+    with pytest.raises(nbseg.TrainingError, match=r"^ValueError: listener bug") as info:
         nbseg.train(model, ts, params, 0.25, callbacks=[listener], feedback=False)
     assert info.value.result.status == "failed"
     assert isinstance(info.value.__cause__, ValueError)
