@@ -31,9 +31,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._version import __version__
 from .config import TrainerOptions, load_config
 from .errors import NbsegError
+from .inference.sliding import segment
+from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
+from .model import load_model
+from .progress import Progress
 from .settings import add_arguments, parsed_overrides
+from .store.export import example_input, export_onnx, export_torchscript
+from .store.library import ModelLibrary
+from .training.callbacks import TrainingListener
 from .training.params import TrainingParams
 from .training.run import TrainingInterrupted
 
@@ -72,7 +80,6 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
 
 
 def _printer(epochs: int) -> Any:
-    from .training.callbacks import TrainingListener
 
     class EpochPrinter(TrainingListener):
         def on_train_start(self, info: dict[str, Any]) -> None:
@@ -161,14 +168,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- segment ---------------------------------------------------------------------------------
 def _library(args: argparse.Namespace) -> Any:
-    from .store.library import ModelLibrary
 
     return ModelLibrary(getattr(args, "root", None))
 
 
 def _open_model(ref: str, args: argparse.Namespace) -> Any:
     """A model from a file path, else from the library by name."""
-    from .model import load_model
 
     p = Path(ref)
     if p.is_file():
@@ -195,10 +200,6 @@ def _array_ref(text: str) -> Any:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
-
-    from .inference.sliding import segment
-    from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
-    from .progress import Progress
 
     out = Path(args.output)
     suffix = out.suffix.lower()
@@ -303,7 +304,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # -- export ----------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    from .store.export import example_input, export_onnx, export_torchscript
 
     model = _open_model(args.model, args)
     example = example_input(model, args.patch_size) if args.patch_size else None
@@ -319,7 +319,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
 
     p = argparse.ArgumentParser(
         prog="nbseg", description="Train and apply deep semantic-segmentation models."

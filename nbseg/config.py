@@ -43,12 +43,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import xarray as xr
 
-from .errors import NbsegError, ParamsError
+from . import datasets
+from .data.trainingset import TrainingSet
+from .datasets import SAMPLES
+from .errors import NbsegError, ParamsError, SpecError
 from .io import ARRAY_SUFFIXES, read_array
+from .model import Model, generate_model, load_model
+from .models.registry import get_architecture
 from .models.spec import ModelSpec
 from .settings import Choice, Devices, Int, Settings, check_keys, setting
+from .store.fileformat import atomic_write_bytes
 from .training.callbacks import FeedbackRegion
 from .training.params import TrainingParams
+from .training.run import train
 
 if TYPE_CHECKING:
     from .data.trainingset import TrainingSet
@@ -139,7 +146,6 @@ class TrainingSetConfig:
         return out
 
     def check(self, key: str, source: str | None) -> None:
-        from .datasets import SAMPLES
 
         where = _where(source, key)
         if self.dataset is not None:
@@ -192,12 +198,9 @@ class TrainingSetConfig:
 
     def build(self, base: Path | None, key: str = "training set") -> TrainingSet:
         """Open the files (or generate the sample) and return a :class:`TrainingSet`."""
-        from .data.trainingset import TrainingSet
 
         name = self.name or (self.dataset or key)
         if self.dataset is not None:
-            from . import datasets
-
             ds = datasets.load(self.dataset, **self.dataset_options)
             return TrainingSet(inputs=ds["image"], output=ds["labels"], name=name)
 
@@ -435,8 +438,6 @@ class TrainingConfig:
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            from .store.fileformat import atomic_write_bytes
-
             atomic_write_bytes(path, text.encode())
         return text
 
@@ -484,8 +485,6 @@ class TrainingConfig:
                                               output="trained.nbseg", data_dir="run1")
             cfg.to_yaml("run1/train.yaml")       # then: nbseg train run1/train.yaml
         """
-        from .data.trainingset import TrainingSet
-        from .model import Model
 
         base = Path(data_dir) if data_dir is not None else None
 
@@ -564,7 +563,6 @@ class TrainingConfig:
 
     def build_model(self) -> Model:
         """The model to train: generated from the spec, or loaded from ``model_file``."""
-        from .model import generate_model, load_model
 
         if self.spec is not None:
             try:
@@ -596,7 +594,6 @@ class TrainingConfig:
         """Build everything and call :func:`nbseg.train` (blocking). Does not save: the
         caller saves ``result.model`` where ``result.extra["global_rank"] == 0``.
         ``feedback=False`` skips the per-epoch feedback prediction (nothing shows it)."""
-        from .training.run import train
 
         model = model or self.build_model()
         return train(
@@ -631,8 +628,6 @@ def _resolve(path: str, base: Path | None) -> Path:
 
 
 def _spec_from(data: Any, src: str | None) -> ModelSpec:
-    from .errors import SpecError
-    from .models.registry import get_architecture
 
     if not isinstance(data, dict):
         raise ConfigError(

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ._png import encode_png
 from .data.multiroi import UNLABELLED, default_class_colors
 from .errors import InputError
 from .render import render_overlay, to_uint8
@@ -98,8 +99,6 @@ def show(
     """A notebook-displayable PNG (``ipywidgets.Image``) of :func:`overlay`; several
     ``labels`` side by side when a list is given (e.g. ``[truth, prediction]``)."""
     import ipywidgets as widgets
-
-    from ._png import encode_png
 
     label_list = labels if isinstance(labels, (list, tuple)) else [labels]
     images = [

@@ -19,8 +19,11 @@ from ._files import now_iso
 from .data.multiroi import default_class_colors, default_class_names, hex_to_rgb
 from .data.trainingset import Normalisation
 from .errors import ModelFileError, SpecError
+from .inference.sliding import segment
+from .models.registry import build_network
 from .models.spec import ModelSpec
 from .store.fileformat import read_model_file, write_model_file
+from .training.params import TrainingParams
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -114,8 +117,6 @@ class Model:
 
     @classmethod
     def from_parts(cls, state: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> Model:
-        from .models.registry import build_network
-        from .training.params import TrainingParams
 
         try:
             spec = ModelSpec.from_dict(meta["spec"])
@@ -165,7 +166,6 @@ class Model:
     # -- convenience ---------------------------------------------------------------------
     def segment(self, image: xr.DataArray | Sequence[xr.DataArray], **kwargs: Any) -> Any:
         """Same as :func:`nbseg.segment` with this model."""
-        from .inference.sliding import segment
 
         return segment(self, image, **kwargs)
 
@@ -184,7 +184,6 @@ def generate_model(
     Raises :class:`nbseg.SpecError` with a clear message when the spec is invalid (unknown
     architecture, class count < 2, unsupported input dimension, unknown parameter ...).
     """
-    from .models.registry import build_network
 
     if not isinstance(spec, ModelSpec):
         raise SpecError(f"generate_model needs a ModelSpec, got {type(spec).__name__}.")

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..devices import resolve_precision
 from ..errors import InputError
 from ..settings import Bool, Choice, Float, Int, Invalid, Kind, PatchSize, Settings, setting
 
@@ -225,7 +226,6 @@ class InferenceSettings(Settings):
     def resolved_precision(self, device_type: str, input_dimension: str = "2D") -> str:
         """``precision`` with ``"auto"`` resolved for a torch device type (``"cpu"``,
         ``"cuda"``)."""
-        from ..devices import resolve_precision
 
         accelerator = "gpu" if device_type == "cuda" else device_type
         return resolve_precision(self.precision, accelerator, input_dimension)

@@ -43,8 +43,8 @@ import xarray as xr
 
 from ..data.trainingset import as_dataarray
 from ..errors import InputError
-from ..io import check_output_path
 from ..jobs import Cancelled
+from ..paths import check_output_path
 from ..progress import Progress, ProgressCallback
 from .predictor import VolumePredictor, checked_inputs
 from .settings import InferenceSettings

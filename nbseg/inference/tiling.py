@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..data.multiroi import OUTSIDE_MASK
+from ..models.registry import size_divisor
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -61,7 +62,6 @@ def round_up(v: int, d: int) -> int:
 def default_window(model: Model, shape: tuple[int, int, int]) -> tuple[int, int, int]:
     """The model's training patch as a ``(z, y, x)`` window (``z`` = 1 for 2D/2.5D models),
     rounded up to the network's size divisor."""
-    from ..models.registry import size_divisor
 
     p = model.params.patch_for(model.spec) if model.params is not None else 64
     ps = (p, p, p) if isinstance(p, int) else tuple(p)
@@ -77,7 +77,6 @@ def resolve_window(
     """The ``(z, y, x)`` window for ``model`` on a volume of ``shape``: ``window`` (one side
     or per axis) or the training patch, rounded up to the network's size divisor; a 3D
     window is kept no deeper than the volume needs."""
-    from ..models.registry import size_divisor
 
     div = size_divisor(model.spec)
     is3d = model.spec.input_dimension == "3D"

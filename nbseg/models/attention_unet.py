@@ -8,12 +8,12 @@ from torch import nn
 
 from .registry import ArchitectureInfo, register
 from .spec import ModelSpec
-from .unet import UNET_DEFAULTS, _build, _pow2_divisor
+from .unet import UNET_DEFAULTS, make_unet, pow2_divisor
 
 
 def build_attention_unet(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
     """Build a :class:`UNet` with attention gates for ``spec`` with resolved ``params``."""
-    return _build(spec, params, attention=True)
+    return make_unet(spec, params, attention=True)
 
 
 register(
@@ -29,6 +29,6 @@ register(
         dimensions=("2D", "2.5D", "3D"),
         defaults=dict(UNET_DEFAULTS),
         builder=build_attention_unet,
-        size_divisor=_pow2_divisor,
+        size_divisor=pow2_divisor,
     )
 )

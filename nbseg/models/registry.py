@@ -232,7 +232,7 @@ def input_shape(spec: ModelSpec, patch_size: int | Sequence[int], batch_size: in
     return (int(batch_size), spec.in_channels, *size)
 
 
-def _rows_from_hooks(network: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
+def layer_rows(network: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
     leaves: list[tuple[str, nn.Module]] = []
 
     def expand(prefix: str, module: nn.Module) -> None:
@@ -299,7 +299,7 @@ def describe_network(spec: ModelSpec, patch_size: int | Sequence[int] = 64) -> l
     shape[2:] = [-(-s // div) * div for s in shape[2:]]
     network = network.to("meta").eval()
     x = torch.empty(shape, device="meta")
-    return _rows_from_hooks(network, x)
+    return layer_rows(network, x)
 
 
 # Built-in architectures register themselves on import, in this (display) order.

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import SpecError
 from .blocks import (
     AttentionGate,
     ConvBlock,
@@ -105,12 +106,11 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def _pow2_divisor(spec: ModelSpec, params: dict[str, Any]) -> int:
+def pow2_divisor(spec: ModelSpec, params: dict[str, Any]) -> int:
     return 2 ** (int(params["depth"]) - 1)
 
 
 def _check(params: dict[str, Any]) -> None:
-    from ..errors import SpecError
 
     if not 2 <= int(params["depth"]) <= 7:
         raise SpecError(f"depth must lie in 2..7, got {params['depth']!r}.")
@@ -120,7 +120,8 @@ def _check(params: dict[str, Any]) -> None:
         raise SpecError(f"dropout must lie in [0, 1), got {params['dropout']!r}.")
 
 
-def _build(spec: ModelSpec, params: dict[str, Any], attention: bool) -> nn.Module:
+def make_unet(spec: ModelSpec, params: dict[str, Any], attention: bool) -> nn.Module:
+    """A :class:`UNet` (with attention gates when ``attention``) for ``spec``."""
     _check(params)
     return UNet(
         spec.in_channels,
@@ -137,7 +138,7 @@ def _build(spec: ModelSpec, params: dict[str, Any], attention: bool) -> nn.Modul
 
 def build_unet(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
     """Build a :class:`UNet` for ``spec`` with resolved ``params``."""
-    return _build(spec, params, attention=False)
+    return make_unet(spec, params, attention=False)
 
 
 UNET_DEFAULTS: dict[str, Any] = {
@@ -164,6 +165,6 @@ register(
         dimensions=("2D", "2.5D", "3D"),
         defaults=dict(UNET_DEFAULTS),
         builder=build_unet,
-        size_divisor=_pow2_divisor,
+        size_divisor=pow2_divisor,
     )
 )

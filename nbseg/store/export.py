@@ -35,7 +35,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.trainingset import Normalisation
 from ..errors import ModelFileError, SpecError
+from ..model import Model
+from ..models.registry import (
+    ARCHITECTURES,
+    BUILTIN_MODULES,
+    ArchitectureInfo,
+    input_shape,
+    register,
+    size_divisor,
+)
+from ..models.spec import ModelSpec
+from ..training.params import TrainingParams
+from .fileformat import atomic_write_bytes
 
 if TYPE_CHECKING:
     from ..data.trainingset import Normalisation
@@ -51,7 +64,6 @@ def example_input(
 ) -> torch.Tensor:
     """A random network input for ``model`` (patch size: the training one, else 64 / 32 in
     3D), rounded up to the architecture's size divisor."""
-    from ..models.registry import input_shape, size_divisor
 
     spec = model.spec
     if patch_size is None:
@@ -67,7 +79,6 @@ def example_input(
 
 
 def export_metadata(model: Model) -> dict[str, Any]:
-    from ..models.registry import size_divisor
 
     meta = model.metadata()
     meta.pop("history", None)
@@ -112,7 +123,6 @@ def export_torchscript(
     """Write the network as TorchScript (traced on ``example``, default
     :func:`example_input`) with the metadata as extra file ``nbseg.json``; checked against
     the network on the example and on an input of another spatial size."""
-    from .fileformat import atomic_write_bytes
 
     x = example if example is not None else example_input(model)
     net = model.network.to("cpu").eval()
@@ -151,8 +161,6 @@ def export_onnx(
         ) from None
     import io
 
-    from .fileformat import atomic_write_bytes
-
     x = example if example is not None else example_input(model)
     net = model.network.to("cpu").eval()
     spatial = {i: f"s{i}" for i in range(2, x.ndim)}
@@ -185,7 +193,6 @@ def export_onnx(
 
 def _other_size(model: Model, x: torch.Tensor) -> torch.Tensor:
     """A second probe: batch 2 and another spatial size (dynamic shapes must work)."""
-    from ..models.registry import size_divisor
 
     try:
         div = size_divisor(model.spec)
@@ -243,7 +250,6 @@ def register_external(
 ) -> None:
     """Register a foreign network factory as architecture ``name`` (this process only), so
     that models of that architecture build, save and load like built-in ones."""
-    from ..models.registry import ARCHITECTURES, BUILTIN_MODULES, ArchitectureInfo, register
 
     current = ARCHITECTURES.get(name)
     if current is not None and current.builder.__module__.rsplit(".", 1)[-1] in BUILTIN_MODULES:
@@ -300,8 +306,6 @@ def import_module(
     check_patch
         Patch size of the shape check (default 64, 32 in 3D).
     """
-    from ..model import Model
-    from ..models.registry import input_shape
 
     spec.validate()
     try:
@@ -371,9 +375,6 @@ def import_torchscript(
     normalisation and size divisor then come from its ``nbseg.json`` (the architecture is
     renamed ``torchscript:<name>``). Only load TorchScript files you trust.
     """
-    from ..data.trainingset import Normalisation
-    from ..models.spec import ModelSpec
-    from ..training.params import TrainingParams
 
     p = Path(path)
     load_torchscript(p)  # clear error for a missing / foreign file

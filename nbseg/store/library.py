@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelFileError
+from ..model import Model, load_model
 from .fileformat import atomic_write_bytes, read_model_file, read_model_meta, write_model_file
 
 if TYPE_CHECKING:
@@ -187,7 +188,6 @@ class ModelLibrary:
         return model.save(p)
 
     def load(self, name: str) -> Model:
-        from ..model import load_model
 
         return load_model(self._existing(name))
 
@@ -292,7 +292,6 @@ class ModelLibrary:
         model's name). The file must be an nbseg safetensors file whose weights fit the
         network its metadata describes; pickles, TorchScript archives and other files are
         refused without executing anything."""
-        from ..model import Model
 
         src = Path(path)
         state, meta = read_model_file(src)  # safetensors only: raises on anything else

@@ -23,6 +23,9 @@ import torch
 from .._files import atomic_write_bytes
 from .._png import encode_png
 from ..errors import InputError
+from ..inference.predictor import VolumePredictor
+from ..inference.tiling import default_window, pad_to_window
+from ..models.registry import size_divisor
 from ..render import render_overlay
 
 if TYPE_CHECKING:
@@ -149,7 +152,6 @@ def feedback_prediction(
     ``bf16-mixed``), used for this preview too — it shows what the training computes, at
     about half the cost of a float32 pass.
     """
-    from ..inference.sliding import VolumePredictor, _pad_to_window, default_window
 
     y0, y1, x0, x1 = box
     spec = model.spec
@@ -174,7 +176,6 @@ def feedback_prediction(
         min(window[1], _ceil_to(vol.shape[2], 8)),
         min(window[2], _ceil_to(vol.shape[3], 8)),
     )
-    from ..models.registry import size_divisor
 
     div = size_divisor(spec)
     window = (window[0], _ceil_to(window[1], div), _ceil_to(window[2], div))
@@ -187,7 +188,7 @@ def feedback_prediction(
         whole = (_ceil_to(vol.shape[2], div), _ceil_to(vol.shape[3], div))
         if whole[0] * whole[1] <= SINGLE_PASS_PIXELS:
             window = (window[0], max(window[1], whole[0]), max(window[2], whole[1]))
-    vol_p, _, _shape = _pad_to_window(vol, None, window, spec.input_dimension == "3D")
+    vol_p, _, _shape = pad_to_window(vol, None, window, spec.input_dimension == "3D")
     predictor = VolumePredictor(model, window, overlap=0.25, batch_size=4)
     device = next(model.network.parameters()).device.type
     with torch.autocast(device, dtype=autocast or torch.bfloat16, enabled=autocast is not None):

@@ -22,6 +22,7 @@ from ..data.patches import (
     random_train_boxes,
 )
 from ..data.trainingset import Normalisation, TrainingSet
+from ..models.registry import size_divisor
 from ..models.spec import ModelSpec
 from .losses import SegmentationLoss, confusion_matrix, metrics_from_confusion
 from .params import TrainingParams
@@ -367,7 +368,6 @@ def fit_auto_patch(
 ) -> tuple[int, int, int]:
     """Shrink an automatic patch shape to the smallest volume (y, x; and z in 3D), keeping
     each side a multiple of the network's size divisor."""
-    from ..models.registry import size_divisor
 
     div = size_divisor(spec)
     out = list(pshape)

@@ -16,6 +16,7 @@ import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas, hold_canvas
 
+from .._png import encode_png
 from ..render import View, render_overlay
 
 DRAW_LOCK = threading.RLock()
@@ -264,7 +265,6 @@ class ImageView(widgets.VBox):
 
     def snapshot_png(self) -> bytes | None:
         """PNG of the current frame (static fallback, exports)."""
-        from .._png import encode_png
 
         return None if self.last_frame is None else encode_png(self.last_frame)
 

@@ -24,7 +24,7 @@ from ..render import to_uint8
 from ..training.callbacks import FeedbackRegion
 from . import style
 from .imageview import ImageView
-from .state import Workspace, _max_class
+from .state import Workspace, max_class
 
 _COL = "170px"
 _NONE = "(none)"
@@ -349,9 +349,9 @@ class InputsPanel(widgets.VBox):
         for name, roi in ws.labels.items():
             if roi.shape != shape:
                 reasons.append(f"{name!r} has shape {roi.shape}")
-            elif k is not None and _max_class(roi) >= k:
+            elif k is not None and max_class(roi) >= k:
                 reasons.append(
-                    f"{name!r} holds class id {_max_class(roi)} but the model has {k} classes"
+                    f"{name!r} holds class id {max_class(roi)} but the model has {k} classes"
                 )
         fix = "paint a multi-ROI on this image"
         if k is not None:

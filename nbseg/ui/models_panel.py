@@ -15,7 +15,10 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import InputError, ModelFileError
+from ..models.registry import describe_network, layer_rows
+from ..store.export import example_input
 from ..store.library import ModelLibrary
+from ..training.params import TrainingParams
 from .style import MessageBox, labelled, panel, run_reporting, section
 
 
@@ -303,7 +306,6 @@ class ModelsPanel(widgets.VBox):
 
     def _apply_classes(self) -> None:
         """Write the edited class names, colours and weights into the selected model."""
-        from ..training.params import TrainingParams
 
         name = self._require()
         names = [t.value.strip() for t in self.class_names]
@@ -335,8 +337,6 @@ class ModelsPanel(widgets.VBox):
     def show_structure(self, patch_size: int | None = None) -> list[dict[str, Any]]:
         """Fill the structure table (blocks and output shapes, from forward hooks on a dummy
         input) for the selected model; returns the rows."""
-        from ..models.registry import _rows_from_hooks, describe_network
-        from ..store.export import example_input
 
         name = self._require()
         model = self.library.load(name)
@@ -344,7 +344,7 @@ class ModelsPanel(widgets.VBox):
         try:
             rows = describe_network(model.spec, patch)
         except Exception:  # an architecture that does not run on the meta device
-            rows = _rows_from_hooks(model.network.eval(), example_input(model, patch))
+            rows = layer_rows(model.network.eval(), example_input(model, patch))
         if not rows:
             raise ModelFileError(f"No layers found in {name!r}.")
         self.structure_rows = rows

@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
+from ..inference.sliding import preview
 from ..render import to_uint8
 from . import style
 from .imageview import ImageView
@@ -207,7 +208,6 @@ class PreviewPanel(widgets.VBox):
     # -- action --------------------------------------------------------------------------
     def preview(self, index: int | None = None) -> xr.DataArray:
         """Predict slice ``index`` (default: the slider's) and show it over the image."""
-        import nbseg
 
         model = self.workspace.model
         if model is None:
@@ -218,7 +218,7 @@ class PreviewPanel(widgets.VBox):
         index = int(self.slice_slider.value)
         ref = images[0]
         dim = ref.dims[0] if ref.ndim == 3 else "z"
-        pred = nbseg.preview(model, images if len(images) > 1 else images[0], index, dim=dim)
+        pred = preview(model, images if len(images) > 1 else images[0], index, dim=dim)
         self.view.opacity = float(self.opacity.value)
         self.view.show(image_slice(ref, index), np.asarray(pred.values), model.class_colors)
         self.prediction = pred

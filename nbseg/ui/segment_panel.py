@@ -23,7 +23,9 @@ import xarray as xr
 
 from ..errors import InputError
 from ..inference.job import SegmentationRun, as_progress
+from ..inference.sliding import preview
 from ..io import write_array
+from ..model import load_model
 from . import style
 from .imageview import ImageView
 from .preview_panel import NO_MODEL, InputPicker, image_slice
@@ -165,14 +167,13 @@ class SegmentPanel(widgets.VBox):
 
     def load_model_file(self, path: str) -> Any:
         """Load a ``.nbseg`` file and choose it (for this panel; the workspace keeps its model)."""
-        import nbseg
 
         path = str(path).strip()
         if not path:
             raise InputError("Type the path of a .nbseg model file first.")
         if not Path(path).expanduser().exists():
             raise InputError(f"Model file {path!r} does not exist; check the path.")
-        model = nbseg.load_model(Path(path).expanduser())
+        model = load_model(Path(path).expanduser())
         self._files[path] = model
         self._refresh_models()
         self.model_select.value = path
@@ -272,7 +273,6 @@ class SegmentPanel(widgets.VBox):
     # -- preview ---------------------------------------------------------------------------
     def preview_slice(self, index: int | None = None) -> xr.DataArray:
         """Predict one slice (default: the slider's) and show it over the image."""
-        import nbseg
 
         model, images, mask = self._checked()
         if index is not None:
@@ -280,7 +280,7 @@ class SegmentPanel(widgets.VBox):
         index = int(self.slice_slider.value)
         ref = images[0]
         dim = ref.dims[0] if ref.ndim == 3 else "z"
-        pred = nbseg.preview(
+        pred = preview(
             model,
             images if len(images) > 1 else images[0],
             index,

@@ -102,7 +102,7 @@ class Workspace:
         names = [n for n, da in store.items() if da.shape == shape]
         if kind == "labels" and self.model is not None:
             k = self.model.spec.class_count
-            names = [n for n in names if _max_class(store[n]) < k]
+            names = [n for n in names if max_class(store[n]) < k]
         return names
 
     # -- model ---------------------------------------------------------------------------
@@ -157,6 +157,6 @@ class Workspace:
         return ws
 
 
-def _max_class(roi: xr.DataArray) -> int:
+def max_class(roi: xr.DataArray) -> int:
     v = np.asarray(roi.values)
     return int(v.max()) if v.size else -1

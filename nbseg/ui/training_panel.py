@@ -58,6 +58,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
+from ..config import TrainingConfig
 from ..errors import InputError, NbsegError, ParamsError
 from ..training.callbacks import TrainingListener
 from ..training.job import TrainingRun, check_training_inputs
@@ -546,7 +547,6 @@ class TrainingPanel(widgets.VBox):
         """Write the current training (model or spec, training sets, validation, parameters,
         feedback region) as a YAML config next to its data, for ``nbseg train CONFIG`` on a
         bigger machine. In-memory arrays go to zarr stores in the config's folder."""
-        from ..config import TrainingConfig
 
         ws = self.workspace
         if ws.model is None:
