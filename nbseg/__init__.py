@@ -12,7 +12,9 @@ The headless API (scripts, tests and the widgets all use it)::
 
 from __future__ import annotations
 
-from . import _system, datasets
+from typing import TYPE_CHECKING
+
+from . import _system, datasets, progress
 from ._version import __version__ as __version__
 from .config import TrainingConfig, load_config
 from .data.augment import AugmentationParams
@@ -27,6 +29,7 @@ from .data.trainingset import Normalisation, TrainingSet
 from .errors import InputError, ModelFileError, NbsegError, ParamsError, SpecError, TrainingError
 from .evaluation import evaluate, overlay, show
 from .inference.job import SegmentationRun
+from .inference.settings import InferenceSettings
 from .inference.sliding import preview, segment
 from .model import Model, generate_model, load_model
 from .models.registry import architectures, get_architecture
@@ -35,13 +38,17 @@ from .store.library import ModelLibrary
 from .training.callbacks import CheckpointCache, FeedbackRegion, TrainingListener
 from .training.job import TrainingRun
 from .training.params import TrainingParams
-from .training.run import TrainingResult, train
+from .training.run import TrainingInterrupted, TrainingResult, train
+
+if TYPE_CHECKING:  # loaded lazily by __getattr__
+    from .ui.tool import DeepLearningTool
 
 # Binder and containers give 1-2 CPUs of a big host: never start more torch threads than that.
 _system.limit_torch_threads()
 
 
-def __getattr__(name: str):  # lazy: the widgets import ipywidgets & co only when used
+def __getattr__(name: str) -> type[DeepLearningTool]:
+    # lazy: the widgets import ipywidgets & co only when used
     if name == "DeepLearningTool":
         from .ui.tool import DeepLearningTool
 
@@ -55,6 +62,7 @@ __all__ = [
     "CheckpointCache",
     "DeepLearningTool",
     "FeedbackRegion",
+    "InferenceSettings",
     "InputError",
     "Model",
     "ModelFileError",
@@ -67,6 +75,7 @@ __all__ = [
     "SpecError",
     "TrainingConfig",
     "TrainingError",
+    "TrainingInterrupted",
     "TrainingListener",
     "TrainingParams",
     "TrainingResult",
@@ -85,6 +94,7 @@ __all__ = [
     "multi_roi",
     "overlay",
     "preview",
+    "progress",
     "segment",
     "show",
     "train",

@@ -24,10 +24,10 @@ def cpu_quota() -> int:
         quota, period = v2.split()[:2]
         n = min(n, max(1, int(int(quota) / int(period))))
     else:
-        quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-        period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-        if quota and period and int(quota) > 0:
-            n = min(n, max(1, int(quota) // int(period)))
+        quota_us = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        period_us = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        if quota_us and period_us and int(quota_us) > 0:
+            n = min(n, max(1, int(quota_us) // int(period_us)))
     return max(1, n)
 
 

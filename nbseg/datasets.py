@@ -71,7 +71,7 @@ def _check_shape(shape: Sequence[int], minimum: Shape) -> Shape:
         raise InputError(
             f"shape {values} is too small: this sample needs at least {minimum} (z, y, x)"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _resolve_slices(labelled_slices: int | Sequence[int], nz: int) -> list[int]:
@@ -133,7 +133,8 @@ def _smooth_field(rng: np.random.Generator, shape: Sequence[int], scale: float) 
         view = [1] * field.ndim
         view[axis] = size
         field = sum(
-            np.take(field, i - 1 + k, axis=axis) * w.reshape(view) for k, w in enumerate(weights)
+            (np.take(field, i - 1 + k, axis=axis) * w.reshape(view) for k, w in enumerate(weights)),
+            np.zeros(()),
         )
     field = field.astype(np.float32)
     field -= field.mean()

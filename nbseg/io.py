@@ -137,7 +137,7 @@ def _pick(ds: xr.Dataset, variable: str | None, p: Path) -> xr.DataArray:
                 f"{str(p)!r} holds the variables {names}; say which one with "
                 "{path: ..., variable: NAME}."
             )
-        variable = names[0]
+        return ds[names[0]]
     if variable not in ds.data_vars:
         raise InputError(f"{str(p)!r} has no variable {variable!r}; it holds {names}.")
     return ds[variable]

@@ -247,7 +247,8 @@ class BackgroundJob:
         ident = threading.get_ident()
         with _owners_lock:
             _owners[ident] = self
-        status, result, error = "failed", None, None
+        status, result = "failed", None
+        error: BaseException | str | None = None
         try:
             try:
                 result = self._run()

@@ -91,6 +91,12 @@ class View:
         if self.center is None:
             self.center = (self.shape[0] / 2, self.shape[1] / 2)
 
+    def _center(self) -> tuple[float, float]:
+        """:attr:`center` (the middle of the image where it is None)."""
+        if self.center is None:
+            self.center = (self.shape[0] / 2, self.shape[1] / 2)
+        return self.center
+
     @property
     def scale(self) -> float:
         """Canvas pixels per image pixel."""
@@ -99,17 +105,17 @@ class View:
 
     def to_image(self, cy: float, cx: float) -> tuple[float, float]:
         """Canvas pixel → image coordinates (float)."""
-        s = self.scale
+        s, center = self.scale, self._center()
         return (
-            self.center[0] + (cy - self.canvas[0] / 2) / s,
-            self.center[1] + (cx - self.canvas[1] / 2) / s,
+            center[0] + (cy - self.canvas[0] / 2) / s,
+            center[1] + (cx - self.canvas[1] / 2) / s,
         )
 
     def to_canvas(self, y: float, x: float) -> tuple[float, float]:
-        s = self.scale
+        s, center = self.scale, self._center()
         return (
-            (y - self.center[0]) * s + self.canvas[0] / 2,
-            (x - self.center[1]) * s + self.canvas[1] / 2,
+            (y - center[0]) * s + self.canvas[0] / 2,
+            (x - center[1]) * s + self.canvas[1] / 2,
         )
 
     def zoom_at(self, factor: float, cy: float, cx: float) -> None:
@@ -121,8 +127,8 @@ class View:
 
     def pan(self, dy: float, dx: float) -> None:
         """Move the view by (dy, dx) canvas pixels."""
-        s = self.scale
-        self.center = (self.center[0] - dy / s, self.center[1] - dx / s)
+        s, center = self.scale, self._center()
+        self.center = (center[0] - dy / s, center[1] - dx / s)
 
     def reset(self) -> None:
         self.zoom = 1.0
@@ -131,8 +137,9 @@ class View:
     def sample_indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Nearest image row/col index of every canvas row/col, and which are inside."""
         ch, cw = self.canvas
-        ys = self.center[0] + (np.arange(ch) + 0.5 - ch / 2) / self.scale
-        xs = self.center[1] + (np.arange(cw) + 0.5 - cw / 2) / self.scale
+        center = self._center()
+        ys = center[0] + (np.arange(ch) + 0.5 - ch / 2) / self.scale
+        xs = center[1] + (np.arange(cw) + 0.5 - cw / 2) / self.scale
         iy, ix = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
         vy = (iy >= 0) & (iy < self.shape[0])
         vx = (ix >= 0) & (ix < self.shape[1])

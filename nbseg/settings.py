@@ -532,7 +532,7 @@ class Nested(Kind):
         if isinstance(value, dict):
             return self.cls.from_dict(value)  # type: ignore[attr-defined]
         if (value is None or value is False) and hasattr(self.cls, "disabled"):
-            return self.cls.disabled()  # type: ignore[attr-defined]
+            return self.cls.disabled()
         raise Invalid(f"give a {self.cls.__name__} or a mapping of its settings")
 
     def plain(self, value: Any) -> Any:

@@ -20,6 +20,7 @@ from .trainingset import Normalisation, TrainingSet, volume_of
 
 def patch_shape(spec: ModelSpec, patch_size: int | Sequence[int]) -> tuple[int, int, int]:
     """Patch extent as ``(z, y, x)`` for a model: ``(1, P, P)`` in 2D/2.5D, ``(P, P, P)`` in 3D."""
+    size: tuple[int, ...]
     if isinstance(patch_size, int):
         size = (patch_size, patch_size, patch_size)
     else:
@@ -27,7 +28,7 @@ def patch_shape(spec: ModelSpec, patch_size: int | Sequence[int]) -> tuple[int, 
     if spec.input_dimension == "3D":
         if len(size) == 2:
             raise InputError(f"A 3D model needs a 3D patch size (z, y, x), got {patch_size}.")
-        return size[-3], size[-2], size[-1]  # type: ignore[return-value]
+        return size[-3], size[-2], size[-1]
     return 1, size[-2], size[-1]
 
 
@@ -46,7 +47,7 @@ class PreparedSet:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.labels.shape  # type: ignore[return-value]
+        return self.labels.shape
 
 
 def _starts(length: int, size: int, step: int, flush: bool = True) -> np.ndarray:
@@ -194,7 +195,7 @@ def plan_patches(
             "size, label more slices, pass validation=0 or a separate validation training set."
         )
     n_val = min(max(1, round(n_tiles * fraction)), max(1, n_tiles - 1), max_validation_patches)
-    flat = []
+    flat: list[tuple[int, np.ndarray]] = []
     for i in rng.permutation(len(sets)):
         t = tiles[i]
         if pshape[0] == 1:
@@ -223,7 +224,7 @@ def plan_patches(
 
 def extract(
     ps: PreparedSet,
-    box: Sequence[int],
+    box: Sequence[int] | np.ndarray,
     pshape: tuple[int, int, int],
     spec: ModelSpec,
 ) -> tuple[np.ndarray, np.ndarray]:

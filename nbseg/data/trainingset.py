@@ -120,10 +120,10 @@ class TrainingSet:
                     f"{self.name}: input {i} has shape {da.shape} but input 0 has {ref.shape}; "
                     "several inputs are modalities of one geometry and must match."
                 )
-        for what, da in (("output multi-ROI", self.output), ("mask", self.mask)):
-            if da is not None and da.shape != ref.shape:
+        for what, other in (("output multi-ROI", self.output), ("mask", self.mask)):
+            if other is not None and other.shape != ref.shape:
                 raise InputError(
-                    f"{self.name}: {what} has shape {da.shape} but the input has {ref.shape}; "
+                    f"{self.name}: {what} has shape {other.shape} but the input has {ref.shape}; "
                     "they must share one geometry."
                 )
 
@@ -205,7 +205,7 @@ class Normalisation:
                 hi = lo + 1.0
             low.append(float(lo))
             high.append(float(hi))
-        return cls(low=low, high=high, percentiles=tuple(percentiles))
+        return cls(low=low, high=high, percentiles=(percentiles[0], percentiles[1]))
 
     def apply(self, volume: np.ndarray, index: int) -> np.ndarray:
         """Normalise input ``index`` to float32."""

@@ -8,10 +8,17 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # the mixins' bases, for their attributes (plain classes at runtime)
+    _BatchNormBase = nn.modules.batchnorm._BatchNorm
+    _InstanceNormBase = nn.modules.instancenorm._InstanceNorm
+else:
+    _BatchNormBase = _InstanceNormBase = object
 
 NORMS: tuple[str, ...] = ("batch", "instance", "group", "none")
 
@@ -46,7 +53,9 @@ def cpu_bf16_conv3d_is_wrong() -> bool:
                 with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                     out = conv(x)
                 out.float().square().mean().backward()
-                grads.append(conv.weight.grad.detach().clone())
+                grad = conv.weight.grad
+                assert grad is not None  # backward() ran
+                grads.append(grad.detach().clone())
     except RuntimeError:  # no bf16 convolution here at all: guarding costs nothing then
         return True
     ref, got = grads
@@ -79,7 +88,8 @@ def guard_cpu_bf16_conv3d(network: nn.Module, force: bool = False) -> Callable[[
             and module.kernel_size[0] > 1
             and "forward" not in vars(module)
         ):
-            module.forward = functools.partial(_guarded_conv3d_forward, module)
+            # an instance attribute shadowing the class's forward (undo pops it)
+            vars(module)["forward"] = functools.partial(_guarded_conv3d_forward, module)
             patched.append(module)
 
     def undo() -> None:
@@ -112,7 +122,7 @@ def dropout_nd(spatial_dims: int) -> type[nn.Module]:
     return nn.Dropout3d if spatial_dims == 3 else nn.Dropout2d
 
 
-class _SafeBatchNormMixin:
+class _SafeBatchNormMixin(_BatchNormBase):
     """Batch normalisation that does not fail on a single value per channel.
 
     In training mode a batch of one sample whose feature map is 1 pixel (or voxel) wide has
@@ -132,7 +142,7 @@ class _SafeBatchNormMixin:
                 0.0,
                 self.eps,
             )
-        return super().forward(x)  # type: ignore[misc]
+        return super().forward(x)
 
 
 class SafeBatchNorm2d(_SafeBatchNormMixin, nn.BatchNorm2d):
@@ -143,7 +153,7 @@ class SafeBatchNorm3d(_SafeBatchNormMixin, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` that accepts one value per channel in training mode."""
 
 
-class _SafeInstanceNormMixin:
+class _SafeInstanceNormMixin(_InstanceNormBase):
     """Instance normalisation that does not fail on a 1-pixel (or 1-voxel) feature map.
 
     PyTorch raises when it normalises a sample with a single value per channel by its own
@@ -160,7 +170,7 @@ class _SafeInstanceNormMixin:
                 shape = (1, -1) + (1,) * (x.dim() - 2)
                 out = out * self.weight.view(shape) + self.bias.view(shape)
             return out
-        return super().forward(x)  # type: ignore[misc]
+        return super().forward(x)
 
 
 class SafeInstanceNorm2d(_SafeInstanceNormMixin, nn.InstanceNorm2d):

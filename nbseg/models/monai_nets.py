@@ -31,14 +31,15 @@ def make_norms_safe(module: nn.Module) -> nn.Module:
     one sample with a 1-pixel feature map is then normalised (with the running statistics,
     or to the bias) instead of raising.
     """
+    safe_kinds: dict[type[nn.Module], type[nn.modules.batchnorm._NormBase]] = {
+        nn.BatchNorm2d: SafeBatchNorm2d,
+        nn.BatchNorm3d: SafeBatchNorm3d,
+        nn.InstanceNorm2d: SafeInstanceNorm2d,
+        nn.InstanceNorm3d: SafeInstanceNorm3d,
+    }
     for name, child in module.named_children():
-        kind = {
-            nn.BatchNorm2d: SafeBatchNorm2d,
-            nn.BatchNorm3d: SafeBatchNorm3d,
-            nn.InstanceNorm2d: SafeInstanceNorm2d,
-            nn.InstanceNorm3d: SafeInstanceNorm3d,
-        }.get(type(child))
-        if kind is not None:
+        kind = safe_kinds.get(type(child))
+        if kind is not None and isinstance(child, nn.modules.batchnorm._NormBase):
             safe = kind(
                 child.num_features,
                 eps=child.eps,

@@ -249,7 +249,7 @@ def layer_rows(network: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     handles = []
 
-    def hook_for(name: str, module: nn.Module):
+    def hook_for(name: str, module: nn.Module) -> Callable[[nn.Module, Any, Any], None]:
         def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
             out = output[0] if isinstance(output, tuple | list) else output
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None

@@ -70,10 +70,12 @@ class BiConvLSTM(nn.Module):
         """Forget-gate biases 1 and a zero output projection (call after generic inits)."""
         with torch.no_grad():
             for cell in (self.forward_cell, self.backward_cell):
-                h = cell.hidden_channels
-                cell.gates.bias.zero_()
-                cell.gates.bias[h : 2 * h].fill_(1.0)
+                h, bias = cell.hidden_channels, cell.gates.bias
+                assert bias is not None  # the convolutions have biases
+                bias.zero_()
+                bias[h : 2 * h].fill_(1.0)
             self.project.weight.zero_()
+            assert self.project.bias is not None
             self.project.bias.zero_()
 
     def forward(self, x: torch.Tensor, index: int | None = None) -> torch.Tensor:
@@ -204,6 +206,7 @@ def build_sensor3d(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
         raise SpecError(f"lstm_channels must lie in 1..1024, got {params['lstm_channels']!r}.")
     if not 0.0 <= params["dropout"] < 1.0:
         raise SpecError(f"dropout must lie in [0, 1), got {params['dropout']!r}.")
+    assert spec.reference_index is not None  # ModelSpec.__post_init__ sets it
     return Sensor3D(
         spec.input_count,
         spec.slices,

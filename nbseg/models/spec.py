@@ -141,7 +141,8 @@ class ModelSpec(Settings):
         """2.5D: offsets (in slices) of the input slices relative to the predicted slice."""
         if self.input_dimension != "2.5D":
             return [0]
-        return [(i - self.reference_index) * self.slice_spacing for i in range(self.slices)]
+        ref = self.reference_index if self.reference_index is not None else self.slices // 2
+        return [(i - ref) * self.slice_spacing for i in range(self.slices)]
 
     # -- validation ----------------------------------------------------------------------
     def validate(self) -> ModelSpec:  # type: ignore[override]

@@ -234,7 +234,7 @@ class ImageView(widgets.VBox):
                 self.redraw()
                 return
             ch, cw = self.canvas_shape
-            boxes = []
+            boxes: list[tuple[float, float, float, float]] = []
             if region is not None:
                 box = self.canvas_box(*region)
                 if box is not None:
