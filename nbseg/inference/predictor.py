@@ -202,7 +202,8 @@ class VolumePredictor:
         finally:
             net.train(was_training)
             if converted:
-                net.to(memory_format=torch.contiguous_format)
+                # Module.to takes memory_format (torch's overloads omit it)
+                net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         return acc.cpu().numpy(), wsum.cpu().numpy()
 
     def _use_channels_last(self, net: torch.nn.Module) -> bool:
@@ -228,7 +229,7 @@ class VolumePredictor:
             weight.is_contiguous(memory_format=fmt) and not weight.is_contiguous()
         ):
             return False
-        net.to(memory_format=fmt)
+        net.to(memory_format=fmt)  # type: ignore[call-overload]
         return True
 
     def _add_cropped(
@@ -244,7 +245,8 @@ class VolumePredictor:
         """Add the part of one weighted tile that falls in ``box`` (same sums, same order)."""
         starts = tile if is3d else tile[1:]
         sizes = self.window if is3d else self.window[1:]
-        src, dst = [], []
+        src: list[slice] = []
+        dst: list[slice | int] = []  # 2D/2.5D: the output row first
         for s, w, (a0, a1) in zip(starts, sizes, box):
             b0, b1 = max(s, a0), min(s + w, a1)
             if b1 <= b0:
@@ -267,8 +269,8 @@ def checked_inputs(
             f"Model {model.name!r} is untrained (it has no intensity normalisation yet); "
             "train it with nbseg.train first, or load a trained model."
         )
-    images = [image] if not isinstance(image, (list, tuple)) else list(image)
-    images = [as_dataarray(im, f"{what} {i}") for i, im in enumerate(images)]
+    given = list(image) if isinstance(image, (list, tuple)) else [image]
+    images = [as_dataarray(im, f"{what} {i}") for i, im in enumerate(given)]
     if len(images) != model.spec.input_count:
         raise InputError(
             f"Model {model.name!r} takes {model.spec.input_count} input(s) "

@@ -207,8 +207,8 @@ def preview(
     inference settings, as for :func:`segment` (``chunks`` does not apply).
     """
     s = InferenceSettings.build(settings, **overrides)
-    images = [image] if not isinstance(image, (list, tuple)) else list(image)
-    images = [as_dataarray(im, "image") for im in images]
+    given = list(image) if isinstance(image, (list, tuple)) else [image]
+    images = [as_dataarray(im, "image") for im in given]
     ref = images[0]
     if ref.ndim == 2:
         return segment(model, image, mask, settings=s)

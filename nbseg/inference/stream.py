@@ -32,11 +32,11 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -48,7 +48,7 @@ from ..paths import check_output_path
 from ..progress import Progress, ProgressCallback
 from .predictor import VolumePredictor, checked_inputs
 from .settings import InferenceSettings
-from .tiling import blend, output_attrs, pad_plan, resolve_window, tile_starts
+from .tiling import PadMode, blend, output_attrs, pad_plan, resolve_window, tile_starts
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -79,7 +79,7 @@ class _Plan:
 
     shape: tuple[int, int, int]  # real volume (z, y, x); a 2D image has z = 1
     pads: tuple[int, int, int]  # padding after each axis (volume thinner than the window)
-    pad_mode: str
+    pad_mode: PadMode
     window: tuple[int, int, int]
     starts: tuple[tuple[int, ...] | None, tuple[int, ...], tuple[int, ...]]  # z None for 2D
     z_offsets: tuple[int, ...]  # 2.5D slice offsets (0 for 2D)
@@ -99,7 +99,9 @@ def _block_region(plan: _Plan, block: tuple[slice, slice, slice]) -> tuple[list[
         if a == 0 and not plan.is3d:
             out.append(list(range(sl.start, sl.stop)))
         else:
-            out.append(_axis_tiles(plan.starts[a], plan.window[a], sl.start, sl.stop))
+            starts = plan.starts[a]
+            assert starts is not None  # only z has no starts, in 2D/2.5D
+            out.append(_axis_tiles(starts, plan.window[a], sl.start, sl.stop))
     return tuple(out)
 
 
@@ -116,7 +118,9 @@ def _region_bounds(plan: _Plan, tiles: tuple[list[int], ...]) -> list[tuple[int,
     return bounds
 
 
-def _read_padded(source: Any, plan: _Plan, bounds: list[tuple[int, int]], mode: str) -> np.ndarray:
+def _read_padded(
+    source: Any, plan: _Plan, bounds: list[tuple[int, int]], mode: PadMode | Literal["constant"]
+) -> np.ndarray:
     """Read ``bounds`` of a (z, y, x) source, padded like the in-memory path."""
     real = tuple(slice(lo, min(hi, n)) for (lo, hi), n in zip(bounds, plan.shape))
     arr = source.read(real)
@@ -313,7 +317,7 @@ def block_shape(
     overlap: float,
     is3d: bool,
     chunks: Any = None,
-    dims: Sequence[str] = ("z", "y", "x"),
+    dims: Sequence[Hashable] = ("z", "y", "x"),
     target: int = DEFAULT_BLOCK_VOXELS,
 ) -> tuple[int, int, int]:
     """Output block (= zarr chunk) shape ``(z, y, x)``.
@@ -356,7 +360,7 @@ def block_shape(
     if plane <= target:
         return (max(1, min(shape[0], target // plane)), shape[1], shape[2])
     side = math.sqrt(target)
-    return (1, *(split(n, side, st) for n, st in zip(shape[1:], steps[1:])))
+    return (1, split(shape[1], side, steps[1]), split(shape[2], side, steps[2]))
 
 
 def _blocks(shape: Sequence[int], bshape: Sequence[int]) -> list[tuple[slice, slice, slice]]:
@@ -465,15 +469,16 @@ def segment_streaming(
     path = _check_out(out, overwrite) if out is not None else None
 
     two_d = ref.ndim == 2
-    shape = (1, *ref.shape) if two_d else tuple(ref.shape)
+    size = ref.shape  # 2 or 3 dims (checked_inputs)
+    shape = (1, size[0], size[1]) if two_d else (size[0], size[1], size[2])
     spec = model.spec
     is3d = spec.input_dimension == "3D"
     win = resolve_window(model, s.window, shape)
     pads, mode = pad_plan(shape, win, is3d)
     padded = [n + p for n, p in zip(shape, pads)]
     plan = _Plan(
-        shape=shape,  # type: ignore[arg-type]
-        pads=tuple(pads),  # type: ignore[arg-type]
+        shape=shape,
+        pads=(pads[0], pads[1], pads[2]),
         pad_mode=mode,
         window=win,
         starts=(
@@ -510,7 +515,7 @@ def segment_streaming(
     name = "probabilities" if probabilities else "labels"
     dtype = np.float32 if probabilities else np.int16
     dims = (("class",) if probabilities else ()) + tuple(ref.dims)
-    coords: dict[str, Any] = {c: v for c, v in ref.coords.items()}
+    coords: dict[Hashable, Any] = {c: v for c, v in ref.coords.items()}
     if probabilities:
         coords["class"] = np.array(model.class_names, dtype=object)  # variable-length str
     attrs = output_attrs(model, ref)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -20,6 +20,9 @@ from ..models.registry import size_divisor
 
 if TYPE_CHECKING:
     from ..model import Model
+
+#: How a volume thinner than the window is padded (see :func:`pad_plan`).
+PadMode = Literal["reflect", "edge"]
 
 __all__ = [
     "blend",
@@ -91,15 +94,15 @@ def resolve_window(
     if is3d:
         # a volume thinner than the window is padded; keep the window no deeper than needed
         win = (min(win[0], round_up(shape[0], div)), *win[1:])
-    return win  # type: ignore[return-value]
+    return win
 
 
 def pad_plan(
     shape: Sequence[int], window: tuple[int, int, int], is3d: bool
-) -> tuple[list[int], str]:
+) -> tuple[list[int], PadMode]:
     """Padding after the end of each axis of a volume thinner than the window, and its mode."""
     pads = [max(0, w - s) if (a > 0 or is3d) else 0 for a, (w, s) in enumerate(zip(window, shape))]
-    mode = "reflect" if all(p < s for p, s in zip(pads, shape)) else "edge"
+    mode: PadMode = "reflect" if all(p < s for p, s in zip(pads, shape)) else "edge"
     return pads, mode
 
 
@@ -111,11 +114,11 @@ def pad_to_window(
     shape = vol.shape[1:]
     pads, mode = pad_plan(shape, window, is3d)
     if not any(pads):
-        return vol, mask, shape  # type: ignore[return-value]
+        return vol, mask, shape
     vol = np.pad(vol, [(0, 0)] + [(0, p) for p in pads], mode=mode)
     if mask is not None:
         mask = np.pad(mask, [(0, p) for p in pads], mode="constant")
-    return vol, mask, shape  # type: ignore[return-value]
+    return vol, mask, shape
 
 
 def blend(

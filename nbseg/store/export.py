@@ -170,7 +170,7 @@ def export_onnx(
         torch.onnx.export(
             net,
             (x,),
-            buf,
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to files too
             input_names=["input"],
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch", **spatial}, "logits": {0: "batch", **spatial}},

@@ -12,6 +12,7 @@ The default root is ``$NBSEG_MODELS`` or ``~/.nbseg/models``.
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import os
 import re
@@ -238,7 +239,7 @@ class ModelLibrary:
         os.replace(p, target)
         return target
 
-    def trash(self) -> list[ModelRow]:
+    def trash(self) -> builtins.list[ModelRow]:  # (list: the method above)
         """The trashed models, newest first; ``name`` is the name it had, ``path`` its file."""
         if not self.trash_dir.is_dir():
             return []

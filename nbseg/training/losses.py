@@ -93,6 +93,8 @@ def focal_loss(
 class SegmentationLoss(torch.nn.Module):
     """The loss chosen in :class:`TrainingParams` (``dice_ce`` = cross-entropy + Dice)."""
 
+    weight: torch.Tensor | None  # a buffer (None without class weights)
+
     def __init__(self, params: TrainingParams, class_weights: Sequence[float] | None = None):
         super().__init__()
         self.name = params.loss

@@ -187,7 +187,8 @@ class _TimeCosine:
     """LR factor following a cosine over a wall-clock budget (for ``max_minutes``)."""
 
     def __init__(self, budget_s: float, floor: float = 0.01) -> None:
-        self.budget_s, self.floor, self.t0 = budget_s, floor, None
+        self.budget_s, self.floor = budget_s, floor
+        self.t0: float | None = None
 
     def __call__(self, step: int) -> float:
         now = time.perf_counter()
@@ -264,7 +265,7 @@ class SegmentationModule(pl.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
         self._epoch_loss = (None, None)
-        dm = self.trainer.datamodule
+        dm = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, undeclared
         if dm is not None:
             dm.train_patches.set_epoch(self.current_epoch)
 
@@ -345,6 +346,7 @@ class SegmentationModule(pl.LightningModule):
         p = self.params
         if p.lr_schedule == "constant":
             return opt
+        sched: torch.optim.lr_scheduler.LRScheduler
         if p.lr_schedule == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, factor=p.plateau_factor, patience=p.plateau_patience

@@ -325,7 +325,7 @@ def prepare(
             "none) or ground-truth TrainingSet(s)."
         )
     else:
-        val = _as_sets(validation, "validation")  # type: ignore[arg-type]
+        val = _as_sets(validation, "validation")
         for ts in val:
             ts.validate(spec.input_count, spec.class_count)
     names, colors = _class_names_for(model, sets[0])
@@ -464,8 +464,9 @@ def fit(plan: TrainingPlan) -> FitOutcome:
             spec.spatial_dims, plan.accelerator, trainer.world_size
         )
         if module.memory_format is not None:
-            undo.callback(network.to, memory_format=torch.contiguous_format)
-            network.to(memory_format=module.memory_format)
+            # Module.to takes memory_format (torch's overloads omit it)
+            undo.callback(network.to, memory_format=torch.contiguous_format)  # type: ignore[arg-type]
+            network.to(memory_format=module.memory_format)  # type: ignore[call-overload]
         if (
             plan.accelerator == "cpu"
             and spec.spatial_dims == 3
@@ -506,6 +507,7 @@ def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
         and params.restore_best
         and plan.datamodule.has_validation
         and cache is not None
+        and best_epoch is not None
         and best_epoch in kept
         and best_epoch != history[-1]["epoch"]
     ):
