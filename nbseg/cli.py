@@ -251,7 +251,7 @@ def _streaming_available() -> bool:
 
 
 # -- models ----------------------------------------------------------------------------------
-def _fmt_size(n: int) -> str:
+def _fmt_size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -370,11 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         op = ops.add_parser(name, help=helptext)
         op.add_argument("name")
-        for e in extra:
-            if e.endswith("?"):
-                op.add_argument(e[:-1], nargs="?", default=None)
+        for arg in extra:
+            if arg.endswith("?"):
+                op.add_argument(arg[:-1], nargs="?", default=None)
             else:
-                op.add_argument(e)
+                op.add_argument(arg)
     imp = ops.add_parser("import", help="validate a .nbseg file and add it")
     imp.add_argument("path")
     imp.add_argument("name", nargs="?", default=None)

@@ -254,7 +254,7 @@ class TrainerOptions(Settings):
     )
 
     @classmethod
-    def from_dict(cls, data: Any, source: str | None = None) -> TrainerOptions:  # type: ignore[override]
+    def from_dict(cls, data: Any, source: str | None = None) -> TrainerOptions:
         if data is None:
             return cls()
         out = cls(**cls.check_keys(data, _where(source, "trainer")))
@@ -504,8 +504,7 @@ class TrainingConfig:
             if base is None and not model.trained:
                 spec = copy.deepcopy(model.spec)
             else:
-                need_dir("the model")
-                model.save(base / "model.nbseg")
+                model.save(need_dir("the model") / "model.nbseg")
                 model_file = "model.nbseg"
             params = params or model.params
         elif isinstance(spec_or_model, ModelSpec):
@@ -538,6 +537,11 @@ class TrainingConfig:
         sets = [convert(t, f"training_sets[{i}]") for i, t in enumerate(training_sets)]
         if isinstance(validation, (int, float)) and not isinstance(validation, bool):
             val: float | list[TrainingSetConfig] = float(validation)
+        elif isinstance(validation, bool):
+            raise ConfigError(
+                f"TrainingConfig.from_objects: validation={validation!r} is not understood; "
+                "give a fraction such as 0.2 (0 = none) or training sets."
+            )
         else:
             items = [validation] if isinstance(validation, TrainingSet) else list(validation)
             val = [convert(t, f"validation[{i}]") for i, t in enumerate(items)]
@@ -677,7 +681,7 @@ def _feedback_from(data: Any, src: str | None) -> FeedbackRegion | None:
     return FeedbackRegion(
         training_set=int(data.get("training_set", 0)),
         slice_index=data.get("slice_index"),
-        box=tuple(int(v) for v in box) if box is not None else None,
+        box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])) if box is not None else None,
     )
 
 

@@ -13,7 +13,7 @@ channels, clamped at the volume ends); 3D models slide a 3D window. The settings
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -195,7 +195,7 @@ def preview(
     image: xr.DataArray | Sequence[xr.DataArray],
     index: int,
     *,
-    dim: str = "z",
+    dim: Hashable = "z",
     mask: xr.DataArray | None = None,
     settings: InferenceSettings | Mapping[str, Any] | None = None,
     **overrides: Any,

@@ -360,15 +360,16 @@ class InputsPanel(widgets.VBox):
 
     def _build(self, row: TrainingSetRow, what: str) -> TrainingSet:
         ws = self.workspace
-        names = row.input_names
+        chosen = row.input_names
         where = f"{what} {row.index + 1}"
         if not ws.images:
             raise InputError(
                 f"{where}: the workspace has no image; add one (Workspace.add_image) first."
             )
-        missing = [i + 1 for i, n in enumerate(names) if n not in ws.images]
+        missing = [i + 1 for i, n in enumerate(chosen) if n not in ws.images]
         if missing:
             raise InputError(f"{where}: choose an image for input(s) {missing}.")
+        names = [n for n in chosen if n is not None]  # all of them (none is missing)
         image = names[0]
         if row.output.value not in ws.labels:
             raise InputError(
@@ -501,7 +502,10 @@ class InputsPanel(widgets.VBox):
         return box if box[1] > box[0] and box[3] > box[2] else None
 
     def _box_inside(self, ny: int, nx: int) -> bool:
-        y0, y1, x0, x1 = self._box()  # type: ignore[misc]
+        box = self._box()
+        if box is None:
+            return False
+        y0, y1, x0, x1 = box
         return 0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx
 
     def _set_box_fields(self, box: tuple[int, int, int, int]) -> None:

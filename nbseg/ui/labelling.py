@@ -394,6 +394,7 @@ class LabelEditor(widgets.VBox):
     # -- rendering -----------------------------------------------------------------------
     def _slice_gray(self) -> np.ndarray:
         lo, hi = self.contrast.value
+        assert self._vol is not None  # an image is loaded (see _render)
         return to_uint8(self._vol[self.z], lo, hi)
 
     def _render(self) -> None:
@@ -404,7 +405,7 @@ class LabelEditor(widgets.VBox):
         self._update_info()
 
     def _update_info(self) -> None:
-        if self._data is None:
+        if self._data is None or self._image is None:
             self.info.value = ""
             return
         n = self._data.shape[0]
@@ -432,8 +433,7 @@ class LabelEditor(widgets.VBox):
 
     def set_slice(self, z: int) -> None:
         """Show slice ``z`` (along the first dim of a volume)."""
-        self._require()
-        n = self._data.shape[0]
+        n = self._require().shape[0]
         if not 0 <= z < n:
             raise InputError(f"Slice {z} is outside 0 … {n - 1}.")
         self._end_stroke()
@@ -483,33 +483,33 @@ class LabelEditor(widgets.VBox):
 
     def new_class(self, name: str | None = None, color: str | None = None) -> int:
         """Append a class; returns its id (it becomes the painting class)."""
-        self._require()
+        labels = self._require_labels()
         k = len(self.class_names)
         name = (name or "").strip() or f"class {k}"
         self._check_name(name, None)
         color = (color or default_class_colors(k + 1)[-1]).lower()
         hex_to_rgb(color)
-        self._labels_da.attrs["class_names"] = [*self.class_names, name]
-        self._labels_da.attrs["class_colors"] = [*self.class_colors, color]
+        labels.attrs["class_names"] = [*self.class_names, name]
+        labels.attrs["class_colors"] = [*self.class_colors, color]
         self._rebuild_classes()
         self.select_class(k)
         self._changed()
         return k
 
     def rename_class(self, cls: int, name: str) -> None:
-        self._require()
+        labels = self._require_labels()
         self._check_class(cls)
         name = str(name).strip()
         self._check_name(name, cls)
         names = self.class_names
         names[cls] = name
-        self._labels_da.attrs["class_names"] = names
+        labels.attrs["class_names"] = names
         self._rebuild_classes()
         self._update_info()
         self._changed()
 
     def recolor_class(self, cls: int, color: str) -> None:
-        self._require()
+        labels = self._require_labels()
         self._check_class(cls)
         color = str(color).strip().lower()
         try:
@@ -520,7 +520,7 @@ class LabelEditor(widgets.VBox):
             ) from None
         colors = self.class_colors
         colors[cls] = color
-        self._labels_da.attrs["class_colors"] = colors
+        labels.attrs["class_colors"] = colors
         self._rebuild_classes()
         self._render()
         self._changed()
@@ -559,15 +559,22 @@ class LabelEditor(widgets.VBox):
                 raise InputError(f"Class name {name!r} is already used by class {i}; pick another.")
 
     # -- editing -----------------------------------------------------------------------------
-    def _require(self) -> None:
+    def _require(self) -> np.ndarray:
+        """The labels ``(z, y, x)`` being edited; raises when no image is loaded."""
         if self._data is None:
             raise InputError("No image loaded: choose an image first.")
+        return self._data
+
+    def _require_labels(self) -> xr.DataArray:
+        """The labels DataArray (loaded with the image, as :meth:`_require`'s array)."""
+        self._require()
+        assert self._labels_da is not None
+        return self._labels_da
 
     def _slice_index(self, z: int | None) -> int:
-        self._require()
+        n = self._require().shape[0]
         if z is None:
             return self.z
-        n = self._data.shape[0]
         if not 0 <= int(z) < n:
             raise InputError(f"Slice {z} is outside 0 … {n - 1}.")
         return int(z)
@@ -578,7 +585,7 @@ class LabelEditor(widgets.VBox):
             "z": z,
             "value": int(value),
             "radius": max(float(radius), 0.5),
-            "before": self._data[z].copy(),
+            "before": self._require()[z].copy(),
             "last": None,
             "box": None,
         }
@@ -590,7 +597,7 @@ class LabelEditor(widgets.VBox):
             return None
         p0 = s["last"] if s["last"] is not None else (y, x)
         s["last"] = (y, x)
-        box = _stamp_segment(self._data[s["z"]], p0, (y, x), s["radius"], s["value"])
+        box = _stamp_segment(self._require()[s["z"]], p0, (y, x), s["radius"], s["value"])
         if box is not None:
             s["box"] = box if s["box"] is None else _union(s["box"], box)
             if s["z"] == self.z:
@@ -605,7 +612,7 @@ class LabelEditor(widgets.VBox):
         y0, y1, x0, x1 = s["box"]
         z = s["z"]
         index = (slice(z, z + 1), slice(y0, y1), slice(x0, x1))
-        patch = Patch.from_arrays(index, s["before"][None, y0:y1, x0:x1], self._data[index])
+        patch = Patch.from_arrays(index, s["before"][None, y0:y1, x0:x1], self._require()[index])
         if patch is None:
             return 0
         self._push(patch)
@@ -653,7 +660,7 @@ class LabelEditor(widgets.VBox):
         z = self._slice_index(z)
         cls = self.current_class if cls is None else int(cls)
         self._check_class(cls)
-        sl = self._data[z]
+        sl = self._require()[z]
         h, w = sl.shape
         y, x = int(y), int(x)
         if not (0 <= y < h and 0 <= x < w):
@@ -670,7 +677,7 @@ class LabelEditor(widgets.VBox):
         sl[ys, xs][region[ys, xs]] = cls
         self._end_stroke()
         index = (slice(z, z + 1), ys, xs)
-        patch = Patch.from_arrays(index, before[None], self._data[index])
+        patch = Patch.from_arrays(index, before[None], self._require()[index])
         if patch is None:
             return 0
         self._push(patch)
@@ -682,7 +689,7 @@ class LabelEditor(widgets.VBox):
     def add_unlabelled(self, cls: int | None = None, scope: str = "slice") -> int:
         """Give every unlabelled voxel of the current slice (``scope="slice"``) or of the
         whole volume (``"volume"``) class ``cls``. Returns the number of voxels changed."""
-        self._require()
+        data = self._require()
         cls = self.current_class if cls is None else int(cls)
         self._check_class(cls)
         if scope not in ("slice", "volume"):
@@ -690,7 +697,7 @@ class LabelEditor(widgets.VBox):
         self._end_stroke()
         zs = slice(self.z, self.z + 1) if scope == "slice" else slice(None)
         index = (zs, slice(None), slice(None))
-        region = self._data[index]
+        region = data[index]
         mask = region == UNLABELLED
         n = int(mask.sum())
         if not n:
@@ -736,7 +743,7 @@ class LabelEditor(widgets.VBox):
         if not self._undo:
             return False
         patch = self._undo.pop()
-        patch.apply(self._data, undo=True)
+        patch.apply(self._require(), undo=True)
         self._redo.append(patch)
         self._after_history(patch)
         return True
@@ -746,7 +753,7 @@ class LabelEditor(widgets.VBox):
         if not self._redo:
             return False
         patch = self._redo.pop()
-        patch.apply(self._data, undo=False)
+        patch.apply(self._require(), undo=False)
         self._undo.append(patch)
         self._after_history(patch)
         return True

@@ -82,7 +82,7 @@ class InputPicker(widgets.VBox):
 
     def images(self) -> list[xr.DataArray]:
         self.check()
-        return [self.workspace.images[n] for n in self.names()]  # type: ignore[index]
+        return [self.workspace.images[n] for n in self.names() if n is not None]  # all set
 
     def check(self) -> None:
         """Raise an InputError when the choice does not fit the model's inputs."""
@@ -96,7 +96,7 @@ class InputPicker(widgets.VBox):
             raise InputError(
                 f"Choose an image for every model input ({', '.join(self._input_names)})."
             )
-        shapes = [self.workspace.images[n].shape for n in names]  # type: ignore[index]
+        shapes = [self.workspace.images[n].shape for n in names if n is not None]  # all set
         for n, s in zip(names[1:], shapes[1:]):
             if s != shapes[0]:
                 raise InputError(
@@ -181,7 +181,7 @@ class PreviewPanel(widgets.VBox):
             f"Model <b>{_esc(model.name)}</b>: {model.spec.architecture} "
             f"{model.spec.input_dimension}, {model.spec.class_count} classes, {state}"
         )
-        self.inputs.set_inputs(list(model.spec.input_names))
+        self.inputs.set_inputs(list(model.spec.input_names or ()))
         self.preview_button.disabled = False
 
     def _on_input(self) -> None:

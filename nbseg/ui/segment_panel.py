@@ -309,7 +309,7 @@ class SegmentPanel(widgets.VBox):
             progress=self._progress,
             tta=bool(self.tta_check.value),  # read on the kernel thread, not in the job
         )
-        job.add_done_callback(lambda j: self._finish(j, images[0], name, write_to))
+        job.add_done_callback(lambda _: self._finish(job, images[0], name, write_to))
         self.job = job
         self._done.clear()
         self.status = "running"
@@ -369,6 +369,7 @@ class SegmentPanel(widgets.VBox):
         try:
             if job.status == "completed":
                 result = job.result
+                assert result is not None  # a completed segmentation has its labels
                 result.name = name
                 written = write_result(result, write_to) if write_to else None
                 self.elapsed_s = time.monotonic() - self._t0

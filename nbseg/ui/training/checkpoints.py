@@ -9,6 +9,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ...errors import InputError
+from ...training.callbacks import CheckpointCache
 from ...training.run import TrainingResult
 from ..state import Workspace
 from ..style import MessageBox, section
@@ -73,9 +74,10 @@ class CheckpointView:
         if epoch is not None:
             self.save_copy_path.value = with_epoch(self.save_copy_path.value, epoch, ".nbseg")
 
-    def _chosen(self) -> tuple[TrainingResult, int]:
+    def _chosen(self) -> tuple[TrainingResult, CheckpointCache, int]:
         result = self._need_result("using the checkpoint cache")
-        if result.checkpoints is None or not result.checkpoints.entries:
+        cache = result.checkpoints
+        if cache is None or not cache.entries:
             raise InputError(
                 "The checkpoint cache is empty (TrainingParams.checkpoint_cache_mb = 0 or no "
                 "epoch finished); raise the cache size in 'Training parameters' and train again."
@@ -83,13 +85,13 @@ class CheckpointView:
         epoch = self.checkpoint_select.value
         if epoch is None:
             raise InputError("Choose a checkpoint in the list first.")
-        return result, int(epoch)
+        return result, cache, int(epoch)
 
     def load(self) -> None:
         """Put the chosen epoch's weights in the model (and its history up to that epoch)."""
-        result, epoch = self._chosen()
+        result, cache, epoch = self._chosen()
         model = result.model
-        result.checkpoints.load_into(model, epoch)
+        cache.load_into(model, epoch)
         model.history = [dict(h) for h in result.history if int(h.get("epoch", 0)) <= epoch]
         self.workspace.set_model(model)
         self.message.show(
@@ -100,8 +102,8 @@ class CheckpointView:
 
     def save_copy(self) -> Path:
         """Save a copy of the model with the chosen epoch's weights."""
-        result, epoch = self._chosen()
+        result, cache, epoch = self._chosen()
         path = target(self.save_copy_path.value, "the model copy", ".nbseg")
-        out = result.checkpoints.save_copy(result.model, epoch, path)
+        out = cache.save_copy(result.model, epoch, path)
         self.message.show(f"Saved a copy of the model with the weights of epoch {epoch} to {out}.")
         return out
