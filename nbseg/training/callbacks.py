@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..inference.predictor import VolumePredictor
 from ..inference.tiling import default_window, pad_to_window
 from ..models.registry import size_divisor
+from ..progress import Progress
 from ..render import render_overlay
 
 if TYPE_CHECKING:
@@ -45,8 +46,11 @@ class TrainingListener:
     def on_train_start(self, info: dict[str, Any]) -> None:
         """``info``: epochs, steps_per_epoch, class_names, class_colors, feedback input."""
 
-    def on_batch_end(self, progress: dict[str, Any]) -> None:
-        """``progress``: epoch, epochs, batch, batches, elapsed, eta (seconds), loss."""
+    def on_batch_end(self, progress: Progress) -> None:
+        """``progress``: a :class:`~nbseg.progress.Progress` record (unit ``"batch"``: done
+        and total batches of the run, rate, ``eta_s``, ``elapsed_s``, ``stage`` "epoch 3/20")
+        whose ``extra`` holds ``epoch``, ``epochs``, ``batch``, ``batches`` and ``loss``
+        (``progress["epoch"]`` reads them)."""
 
     def on_epoch_end(self, record: dict[str, Any], feedback: np.ndarray | None) -> None:
         """``record``: this epoch's metrics (see :func:`nbseg.train`); ``feedback``: the
@@ -477,17 +481,27 @@ class LiveFeedback(pl.Callback):
         done = trainer.current_epoch * batches + batch_idx + 1
         total = trainer.max_epochs * batches
         loss = outputs["loss"].item() if isinstance(outputs, dict) and "loss" in outputs else None
+        epoch = self.epoch_offset + trainer.current_epoch + 1
+        epochs = self.epoch_offset + trainer.max_epochs
+        rate = done / elapsed if elapsed > 0 else None
         self._notify(
             "on_batch_end",
-            {
-                "epoch": self.epoch_offset + trainer.current_epoch + 1,
-                "epochs": self.epoch_offset + trainer.max_epochs,
-                "batch": batch_idx + 1,
-                "batches": batches,
-                "elapsed": elapsed,
-                "eta": elapsed / done * (total - done) if done else None,
-                "loss": loss,
-            },
+            Progress(
+                done=done,
+                total=total,
+                unit="batch",
+                rate=rate,
+                eta_s=(total - done) / rate if rate else None,
+                elapsed_s=elapsed,
+                stage=f"epoch {epoch}/{epochs}",
+                extra={
+                    "epoch": epoch,
+                    "epochs": epochs,
+                    "batch": batch_idx + 1,
+                    "batches": batches,
+                    "loss": loss,
+                },
+            ),
         )
         if self.stop_event.is_set():  # checked after the listeners: a Stop they saw counts now
             self.stopped_by_user = True

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from ..data.trainingset import TrainingSet
 from ..errors import InputError, NbsegError, ParamsError, TrainingError
 from ..jobs import BackgroundJob
+from ..progress import Progress
 from .callbacks import FeedbackRegion, TrainingListener
 from .params import TrainingParams
 from .run import TrainingResult, train
@@ -30,7 +31,7 @@ class _StateListener(TrainingListener):
         with self.run._lock:
             self.run.info = info
 
-    def on_batch_end(self, progress: dict[str, Any]) -> None:
+    def on_batch_end(self, progress: Progress) -> None:
         self.run._set_progress(progress)
 
     def on_epoch_end(self, record: dict[str, Any], feedback: np.ndarray | None) -> None:
@@ -75,6 +76,11 @@ def check_training_inputs(
         if not 0 <= float(validation) < 1:
             raise InputError(f"Validation fraction {validation} must lie in [0, 1), e.g. 0.2.")
         return params, float(validation)
+    if isinstance(validation, bool):  # as train() says
+        raise InputError(
+            f"validation={validation!r} is not understood: give a fraction such as 0.2 (0 = "
+            "none) or ground-truth TrainingSet(s)."
+        )
     return params, [validation] if isinstance(validation, TrainingSet) else list(validation)
 
 

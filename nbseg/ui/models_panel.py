@@ -15,10 +15,12 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import InputError, ModelFileError
+from ..model import Model
 from ..models.registry import describe_network, layer_rows
 from ..store.export import example_input
 from ..store.library import ModelLibrary
 from ..training.params import TrainingParams
+from .state import Workspace
 from .style import MessageBox, labelled, panel, run_reporting, section
 
 
@@ -39,7 +41,9 @@ class ModelsPanel(widgets.VBox):
         library, ``$NBSEG_MODELS`` or ``~/.nbseg/models``).
     """
 
-    def __init__(self, workspace: Any = None, library: ModelLibrary | None = None) -> None:
+    def __init__(
+        self, workspace: Workspace | None = None, library: ModelLibrary | None = None
+    ) -> None:
         self.workspace = workspace
         if library is None and workspace is not None and workspace.library is not None:
             library = workspace.library
@@ -196,7 +200,7 @@ class ModelsPanel(widgets.VBox):
                 "Training params",
                 ", ".join(
                     f"{k}={params[k]}"
-                    for k in ("patch_size", "batch_size", "epochs", "loss", "optimizer")
+                    for k in (s.name for s in TrainingParams.groups()["Basic"])
                     if k in params
                 )
                 or "—",
@@ -238,7 +242,7 @@ class ModelsPanel(widgets.VBox):
         self.apply_classes_button.disabled = not names
 
     # -- actions ---------------------------------------------------------------------------
-    def load_selected(self) -> Any:
+    def load_selected(self) -> Model:
         """Load the selected model into the workspace; returns it."""
         name = self._require()
         if self.workspace is None:

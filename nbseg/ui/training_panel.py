@@ -60,6 +60,7 @@ import numpy as np
 
 from ..config import TrainingConfig
 from ..errors import InputError, NbsegError, ParamsError
+from ..progress import Progress
 from ..training.callbacks import TrainingListener
 from ..training.job import TrainingRun, check_training_inputs
 from ..training.params import TrainingParams
@@ -89,7 +90,7 @@ class PanelListener(TrainingListener):
     def on_train_start(self, info: dict[str, Any]) -> None:
         self.wake.set()
 
-    def on_batch_end(self, progress: dict[str, Any]) -> None:
+    def on_batch_end(self, progress: Progress) -> None:
         with self.lock:
             self.batches += 1
 
@@ -410,7 +411,7 @@ class TrainingPanel(widgets.VBox):
                 self._records.extend(dict(r) for r in records)
                 self._show_history()
 
-    def _show_progress(self, p: dict[str, Any]) -> None:
+    def _show_progress(self, p: Progress) -> None:
         batches = max(1, int(p.get("batches") or 1))
         first = self._first_epoch
         epoch, epochs = int(p["epoch"]), int(p["epochs"])
@@ -422,8 +423,8 @@ class TrainingPanel(widgets.VBox):
         parts = [
             f"Epoch {epoch}/{epochs}",
             f"batch {p['batch']}/{batches}",
-            f"elapsed {clock(p.get('elapsed'))}",
-            f"ETA {clock(p.get('eta'))}",
+            f"elapsed {clock(p.elapsed_s)}",
+            f"ETA {clock(p.eta_s)}",
         ]
         if loss is not None and math.isfinite(loss):
             parts.append(f"loss {loss:.4g}")
@@ -575,17 +576,21 @@ class TrainingPanel(widgets.VBox):
     # -- state ---------------------------------------------------------------------------
     def _update_buttons(self) -> None:
         running = self.running
-        result = self._result
-        has_result = result is not None and not running
+        result = self._result if not running else None  # shown once the run has ended
+        has_result = result is not None
         cache_ok = (
-            has_result and result.checkpoints is not None and bool(result.checkpoints.entries)
+            result is not None
+            and result.checkpoints is not None
+            and bool(result.checkpoints.entries)
         )
-        fb_ok = has_result and result.feedback is not None and bool(result.feedback.predictions)
+        fb_ok = (
+            result is not None and result.feedback is not None and bool(result.feedback.predictions)
+        )
         self.train_button.disabled = running
         self.stop_button.disabled = not running
         self.export_png_button.disabled = not fb_ok
         self.epoch_slider.disabled = not fb_ok
-        self.epoch_range.disabled = not (has_result and bool(result.history))
+        self.epoch_range.disabled = not (result is not None and bool(result.history))
         self.export_csv_button.disabled = not has_result
         self.checkpoints.set_enabled(cache_ok)
         self.save_model_button.disabled = running or (
