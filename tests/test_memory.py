@@ -75,6 +75,40 @@ def test_half_precision_halves_activations() -> None:
     assert half.activations < full.activations
 
 
+def test_half_precision_off_onednn_counts_im2col_columns(monkeypatch) -> None:
+    """bf16 convolutions off oneDNN (CPUs without AVX512/AMX) run as im2col: their column
+    buffers are counted there; the oneDNN path and float32 are left as they were."""
+    from nbseg.training import memory
+
+    def estimate(precision: str, onednn: bool, device: str = "cpu") -> MemoryEstimate:
+        monkeypatch.setattr(memory, "_cpu_half_on_onednn", lambda _precision: onednn)
+        return estimate_training_memory(UNET_2D, 64, 4, precision=precision, device=device)
+
+    native, emulated = estimate("bf16-mixed", True), estimate("bf16-mixed", False)
+    fp32 = estimate("32", True)
+    assert estimate("32", False) == fp32
+    assert native.workspace == pytest.approx(fp32.workspace / 2, abs=1)  # no columns in 2D
+    assert emulated.activations == native.activations
+    # the widest 3×3 convolution (16 channels after the top skip connection), whole batch
+    columns = 9 * 16 * 64 * 64 * 4 * 2
+    assert emulated.workspace > native.workspace
+    assert emulated.activations + emulated.workspace > columns
+    assert emulated.total > native.total
+    assert estimate("bf16-mixed", False, "cuda").total == estimate("bf16-mixed", True, "cuda").total
+
+
+def test_half_precision_path_follows_the_onednn_probe() -> None:
+    import torch
+
+    from nbseg.devices import resolve_precision
+    from nbseg.training.memory import _cpu_half_on_onednn
+
+    assert _cpu_half_on_onednn("32") is True
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.mkldnn.enabled
+    assert _cpu_half_on_onednn("bf16-mixed") is native
+    assert (resolve_precision("auto", "cpu", "2D") == "bf16-mixed") is native
+
+
 def test_params_estimate_follows_the_resolved_precision() -> None:
     from nbseg.devices import resolve_precision
     from nbseg.training.params import TrainingParams
@@ -108,7 +142,9 @@ DEEPLAB_2D = ModelSpec(architecture="deeplabv3plus", parameters={"filters": 8})
 UNET_3D = ModelSpec(input_dimension="3D", parameters={"depth": 3, "filters": 4})
 
 
-# bf16 is what precision="auto" picks on bf16-native CPUs (2D, 2.5D and 3D)
+# bf16 is what precision="auto" picks on bf16-native CPUs (2D, 2.5D and 3D); elsewhere
+# (AVX2-only CPUs) bf16 convolutions run as im2col, and the estimate counts their columns: the
+# same tolerance holds on both kinds of CPU
 @pytest.mark.parametrize(
     ("spec", "patch", "batch", "precision"),
     [

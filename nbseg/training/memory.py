@@ -8,10 +8,16 @@ The estimate adds up, for one training step of a network built from a :class:`Mo
   inputs and extrapolating linearly in batch size and voxel count (activation sizes of a
   fully convolutional network are proportional to both, up to small constants);
 * the batch (inputs and targets) and a workspace term for the gradients of activations that
-  live during the backward pass, calibrated against :func:`measure_training_step_peak`.
+  live during the backward pass, calibrated against :func:`measure_training_step_peak`;
+* on CPU, the column buffers of convolutions PyTorch runs as im2col + matrix product instead
+  of on oneDNN: float32 3D convolutions of a single thin sample, and *every* convolution in
+  half precision where oneDNN does not compute it (``bf16-mixed`` on CPUs without
+  AVX512 / AMX, as probed by ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``, the probe
+  :func:`nbseg.devices.resolve_precision` uses to pick bf16).
 
-Estimates are cached by (spec, patch, batch, optimiser, device, precision): the widgets
-recompute them live as the user edits the settings.
+Estimates are cached by (spec, patch, batch, optimiser, device, precision, and whether
+oneDNN computes that precision): the widgets recompute them live as the user edits the
+settings.
 """
 
 from __future__ import annotations
@@ -117,9 +123,33 @@ def _bytes_per_element(precision: str) -> int:
     return 2 if precision in ("16-mixed", "bf16-mixed", "16", "bf16") else 4
 
 
+def _cpu_half_on_onednn(precision: str) -> bool:
+    """Whether CPU convolutions in this half precision run on oneDNN (else: im2col).
+
+    PyTorch sends a bf16 (fp16) convolution to oneDNN only where
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` (``_fp16_``) holds — AVX512 or AMX CPUs
+    (the Intel Xeon the estimate was calibrated on); elsewhere (e.g. AVX2-only AMD EPYC) it
+    runs the slow im2col path, whose column buffers can outweigh the halved activations.
+    Float32 and unknown precisions answer True (nothing changes for them).
+    """
+    if _bytes_per_element(precision) != 2:
+        return True
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    return _onednn_supports("fp16" if precision in ("16-mixed", "16") else "bf16")
+
+
+@functools.cache
+def _onednn_supports(dtype: str) -> bool:
+    try:
+        return bool(getattr(torch.ops.mkldnn, f"_is_mkldnn_{dtype}_supported")())
+    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without the probe
+        return True  # as calibrated
+
+
 @dataclass(frozen=True)
-class _Conv3dCall:
-    """A 3D convolution seen during calibration, its sizes relative to the network input."""
+class _ConvCall:
+    """A 2D/3D convolution seen during calibration, its sizes relative to the network input."""
 
     in_channels: int
     out_channels: int
@@ -127,9 +157,12 @@ class _Conv3dCall:
     kernel_depth: int
     transposed: bool
     large_kernel: bool  # last two kernel dims > 3: always on the oneDNN path
-    in_scale: tuple[float, float, float]  # input spatial size / network input size
-    out_scale: tuple[float, float, float]
+    in_scale: tuple[float, ...]  # input spatial size / network input size
+    out_scale: tuple[float, ...]
     saved_fraction: float  # share of all saved activations already saved after this call
+    groups: int = 1
+    dilated: bool = False
+    batch_scale: float = 1.0  # samples the convolution sees / network batch (2.5D: slices)
 
 
 @dataclass(frozen=True)
@@ -138,7 +171,8 @@ class _Calibration:
 
     ``saved(batch, voxels) ≈ saved_const + saved_per_voxel · batch · voxels`` (activations
     saved for backward, loss included); the largest saved tensor is about
-    ``largest_per_voxel · batch · voxels`` bytes.
+    ``largest_per_voxel · batch · voxels`` bytes. ``convs``: the network's convolutions, in
+    call order.
     """
 
     parameters: int
@@ -147,13 +181,13 @@ class _Calibration:
     saved_const: float
     saved_per_voxel: float
     largest_per_voxel: float
-    conv3d: tuple[_Conv3dCall, ...]
+    convs: tuple[_ConvCall, ...]
 
 
 def _saved_bytes(
     network: nn.Module, spec: ModelSpec, shape: tuple[int, ...]
-) -> tuple[int, int, list[_Conv3dCall]]:
-    """Bytes autograd saves for backward, the largest saved storage, and the 3D conv calls.
+) -> tuple[int, int, list[_ConvCall]]:
+    """Bytes autograd saves for backward, the largest saved storage, and the conv calls.
 
     Runs a real forward (and the loss) on a small input; storages are counted once, and
     parameters are excluded.
@@ -169,12 +203,12 @@ def _saved_bytes(
         return t
 
     size = shape[2:]
-    calls: list[_Conv3dCall] = []
+    calls: list[_ConvCall] = []
 
     def conv_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         i, o = inputs[0].shape[2:], output.shape[2:]
         calls.append(
-            _Conv3dCall(
+            _ConvCall(
                 in_channels=module.in_channels,
                 out_channels=module.out_channels,
                 kernel=math.prod(module.kernel_size),
@@ -184,13 +218,16 @@ def _saved_bytes(
                 in_scale=tuple(a / b for a, b in zip(i, size)),  # type: ignore[arg-type]
                 out_scale=tuple(a / b for a, b in zip(o, size)),  # type: ignore[arg-type]
                 saved_fraction=float(sum(seen.values())),  # normalised below
+                groups=module.groups,
+                dilated=max(module.dilation) > 1,
+                batch_scale=inputs[0].shape[0] / shape[0],
             )
         )
 
     handles = [
         m.register_forward_hook(conv_hook)
         for m in network.modules()
-        if isinstance(m, nn.Conv3d | nn.ConvTranspose3d)
+        if isinstance(m, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d)
     ]
     x = torch.randn(shape)
     target = torch.randint(0, spec.class_count, (shape[0], *shape[2:]))
@@ -227,7 +264,7 @@ def _calibrate(spec_json: str) -> _Calibration:
         else:
             sizes = [(div, 2 * div), (2 * div, 2 * div)]
         points = []
-        calls: list[_Conv3dCall] = []
+        calls: list[_ConvCall] = []
         for size in sizes:
             shape = (_CALIBRATION_BATCH, spec.in_channels, *size)
             saved, largest, calls = _saved_bytes(network, spec, shape)
@@ -243,12 +280,12 @@ def _calibrate(spec_json: str) -> _Calibration:
         saved_const=max(0.0, s0 - slope * v0),
         saved_per_voxel=slope,
         largest_per_voxel=l1 / v1,
-        conv3d=tuple(calls),
+        convs=tuple(calls),
     )
 
 
 def _im2col_peak(
-    calls: Sequence[_Conv3dCall],
+    calls: Sequence[_ConvCall],
     patch: tuple[int, ...],
     batch: int,
     activations: int,
@@ -269,6 +306,8 @@ def _im2col_peak(
         return 0
     worst = 0
     for c in calls:
+        if len(c.in_scale) != 3:
+            continue
         d_in = [s * f for s, f in zip(patch, c.in_scale)]
         d_out = [s * f for s, f in zip(patch, c.out_scale)]
         if c.kernel == 1 or c.large_kernel or c.in_channels * d_in[0] * d_in[1] > 20480:
@@ -280,6 +319,41 @@ def _im2col_peak(
         else:
             cols = c.kernel * c.in_channels * math.prod(d_out)
         worst = max(worst, int(c.saved_fraction * activations + 4 * cols))
+    return worst
+
+
+def _slow_conv_peak(
+    calls: Sequence[_ConvCall],
+    patch: tuple[int, ...],
+    batch: int,
+    activations: int,
+    element_bytes: int,
+) -> int:
+    """Peak of saved activations + column buffer of half-precision convolutions off oneDNN.
+
+    Where oneDNN does not compute bf16 (fp16), PyTorch runs every such CPU convolution
+    (2D or 3D, any batch size) as im2col + matrix product: ``slow_conv2d`` / ``slow_conv3d``
+    allocate a column buffer of kernel volume × input channels (of a group) × output voxels
+    for the whole batch, in the forward pass and again in the backward pass, while the
+    activations saved up to that layer are alive; dilated and transposed convolutions loop
+    over the samples (one sample's columns; transposed: output channels × input voxels).
+    Networks that fold slices into the batch (2.5D ``sensor3d``) scale the batch as seen.
+    Measured on an AVX2 AMD EPYC (torch 2.13): the column buffer of the widest full-size
+    convolution is the step's peak, e.g. 27 × 32 channels × 32³ voxels × 2 bytes = 57 MB for
+    the default 3D U-Net on a 32³ patch (where the bf16 activations are 15 MB).
+    """
+    worst = 0
+    for c in calls:
+        if c.kernel == 1:  # 1×1 convolutions use their input as the columns
+            continue
+        d_in = [s * f for s, f in zip(patch, c.in_scale)]
+        d_out = [s * f for s, f in zip(patch, c.out_scale)]
+        samples = 1 if c.transposed or c.dilated else batch * c.batch_scale
+        if c.transposed:
+            cols = c.kernel * (c.out_channels // c.groups) * math.prod(d_in)
+        else:
+            cols = c.kernel * (c.in_channels // c.groups) * math.prod(d_out)
+        worst = max(worst, int(c.saved_fraction * activations + element_bytes * samples * cols))
     return worst
 
 
@@ -309,7 +383,9 @@ def estimate_training_memory(
     device
         ``"cpu"`` or ``"cuda"`` (``"cuda:N"``): where the available memory is read.
     precision
-        ``"32"``, ``"16-mixed"`` or ``"bf16-mixed"`` (activations in half precision).
+        ``"32"``, ``"16-mixed"`` or ``"bf16-mixed"`` (activations in half precision; on a CPU
+        whose oneDNN does not compute that precision, the convolutions' im2col column
+        buffers are counted too, see :func:`_cpu_half_on_onednn`).
     momentum
         SGD/RMSprop momentum (SGD without momentum keeps no state).
 
@@ -334,8 +410,16 @@ def estimate_training_memory(
         raise ParamsError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
     patch = _rounded_patch(spec, patch_size)
     _state_factor(optimizer, momentum)  # validates the name
+    onednn = str(device).startswith("cuda") or _cpu_half_on_onednn(precision)
     estimate = _estimate(
-        spec.to_json(), patch, batch_size, optimizer.lower(), float(momentum), precision, device
+        spec.to_json(),
+        patch,
+        batch_size,
+        optimizer.lower(),
+        float(momentum),
+        precision,
+        device,
+        onednn,
     )
     return dataclasses.replace(estimate, available=_available(device))
 
@@ -362,6 +446,7 @@ def _estimate(
     momentum: float,
     precision: str,
     device: str,
+    half_on_onednn: bool = True,
 ) -> MemoryEstimate:
     spec = ModelSpec.from_dict(json.loads(spec_json))
     cal = _calibrate(spec_json)
@@ -373,7 +458,10 @@ def _estimate(
     # at the backward pass's peak
     workspace = int(cal.largest_per_voxel * voxels * act_scale)
     if not str(device).startswith("cuda"):
-        im2col = _im2col_peak(cal.conv3d, patch, batch_size, activations, act_scale < 1)
+        if act_scale < 1 and not half_on_onednn:
+            im2col = _slow_conv_peak(cal.convs, patch, batch_size, activations, 2)
+        else:
+            im2col = _im2col_peak(cal.convs, patch, batch_size, activations, act_scale < 1)
         workspace = max(workspace, im2col - activations)
     grads = cal.trainable
     state = int(_state_factor(optimizer, momentum) * cal.trainable)
