@@ -36,7 +36,7 @@ from .config import TrainerOptions, load_config
 from .errors import NbsegError
 from .inference.sliding import segment
 from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
-from .model import load_model
+from .model import Model, load_model
 from .progress import Progress
 from .settings import add_arguments, parsed_overrides
 from .store.export import example_input, export_onnx, export_torchscript
@@ -79,7 +79,7 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _printer(epochs: int) -> Any:
+def _printer(epochs: int) -> TrainingListener:
 
     class EpochPrinter(TrainingListener):
         def on_train_start(self, info: dict[str, Any]) -> None:
@@ -167,12 +167,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- segment ---------------------------------------------------------------------------------
-def _library(args: argparse.Namespace) -> Any:
+def _library(args: argparse.Namespace) -> ModelLibrary:
 
     return ModelLibrary(getattr(args, "root", None))
 
 
-def _open_model(ref: str, args: argparse.Namespace) -> Any:
+def _open_model(ref: str, args: argparse.Namespace) -> Model:
     """A model from a file path, else from the library by name."""
 
     p = Path(ref)
@@ -189,7 +189,7 @@ def _open_model(ref: str, args: argparse.Namespace) -> Any:
     )
 
 
-def _array_ref(text: str) -> Any:
+def _array_ref(text: str) -> str | dict[str, str]:
     """``path`` or ``path.zarr:variable`` / ``path.nc:variable``."""
     for suffix in (".zarr:", ".nc:"):
         if suffix in text:

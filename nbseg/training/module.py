@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -140,7 +140,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         return DataLoader(self.val_patches, batch_size=self.params.batch_size, shuffle=False)
 
 
-def build_optimizer(params: TrainingParams, parameters: Any) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: TrainingParams, parameters: Iterable[torch.nn.Parameter]
+) -> torch.optim.Optimizer:
     """The optimiser named by ``params.optimizer``.
 
     Adam, AdamW, SGD and Adagrad use PyTorch's *fused* kernels where the parameters' device
@@ -173,7 +175,9 @@ def build_optimizer(params: TrainingParams, parameters: Any) -> torch.optim.Opti
     raise ValueError(name)
 
 
-def _fused_or_plain(kind: type, parameters: list, **kwargs: Any) -> torch.optim.Optimizer:
+def _fused_or_plain(
+    kind: Callable[..., torch.optim.Optimizer], parameters: list[torch.nn.Parameter], **kwargs: Any
+) -> torch.optim.Optimizer:
     devices = {p.device.type for p in parameters}
     if devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in parameters):
         try:

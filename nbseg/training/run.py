@@ -23,6 +23,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from .._files import atomic_write_bytes, now_iso
 from ..data.multiroi import default_class_names
+from ..data.patches import PreparedSet
 from ..data.trainingset import Normalisation, TrainingSet
 from ..devices import accelerator_for, resolve_precision
 from ..errors import InputError, NbsegError, TrainingError
@@ -35,11 +36,16 @@ from .callbacks import (
     TrainingListener,
     WeightAverage,
 )
+from .memory import MemoryEstimate
 from .module import SegmentationDataModule, SegmentationModule
 from .params import TrainingParams, class_weight_vector
 
 if TYPE_CHECKING:
     from ..model import Model
+
+    _ModelView = Model  # what _TrainingView stands in for
+else:
+    _ModelView = object
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -61,7 +67,7 @@ class TrainingResult:
     duration: float
     feedback: FeedbackHistory | None = None
     checkpoints: CheckpointCache | None = None
-    memory_estimate: Any = None
+    memory_estimate: MemoryEstimate | None = None
     error: str | None = None
     best_epoch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -231,7 +237,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-class _TrainingView:
+class _TrainingView(_ModelView):
     """What the callbacks see of the model during a training: its network, spec and names,
     with this run's normalisation and class names (the model itself changes in commit)."""
 
@@ -266,7 +272,7 @@ class TrainingPlan:
     cache: CheckpointCache | None
     early: pl.callbacks.EarlyStopping | None
     feedback: FeedbackHistory | None
-    estimate: Any
+    estimate: MemoryEstimate | None
     record_dir: str
     started: float
     initial_state: dict[str, torch.Tensor]
@@ -373,7 +379,7 @@ def prepare(
             "Callback; subclass nbseg.TrainingListener."
         )
     live = LiveFeedback(
-        view,  # type: ignore[arg-type]
+        view,
         listeners,
         stop_event or threading.Event(),
         cache,
@@ -577,7 +583,7 @@ class _RankZeroGuard(pl.Callback):
             self.live.history = json.loads(self.record.read_text())
 
 
-def _oom_message(err: BaseException, estimate: Any) -> str:
+def _oom_message(err: BaseException, estimate: MemoryEstimate | None) -> str:
     est = f" ({estimate})" if estimate is not None else ""
     return (
         f"Out of memory during training{est}: reduce the batch size or the patch size, or "
@@ -597,8 +603,8 @@ def _class_names_for(model: Model, ts: TrainingSet) -> tuple[list[str], list[Any
 
 
 def _feedback(
-    model: Any, dm: SegmentationDataModule, region: FeedbackRegion | Literal[False] | None
-) -> tuple[FeedbackHistory | None, Any]:
+    model: Model, dm: SegmentationDataModule, region: FeedbackRegion | Literal[False] | None
+) -> tuple[FeedbackHistory | None, tuple[PreparedSet, int, tuple[int, int, int, int]] | None]:
     if region is False:
         return None, None
     if region is not None and not isinstance(region, FeedbackRegion):

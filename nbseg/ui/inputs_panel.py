@@ -431,7 +431,7 @@ class InputsPanel(widgets.VBox):
         self._show_summary(sets, validation)
         return sets
 
-    def _show_summary(self, sets: list[TrainingSet], validation: Any) -> None:
+    def _show_summary(self, sets: list[TrainingSet], validation: float | list[TrainingSet]) -> None:
         items = "".join(
             f"<li>{html.escape(s.name)}: {' × '.join(str(v) for v in s.shape)} voxels, "
             f"{int((s.labels_volume() >= 0).sum()):,} labelled</li>"

@@ -14,7 +14,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..model import generate_model
+from ..model import Model, generate_model
 from ..models.registry import (
     ARCHITECTURES,
     PARAMETER_CHOICES,
@@ -259,7 +259,7 @@ class ModelGeneratorPanel(widgets.VBox):
                 self.parameter_fields[key].value = value
 
     # -- generate ------------------------------------------------------------------------
-    def generate(self) -> Any:
+    def generate(self) -> Model | None:
         """Build the model from the fields and make it the workspace's model.
 
         Returns the model, or None when the fields are invalid (the reason is in
@@ -267,7 +267,7 @@ class ModelGeneratorPanel(widgets.VBox):
         """
         return style.run_reporting(self.message, self._generate)
 
-    def _generate(self) -> Any:
+    def _generate(self) -> Model:
         self.summary.value = ""
         spec = self.spec()
         model = generate_model(spec)

@@ -4,6 +4,7 @@ choice shared with the *Segment with AI* panel."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -35,9 +36,9 @@ class InputPicker(widgets.VBox):
         self.workspace = workspace
         self.selects: list[widgets.Dropdown] = []
         self._input_names: list[str] = []
-        self._callbacks: list[Any] = []
+        self._callbacks: list[Callable[[], None]] = []
 
-    def on_change(self, callback: Any) -> None:
+    def on_change(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
 
     def _changed(self, _: Any = None) -> None:

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..inference.job import SegmentationRun, as_progress
 from ..inference.sliding import preview
 from ..io import write_array
-from ..model import load_model
+from ..model import Model, load_model
 from . import style
 from .imageview import ImageView
 from .preview_panel import NO_MODEL, InputPicker, image_slice
@@ -75,7 +75,7 @@ class SegmentPanel(widgets.VBox):
     def __init__(self, workspace: Workspace | None = None, *, size: int = 384, **kw: Any) -> None:
         self.workspace = workspace if workspace is not None else Workspace()
         self.message = style.MessageBox()
-        self._files: dict[str, Any] = {}
+        self._files: dict[str, Model] = {}
         self.model_select = widgets.Dropdown(options=[], description="")
         self.model_path = widgets.Text(placeholder="path/to/model.nbseg")
         self.load_button = widgets.Button(description="Load model file", icon="folder-open")
@@ -159,13 +159,13 @@ class SegmentPanel(widgets.VBox):
 
     # -- model -----------------------------------------------------------------------------
     @property
-    def model(self) -> Any:
+    def model(self) -> Model | None:
         """The chosen model (None when there is none)."""
         if self.model_select.value == WORKSPACE_MODEL:
             return self.workspace.model
         return self._files.get(self.model_select.value)
 
-    def load_model_file(self, path: str) -> Any:
+    def load_model_file(self, path: str) -> Model:
         """Load a ``.nbseg`` file and choose it (for this panel; the workspace keeps its model)."""
 
         path = str(path).strip()
@@ -200,7 +200,7 @@ class SegmentPanel(widgets.VBox):
             f"{model.spec.architecture} {model.spec.input_dimension}, "
             f"{model.spec.class_count} classes ({', '.join(model.class_names)}), {state}"
         )
-        self.inputs.set_inputs(list(model.spec.input_names))
+        self.inputs.set_inputs(list(model.spec.input_names or ()))
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_workspace(self, event: str, _value: Any) -> None:

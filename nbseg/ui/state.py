@@ -22,8 +22,10 @@ from ..data.multiroi import multi_roi
 from ..data.trainingset import TrainingSet, as_dataarray
 from ..errors import InputError
 from ..model import Model
+from ..store.library import ModelLibrary
 from ..training.callbacks import FeedbackRegion
 from ..training.params import TrainingParams
+from ..training.run import TrainingResult
 
 Listener = Callable[[str, Any], None]
 
@@ -38,7 +40,7 @@ class Workspace:
         masks: Mapping[str, Any] | None = None,
         model: Model | None = None,
         params: TrainingParams | None = None,
-        library: Any = None,
+        library: ModelLibrary | None = None,
     ) -> None:
         self.images: dict[str, xr.DataArray] = {}
         self.labels: dict[str, xr.DataArray] = {}
@@ -46,7 +48,7 @@ class Workspace:
         self.model = model
         self.params = params or (model.params if model and model.params else TrainingParams())
         self.library = library
-        self.result: Any = None
+        self.result: TrainingResult | None = None
         self.training_sets: list[TrainingSet] = []
         self.validation: float | list[TrainingSet] = 0.2
         self.feedback: FeedbackRegion | None = None
@@ -128,7 +130,7 @@ class Workspace:
         self.feedback = region
         self.emit("feedback", region)
 
-    def set_result(self, result: Any) -> None:
+    def set_result(self, result: TrainingResult | None) -> None:
         self.result = result
         self.emit("result", result)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import ipywidgets as widgets
 
@@ -87,7 +88,13 @@ class MessageBox(widgets.HTML):
         return html.unescape(re.sub(r"<[^>]+>", "", self.value))
 
 
-def run_reporting(box: MessageBox, fn: Any, *args: Any, **kwargs: Any) -> Any:
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def run_reporting(
+    box: MessageBox, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T | None:
     """Call ``fn``; show any exception in ``box`` instead of raising. Returns fn's result."""
     try:
         box.clear()

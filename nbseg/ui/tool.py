@@ -14,7 +14,10 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..model import Model
+from ..store.library import ModelLibrary
+from ..training.job import TrainingRun
 from ..training.params import TrainingParams
+from ..training.run import TrainingResult
 from .inputs_panel import InputsPanel
 from .labelling import LabelEditor
 from .model_generator import ModelGeneratorPanel
@@ -65,7 +68,7 @@ class DeepLearningTool(widgets.VBox):
         masks: Mapping[str, Any] | None = None,
         model: Model | None = None,
         params: TrainingParams | None = None,
-        library: Any = None,
+        library: ModelLibrary | None = None,
         namespace: Mapping[str, Any] | None = None,
         tab: str | None = None,
         workspace: Workspace | None = None,
@@ -169,10 +172,10 @@ class DeepLearningTool(widgets.VBox):
         return self.workspace.model
 
     @property
-    def result(self) -> Any:
+    def result(self) -> TrainingResult | None:
         return self.workspace.result
 
-    def train(self) -> Any:
+    def train(self) -> TrainingRun | None:
         """Same as clicking **Train**: start training in the background and return the run."""
         if not self.workspace.training_sets:
             self.inputs.apply()
@@ -184,6 +187,6 @@ class DeepLearningTool(widgets.VBox):
         """Same as clicking **Stop**."""
         self.training.stop()
 
-    def wait(self, timeout: float | None = None) -> Any:
+    def wait(self, timeout: float | None = None) -> TrainingResult | None:
         """Block until the current training ends; returns its result."""
         return self.training.wait(timeout)
