@@ -614,10 +614,10 @@ info = widgets.Label()
 display(widgets.HBox([bar, info]))
 
 
-def progress(p):
-    bar.max, bar.value = p["chunks_total"], p["chunks_done"]
-    if p["eta_s"] is not None:
-        info.value = f"{p['voxels_per_s'] / 1e6:.2f} Mvoxel/s, ETA {p['eta_s']:.0f} s"
+def progress(p):  # one nbseg.progress.Progress record per block written
+    bar.max, bar.value = p.total, p.done
+    if p.eta_s is not None:
+        info.value = f"{p.extra['voxels_per_s'] / 1e6:.2f} Mvoxel/s, ETA {p.eta_s:.0f} s"
 
 
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,6 @@ import pytest
 
 import nbseg
 from nbseg.errors import InputError, NbsegError
-from nbseg.inference.job import as_progress
 from nbseg.jobs import BackgroundJob, Cancelled, is_user_warning
 from nbseg.progress import Progress
 
@@ -137,15 +136,6 @@ def test_user_warning_rule():
     assert not is_user_warning(FutureWarning, "/site-packages/lightning/x.py")
     assert not is_user_warning(DeprecationWarning, "/site-packages/torch/x.py")
     assert is_user_warning(FutureWarning, nbseg.jobs.__file__)  # raised by nbseg itself
-
-
-def test_progress_shapes_become_one_record():
-    p = as_progress(3, 8)
-    assert (p.done, p.total, p.unit) == (3, 8, "tile")
-    p = as_progress({"chunks_done": 2, "chunks_total": 5, "voxels_per_s": 10.0, "eta_s": 1.5})
-    assert (p.done, p.total, p.unit, p.eta_s) == (2, 5, "chunk", 1.5)
-    record = Progress(done=1, total=2, unit="tile")
-    assert as_progress(record) is record
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
@@ -14,29 +14,6 @@ from .sliding import segment
 
 if TYPE_CHECKING:
     from ..model import Model
-
-
-def as_progress(*args: Any) -> Progress:
-    """A progress report as one :class:`Progress` record. :func:`nbseg.segment` reports
-    records already (returned as they are); older shapes are still understood: an object
-    with ``.done`` / ``.total``, ``(done, total)`` tiles, or the streaming dict
-    (``chunks_done``, ``chunks_total``, ``voxels_per_s``, ``eta_s``)."""
-    if len(args) == 1 and isinstance(args[0], Progress):
-        return args[0]
-    if len(args) == 1 and isinstance(args[0], Mapping):
-        info = args[0]
-        return Progress(
-            done=int(info.get("chunks_done", 0)),
-            total=int(info.get("chunks_total", 0)),
-            unit="chunk",
-            eta_s=info.get("eta_s"),
-            extra={"voxels_per_s": info.get("voxels_per_s")},
-        )
-    if len(args) == 1 and hasattr(args[0], "done") and hasattr(args[0], "total"):
-        p = args[0]
-        return Progress(done=int(p.done), total=int(p.total), unit=getattr(p, "unit", "tile"))
-    done, total = args[:2]
-    return Progress(done=int(done), total=int(total), unit="tile")
 
 
 class SegmentationRun(BackgroundJob):
@@ -95,10 +72,10 @@ class SegmentationRun(BackgroundJob):
         self.raise_if_stopped()  # stopped during the last batch: no result, as promised
         return result
 
-    def _on_progress(self, *args: Any) -> None:
-        self._set_progress(as_progress(*args))
+    def _on_progress(self, record: Progress) -> None:
+        self._set_progress(record)
         if self.callback is not None:
-            self.callback(*args)
+            self.callback(record)
 
     def _already_running(self) -> NbsegError:
         return InputError("This segmentation is already running; wait for it or stop it.")

@@ -446,8 +446,7 @@ def segment_streaming(
         active); otherwise dask's threaded scheduler. Workers must see ``out`` and the source.
     progress
         Called with a :class:`nbseg.progress.Progress` record (``unit="chunk"``, ``eta_s``
-        from the voxels left, ``extra["voxels_per_s"]``; ``record["chunks_done"]`` /
-        ``["chunks_total"]`` still read as before) once before the first block
+        from the voxels left, ``extra["voxels_per_s"]``) once before the first block
         (``done=0``, ``eta_s=None``) and after each block written.
     stop_event
         Set it (from any thread) to stop after the blocks in flight: raises
@@ -604,9 +603,7 @@ def _compute(
             rate=done / dt if done else None,
             eta_s=(voxels_total - voxels) / rate if rate > 0 else None,
             elapsed_s=dt,
-            # chunks_done / chunks_total: the old progress dict's names, so that
-            # ``p["chunks_done"]`` keeps working (use ``p.done`` / ``p.total``)
-            extra={"voxels_per_s": rate, "chunks_done": done, "chunks_total": total},
+            extra={"voxels_per_s": rate},
         )
 
     def report(voxels: int) -> None:

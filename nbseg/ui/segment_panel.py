@@ -22,10 +22,11 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
-from ..inference.job import SegmentationRun, as_progress
+from ..inference.job import SegmentationRun
 from ..inference.sliding import preview
 from ..io import write_array
 from ..model import Model, load_model
+from ..progress import Progress
 from . import style
 from .imageview import ImageView
 from .preview_panel import NO_MODEL, InputPicker, image_slice
@@ -343,10 +344,9 @@ class SegmentPanel(widgets.VBox):
         self._done.wait(timeout)
         return self.result
 
-    def _progress(self, *args: Any) -> None:
+    def _progress(self, p: Progress) -> None:
         """The job's progress callback (in the job's thread): update the bar, at most every
         0.1 s until the last batch."""
-        p = as_progress(*args)
         now = time.monotonic()
         if p.done < p.total and now - self._last_update < 0.1:
             return
