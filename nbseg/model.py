@@ -18,11 +18,11 @@ import torch
 from ._files import now_iso
 from .data.multiroi import default_class_colors, default_class_names, hex_to_rgb
 from .data.trainingset import Normalisation
-from .errors import ModelFileError, SpecError
+from .errors import InputError, ModelFileError, SpecError
 from .inference.sliding import segment
 from .models.registry import build_network
 from .models.spec import ModelSpec
-from .store.fileformat import read_model_file, write_model_file
+from .store.fileformat import check_meta, read_model_file, write_model_file
 from .training.params import TrainingParams
 
 if TYPE_CHECKING:
@@ -109,26 +109,36 @@ class Model:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model to ``path`` (``.nbseg``) atomically; returns the path."""
-        path = Path(path)
-        if path.suffix == "":
+        if not isinstance(path, (str, os.PathLike)) or os.fspath(path) == "":
+            raise InputError(
+                f"Model.save: path must be a file path (str or pathlib.Path), got {path!r}."
+            )
+        path = Path(os.fspath(path)).expanduser()
+        if path.suffix == "" and not path.is_dir():
             path = path.with_suffix(".nbseg")
         self.updated = now_iso()
         return write_model_file(path, self.network.state_dict(), self.metadata())
 
     @classmethod
     def from_parts(cls, state: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> Model:
-
+        """A model from a file's weights and metadata; the metadata is validated first
+        (:func:`nbseg.store.fileformat.check_meta`), errors name ``source`` and the field."""
+        meta = check_meta(meta, source)
         try:
             spec = ModelSpec.from_dict(meta["spec"])
             network = build_network(spec)
-        except (KeyError, TypeError, SpecError) as err:
-            raise ModelFileError(f"{source}: invalid model specification ({err}).") from None
+        except (KeyError, TypeError, ValueError, SpecError) as err:
+            raise ModelFileError(
+                f"{source}: model metadata field 'spec' is invalid ({err})."
+            ) from None
         try:
             network.load_state_dict(state, strict=True)
         except RuntimeError as err:
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            detail = " ".join(lines[1:2] or lines[:1])[:300]
             raise ModelFileError(
                 f"{source}: the weights do not fit the {spec.architecture} network described "
-                f"in the file ({str(err).splitlines()[0]})."
+                f"in the file ({detail})."
             ) from None
         norm = meta.get("normalisation")
         params = meta.get("params")
@@ -146,6 +156,10 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Model:
+        if not isinstance(path, (str, os.PathLike)) or os.fspath(path) == "":
+            raise InputError(
+                f"load_model: path must be a model file path (str or pathlib.Path), got {path!r}."
+            )
         state, meta = read_model_file(path)
         return cls.from_parts(state, meta, repr(str(path)))
 

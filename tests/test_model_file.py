@@ -82,3 +82,26 @@ def test_generate_model_is_seeded():
     pa = next(a.network.parameters())
     assert torch.equal(pa, next(b.network.parameters()))
     assert np.isfinite(pa.detach().numpy()).all()
+
+
+def test_metadata_is_validated_and_normalised_on_load(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from nbseg.store.fileformat import read_model_file
+
+    m = _model()
+    state, meta = read_model_file(m.save(tmp_path / "m.nbseg"))
+    meta["class_colors"] = [[0, 0, 0], "#FF0000", [0, 255, 0]]  # RGB triples are accepted
+    header = {"format": "nbseg-model", "version": "1", "meta": json.dumps(meta)}
+    save_file(state, str(tmp_path / "rgb.nbseg"), metadata=header)
+    back = nbseg.load_model(tmp_path / "rgb.nbseg")
+    assert back.class_colors == ["#000000", "#ff0000", "#00ff00"]
+    meta["normalisation"] = {"low": [5.0], "high": [5.0]}  # an empty range: refused on load
+    header["meta"] = json.dumps(meta)
+    save_file(state, str(tmp_path / "flat.nbseg"), metadata=header)
+    with pytest.raises(nbseg.ModelFileError, match=r"flat\.nbseg.*'normalisation\.high\[0\]'"):
+        nbseg.load_model(tmp_path / "flat.nbseg")
+    with pytest.raises(nbseg.ModelFileError, match=r"'normalisation\.high\[0\]'"):
+        read_model_meta(tmp_path / "flat.nbseg")  # the model list's reader too
