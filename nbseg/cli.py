@@ -8,7 +8,7 @@
                                      [--overwrite]
     nbseg models [--root DIR] list|info|rename|duplicate|delete|restore|trash|empty-trash|
                               export|import ...
-    nbseg export MODEL --format torchscript|onnx OUT
+    nbseg export MODEL --format torchscript|onnx OUT [--overwrite]
 
 ``MODEL`` is a ``.nbseg`` file or the name of a model in the library (``$NBSEG_MODELS`` or
 ``~/.nbseg/models``, or ``--root``). Array files are ``.zarr``, ``.tif``/``.tiff``, ``.npy``
@@ -44,6 +44,9 @@ from .store.library import ModelLibrary
 from .training.callbacks import TrainingListener
 from .training.params import TrainingParams
 from .training.run import TrainingInterrupted
+
+#: How the command line allows replacing an existing output.
+HOW = "pass --overwrite"
 
 
 class CliError(NbsegError):
@@ -275,6 +278,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"{len(r.classes)} classes  {state:11s} {_fmt_size(r.size):>9s}  {r.updated}"
                 + (f"  ERROR {r.error}" if r.error else "")
             )
+        if op == "trash":
+            _print(f"({lib.trash_policy})")
         return 0
     if op == "info":
         row = lib.info(args.name)
@@ -296,7 +301,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     elif op == "empty-trash":
         _print(f"removed {lib.empty_trash()} trashed model(s) for good")
     elif op == "export":
-        _print(f"exported -> {lib.export(args.name, args.path)}")
+        target = check_overwrite(lib.export_target(args.name, args.path), args.overwrite, how=HOW)
+        _print(f"exported -> {lib.export(args.name, target, overwrite=args.overwrite)}")
     elif op == "import":
         _print(f"imported -> {lib.import_(args.path, args.name, overwrite=args.overwrite)}")
     return 0
@@ -305,11 +311,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 # -- export ----------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
 
+    check_overwrite(args.out, args.overwrite, how=HOW)  # refused before any work
     model = _open_model(args.model, args)
     example = example_input(model, args.patch_size) if args.patch_size else None
     fn = export_onnx if args.format == "onnx" else export_torchscript
     t0 = time.perf_counter()
-    path = fn(model, args.out, example=example)
+    path = fn(model, args.out, example=example, overwrite=args.overwrite)
     _print(
         f"exported {model.spec.name!r} as {args.format} -> {path} (checked against the network; "
         f"{time.perf_counter() - t0:.1f} s)"
@@ -375,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
                 op.add_argument(arg[:-1], nargs="?", default=None)
             else:
                 op.add_argument(arg)
+        if name == "export":
+            op.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="replace an existing file (refused otherwise)",
+            )
     imp = ops.add_parser("import", help="validate a .nbseg file and add it")
     imp.add_argument("path")
     imp.add_argument("name", nargs="?", default=None)
@@ -386,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("torchscript", "onnx"), required=True)
     e.add_argument("out", help="output file (.pt / .onnx)")
     e.add_argument("--patch-size", type=int, dest="patch_size", help="example input size")
+    e.add_argument(
+        "--overwrite", action="store_true", help="replace an existing OUT (refused otherwise)"
+    )
     e.add_argument("--root", help="model library folder")
     e.set_defaults(fn=cmd_export)
     return p

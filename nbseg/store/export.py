@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..data.trainingset import Normalisation
-from ..errors import ModelFileError, SpecError
+from ..errors import InputError, ModelFileError, SpecError
 from ..model import Model
 from ..models.registry import (
     ARCHITECTURES,
@@ -47,6 +47,7 @@ from ..models.registry import (
     size_divisor,
 )
 from ..models.spec import ModelSpec
+from ..paths import check_overwrite
 from ..training.params import TrainingParams
 from .fileformat import atomic_write_bytes
 
@@ -119,11 +120,14 @@ def export_torchscript(
     example: torch.Tensor | None = None,
     check: bool = True,
     atol: float = 1e-4,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write the network as TorchScript (traced on ``example``, default
     :func:`example_input`) with the metadata as extra file ``nbseg.json``; checked against
-    the network on the example and on an input of another spatial size."""
-
+    the network on the example and on an input of another spatial size. An existing file at
+    ``path`` is refused (:class:`InputError`, before any work) unless ``overwrite``."""
+    path = _export_path(path, overwrite, "export_torchscript")
     x = example if example is not None else example_input(model)
     net = model.network.to("cpu").eval()
     with warnings.catch_warnings(), torch.no_grad():
@@ -150,9 +154,13 @@ def export_onnx(
     check: bool = True,
     atol: float = 1e-4,
     opset: int = 17,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write the network as ONNX (dynamic batch and spatial sizes) with the metadata as
-    ``metadata_props["nbseg"]``; checked with onnxruntime against the network."""
+    ``metadata_props["nbseg"]``; checked with onnxruntime against the network. An existing
+    file at ``path`` is refused (:class:`InputError`, before any work) unless ``overwrite``."""
+    path = _export_path(path, overwrite, "export_onnx")
     try:
         import onnx
     except ImportError:
@@ -189,6 +197,18 @@ def export_onnx(
             got = sess.run(None, {"input": probe.numpy()})[0]
             _compare("ONNX", got, _network_output(model, probe), atol)
     return out
+
+
+def _export_path(path: Any, overwrite: Any, what: str) -> Path:
+    """The output path, refused when it is not a path, is a folder, or exists unasked."""
+    if not isinstance(path, (str, os.PathLike)) or os.fspath(path) == "":
+        raise InputError(f"{what}: path must be a file path (str or pathlib.Path), got {path!r}.")
+    if not isinstance(overwrite, bool):
+        raise InputError(f"{what}: overwrite must be True or False, got {overwrite!r}.")
+    p = Path(os.fspath(path)).expanduser()
+    if p.is_dir():
+        raise InputError(f"{what}: {str(p)!r} is a folder; give the output file's path.")
+    return check_overwrite(p, overwrite)
 
 
 def _other_size(model: Model, x: torch.Tensor) -> torch.Tensor:
