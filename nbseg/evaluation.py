@@ -11,6 +11,7 @@ import xarray as xr
 
 from ._png import encode_png
 from .data.multiroi import UNLABELLED, default_class_colors
+from .data.trainingset import check_dtype
 from .errors import InputError
 from .render import render_overlay, to_uint8
 from .training.losses import metrics_from_confusion
@@ -29,8 +30,17 @@ def evaluate(
     ``dice``, ``iou``, ``accuracy``, ``dice_<class>``, ``iou_<class>`` (class names from
     ``class_names``, else the truth's ``class_names`` attribute, else ``0 … K-1``).
     """
-    p = np.asarray(prediction)
-    t = np.asarray(truth)
+    if isinstance(prediction, xr.DataArray) and "class" in prediction.dims:
+        raise InputError(
+            "evaluate: prediction has a 'class' dim (probabilities); pass labels, e.g. "
+            "prediction.argmax('class'), or segment without probabilities=True."
+        )
+    if isinstance(prediction, xr.DataArray) and isinstance(truth, xr.DataArray):
+        prediction = _aligned_to(prediction, truth, "prediction")
+    if isinstance(mask, xr.DataArray) and isinstance(truth, xr.DataArray):
+        mask = _aligned_to(mask, truth, "mask")
+    p = _class_ids(prediction, "prediction")
+    t = _class_ids(truth, "truth")
     if p.shape != t.shape:
         raise InputError(
             f"evaluate: prediction has shape {p.shape} but truth has shape {t.shape}; "
@@ -53,6 +63,29 @@ def evaluate(
     if names is not None and len(names) < k:
         names += [str(i) for i in range(len(names), k)]
     return metrics_from_confusion(torch.from_numpy(cm), names)
+
+
+def _aligned_to(da: xr.DataArray, ref: xr.DataArray, name: str) -> xr.DataArray:
+    """``da`` in ``ref``'s dim order when its dims are the same names in another order."""
+    if da.dims != ref.dims and set(da.dims) == set(ref.dims):
+        return da.transpose(*ref.dims)
+    return da
+
+
+def _class_ids(array: xr.DataArray | np.ndarray, name: str) -> np.ndarray:
+    """Integer class ids (``-1`` = unlabelled); refuses complex, text and fractional values."""
+    if array is None or isinstance(array, (str, bytes)):
+        raise InputError(f"evaluate: {name} must be an array of class ids, got {array!r}.")
+    a = np.asarray(array)
+    check_dtype(a, f"evaluate: {name}")
+    if a.dtype == bool or np.issubdtype(a.dtype, np.integer):
+        return a
+    if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+        raise InputError(
+            f"evaluate: {name} holds non-integer values (dtype {a.dtype}); pass class ids "
+            "(e.g. nbseg.segment's labels, or probabilities.argmax('class'))."
+        )
+    return a.astype(np.int64)
 
 
 def overlay(

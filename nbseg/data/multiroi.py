@@ -65,6 +65,7 @@ def multi_roi(
     *,
     unlabelled: int | None = None,
     like: xr.DataArray | None = None,
+    what: str | None = None,
 ) -> xr.DataArray:
     """Make a multi-ROI (int16, ``-1`` = unlabelled) with class names and colours.
 
@@ -77,6 +78,8 @@ def multi_roi(
         One per class; defaults are taken from the attributes of ``labels`` or generated.
     like
         Geometry (dims and coords) to attach when ``labels`` is a numpy array.
+    what
+        How error messages name the labels (e.g. ``"training set output"``).
     """
     if isinstance(labels, xr.DataArray):
         da = labels
@@ -89,12 +92,17 @@ def multi_roi(
             if dims is None:
                 raise InputError(f"Labels must be 2D or 3D, got shape {arr.shape}.")
             da = xr.DataArray(arr, dims=dims)
+    label = what or f"Multi-ROI {da.name or ''!s}".strip()
     if not np.issubdtype(da.dtype, np.integer) and da.dtype != bool:
+        if not np.issubdtype(da.dtype, np.floating):
+            raise InputError(
+                f"{label} has dtype {da.dtype}; class ids must be integers 0 … class_count-1."
+            )
         values = np.asarray(da.values)
         if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
             raise InputError(
-                f"Multi-ROI {da.name or ''!s} has non-integer values (dtype {da.dtype}); "
-                "class ids must be integers 0 … class_count-1."
+                f"{label} has non-integer values (dtype {da.dtype}); class ids must be "
+                "integers 0 … class_count-1."
             )
     marker = unlabelled if unlabelled is not None else da.attrs.get("unlabelled", UNLABELLED)
     values = np.asarray(da.values).astype(np.int64)
@@ -102,7 +110,7 @@ def multi_roi(
     labelled = out[out != UNLABELLED]
     if labelled.size and labelled.min() < 0:
         raise InputError(
-            f"Multi-ROI has negative class ids ({int(labelled.min())}); class ids must be "
+            f"{label} has negative class ids ({int(labelled.min())}); class ids must be "
             f"0 … class_count-1 and {UNLABELLED} marks unlabelled voxels."
         )
     count = len(class_names) if class_names is not None else None
@@ -119,12 +127,14 @@ def multi_roi(
     if not colors:
         colors = default_class_colors(len(names))
     if len(colors) != len(names):
-        raise InputError(f"{len(names)} class names but {len(colors)} colours; give one per class.")
+        raise InputError(
+            f"{label}: {len(names)} class names but {len(colors)} colours; give one per class."
+        )
     for c in colors:
         hex_to_rgb(c)
     if labelled.size and labelled.max() >= len(names):
         raise InputError(
-            f"Multi-ROI holds class id {int(labelled.max())} but only {len(names)} classes are "
+            f"{label} holds class id {int(labelled.max())} but only {len(names)} classes are "
             f"named ({names}); add class names or fix the labels."
         )
     attrs = {k: v for k, v in da.attrs.items() if k != "unlabelled"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..data.trainingset import as_dataarray, check_finite, volume_of
+from ..data.trainingset import as_dataarray, as_input_list, channel_note, check_finite, volume_of
 from ..errors import InputError
 from ..jobs import Cancelled
 from ..models.blocks import channels_last_nd
@@ -32,17 +33,45 @@ from .tiling import gaussian_importance, tile_starts
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["VolumePredictor", "checked_inputs", "prepare_inputs", "resolve_device"]
+__all__ = [
+    "VolumePredictor",
+    "checked_inputs",
+    "checked_mask",
+    "checked_model",
+    "checked_window",
+    "prepare_inputs",
+    "resolve_device",
+]
 
 #: torch autocast dtype per inference precision ("32": none)
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` / None: CUDA when available, else the CPU; otherwise ``device``."""
+    """``"auto"`` / None: CUDA when available, else the CPU; otherwise ``device``, which must
+    exist here (:class:`InputError` otherwise, not torch's assertion at the first tile)."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    d = torch.device(device)
+    if d.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = " (this PyTorch is a CPU-only build)" if torch.version.cuda is None else ""
+            raise InputError(
+                f"InferenceSettings.device={str(device)!r}: no CUDA GPU is available here"
+                f"{build}; use device='cpu' or 'auto'."
+            )
+        if d.index is not None and d.index >= count:
+            raise InputError(
+                f"InferenceSettings.device={str(device)!r}: this machine has {count} CUDA "
+                f"GPU(s), cuda:0 … cuda:{count - 1}."
+            )
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(
+            f"InferenceSettings.device={str(device)!r}: Apple's MPS is not available here; use "
+            "device='cpu' or 'auto'."
+        )
+    return d
 
 
 class VolumePredictor:
@@ -259,22 +288,42 @@ class VolumePredictor:
         wsum[tuple(dst)] += self.importance[tuple(src)]
 
 
+def checked_model(model: Any) -> None:
+    """Refuse anything that is not an nbseg model (a path, a network ...)."""
+    if not all(hasattr(model, a) for a in ("spec", "network", "trained")):
+        hint = (
+            f"; load a file with nbseg.load_model({os.fspath(model)!r})"
+            if isinstance(model, (str, os.PathLike))
+            else ""
+        )
+        raise InputError(
+            f"model must be an nbseg.Model (nbseg.generate_model, nbseg.load_model), got "
+            f"{type(model).__name__}{hint}."
+        )
+
+
 def checked_inputs(
-    model: Model, image: xr.DataArray | Sequence[xr.DataArray], what: str = "image"
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    what: str = "image",
+    *,
+    align: bool = True,
 ) -> list[xr.DataArray]:
-    """The inputs as a list of DataArrays, checked against a trained ``model`` (input count,
-    one shared geometry); raises :class:`InputError` naming what to change."""
+    """The inputs as a list of DataArrays (:func:`~nbseg.data.trainingset.as_input_list`:
+    aligned by dim name, a channel dim split into inputs), checked against a trained
+    ``model`` (input count, one shared geometry, a volume for a 3D model); raises
+    :class:`InputError` naming what to change. ``align=False`` keeps the dim order."""
+    checked_model(model)
     if not model.trained:
         raise InputError(
             f"Model {model.name!r} is untrained (it has no intensity normalisation yet); "
             "train it with nbseg.train first, or load a trained model."
         )
-    given = list(image) if isinstance(image, (list, tuple)) else [image]
-    images = [as_dataarray(im, f"{what} {i}") for i, im in enumerate(given)]
+    images = as_input_list(image, what, align=align)
     if len(images) != model.spec.input_count:
         raise InputError(
             f"Model {model.name!r} takes {model.spec.input_count} input(s) "
-            f"({model.spec.input_names}) but {len(images)} were given."
+            f"({model.spec.input_names}) but {len(images)} were given{channel_note(image)}."
         )
     for i, im in enumerate(images[1:], start=1):
         if im.shape != images[0].shape:
@@ -282,14 +331,50 @@ def checked_inputs(
                 f"{what} {i} has shape {im.shape} but {what} 0 has {images[0].shape}; the "
                 "inputs must share one geometry."
             )
+    if model.spec.input_dimension == "3D" and images[0].ndim == 2:
+        raise InputError(
+            f"Model {model.name!r} is a 3D model and needs a volume (z, y, x), but {what} is "
+            f"a 2D image (y, x) of shape {images[0].shape}; segment a volume, or use a 2D / "
+            "2.5D model."
+        )
     return images
 
 
+def checked_mask(
+    mask: Any, ref: xr.DataArray, *, align: bool = True, what: str = "image"
+) -> xr.DataArray | None:
+    """``mask`` as a DataArray of ``ref``'s geometry (aligned by dim name), or None."""
+    if mask is None:
+        return None
+    m = as_dataarray(mask, "mask", align=align)
+    if m.shape != ref.shape:
+        raise InputError(
+            f"mask has shape {m.shape} (dims {m.dims}) but the {what} has {ref.shape} (dims "
+            f"{ref.dims}); give a mask of the image's geometry."
+        )
+    return m
+
+
+def checked_window(model: Model, settings: InferenceSettings) -> None:
+    """Refuse a window the model cannot use (a (y, x) window for a 3D model); any other
+    window is rounded up to the network's size divisor."""
+    w = settings.window
+    if model.spec.input_dimension == "3D" and isinstance(w, tuple) and len(w) < 3:
+        raise InputError(
+            f"InferenceSettings.window={w} gives (y, x) but model {model.name!r} is 3D: give "
+            f"one side (e.g. window={w[-1]}) or (z, y, x) (e.g. window={(w[-1], *w)})."
+        )
+
+
 def prepare_inputs(
-    model: Model, image: xr.DataArray | Sequence[xr.DataArray], what: str = "image"
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    what: str = "image",
+    *,
+    align: bool = True,
 ) -> tuple[list[xr.DataArray], np.ndarray]:
     """Validate inputs against the model and return them normalised as ``(C, Z, Y, X)``."""
-    images = checked_inputs(model, image, what)
+    images = checked_inputs(model, image, what, align=align)
     for i, im in enumerate(images):
         check_finite(im, f"{what} {i}")
     norm = model.normalisation

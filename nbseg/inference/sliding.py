@@ -19,10 +19,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from ..data.trainingset import as_dataarray, volume_of
+from ..data.trainingset import CHANNEL_DIMS, as_input_list, check_finite, volume_of
 from ..errors import InputError
 from ..progress import ProgressCallback
-from .predictor import VolumePredictor, checked_inputs, prepare_inputs, resolve_device
+from .predictor import (
+    VolumePredictor,
+    checked_inputs,
+    checked_mask,
+    checked_model,
+    checked_window,
+    prepare_inputs,
+    resolve_device,
+)
 from .settings import InferenceSettings
 from .stream import segment_streaming
 from .tiling import (
@@ -113,10 +121,13 @@ def segment(
         ``class`` dim with ``probabilities=True``).
     """
     s = InferenceSettings.build(settings, **overrides)
+    checked_model(model)
+    checked_window(model, s)
     images = [image] if not isinstance(image, (list, tuple)) else list(image)
+    order = _spatial_order(images[0] if images else None)
     lazy = any(isinstance(im, xr.DataArray) and im.chunks is not None for im in images)
     if out is not None or lazy:
-        return segment_streaming(
+        res = segment_streaming(
             model,
             image,
             mask,
@@ -127,7 +138,25 @@ def segment(
             overwrite=overwrite,
             stop_event=stop_event,
         )
-    return _segment_in_memory(model, image, mask, s, progress, stop_event=stop_event)
+    else:
+        res = _segment_in_memory(model, image, mask, s, progress, stop_event=stop_event)
+    return _in_order(res, order)
+
+
+def _spatial_order(image: Any) -> tuple[str, ...] | None:
+    """The spatial dims of an image DataArray in its own order (channel dims left out)."""
+    if not isinstance(image, xr.DataArray):
+        return None
+    return tuple(str(d) for d in image.dims if str(d) not in CHANNEL_DIMS)
+
+
+def _in_order(result: xr.DataArray, order: tuple[str, ...] | None) -> xr.DataArray:
+    """``result`` (computed in ``(z, y, x)`` order) in the image's own dim order."""
+    lead = ("class",) if "class" in result.dims else ()
+    spatial = tuple(str(d) for d in result.dims if d != "class")
+    if order is None or order == spatial or set(order) != set(spatial):
+        return result
+    return result.transpose(*lead, *order)
 
 
 def _segment_in_memory(
@@ -138,16 +167,17 @@ def _segment_in_memory(
     progress: ProgressCallback | None = None,
     z_indices: Sequence[int] | None = None,
     stop_event: threading.Event | None = None,
+    align: bool = True,
 ) -> xr.DataArray:
-    """In-memory segmentation; for 2D/2.5D models optionally of some slices only."""
-    images, vol = prepare_inputs(model, image)
+    """In-memory segmentation; for 2D/2.5D models optionally of some slices only.
+    ``align=False``: the arrays are already in the order to slide in (preview)."""
+    images, vol = prepare_inputs(model, image, align=align)
     ref = images[0]
     m = None
-    if mask is not None:
-        mask = as_dataarray(mask, "mask")
-        if mask.shape != ref.shape:
-            raise InputError(f"mask has shape {mask.shape} but the image has {ref.shape}.")
-        m = volume_of(mask).astype(bool)
+    mask_da = checked_mask(mask, ref, align=align)
+    if mask_da is not None:
+        check_finite(mask_da, "mask")
+        m = volume_of(mask_da).astype(bool)
     is3d = model.spec.input_dimension == "3D"
     win = resolve_window(model, settings.window, vol.shape[1:])
     vol_p, m_p, shape = pad_to_window(vol, m, win, is3d)
@@ -207,18 +237,27 @@ def preview(
     inference settings, as for :func:`segment` (``chunks`` does not apply).
     """
     s = InferenceSettings.build(settings, **overrides)
-    given = list(image) if isinstance(image, (list, tuple)) else [image]
-    images = [as_dataarray(im, "image") for im in given]
+    checked_model(model)
+    checked_window(model, s)
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+        raise InputError(
+            f"preview: index={index!r} must be an integer, the slice index along {dim!r}."
+        )
+    index = int(index)
+    images = as_input_list(image, "image")
     ref = images[0]
     if ref.ndim == 2:
         return segment(model, image, mask, settings=s)
     if dim not in ref.dims:
-        raise InputError(f"dim {dim!r} is not a dimension of the image {ref.dims}.")
+        raise InputError(
+            f"preview: dim={dim!r} is not a dimension of the image {ref.dims}; give one of them."
+        )
     n = ref.sizes[dim]
     if not 0 <= index < n:
-        raise InputError(f"slice index {index} is outside 0 … {n - 1} along {dim!r}.")
+        raise InputError(f"preview: index={index} is outside 0 … {n - 1} along {dim!r}.")
+    mask_da = checked_mask(mask, ref)
     images = [im.transpose(dim, ...) for im in images]
-    mask_t = None if mask is None else as_dataarray(mask, "mask").transpose(dim, ...)
+    mask_t = None if mask_da is None else mask_da.transpose(dim, ...)
     if model.spec.input_dimension != "3D":
         # read only the slices the prediction needs (2.5D: the offsets, clamped at the ends,
         # which clamping within that slab reproduces), so a lazy volume is not loaded whole
@@ -227,14 +266,12 @@ def preview(
         hi = min(n, index + max(offsets) + 1)
         sub = [im.isel({dim: slice(lo, hi)}).compute() for im in images]
         submask = None if mask_t is None else mask_t.isel({dim: slice(lo, hi)}).compute()
-        res = _segment_in_memory(
-            model, sub if len(sub) > 1 else sub[0], submask, s, z_indices=[index - lo]
-        )
+        res = _segment_in_memory(model, sub, submask, s, z_indices=[index - lo], align=False)
         return res.isel({dim: 0})
     win = resolve_window(model, s.window, images[0].shape)
     lo = max(0, min(index - win[0] // 2, n - win[0]))
     hi = min(n, lo + win[0])
     sub = [im.isel({dim: slice(lo, hi)}).compute() for im in images]
     submask = None if mask_t is None else mask_t.isel({dim: slice(lo, hi)}).compute()
-    res = segment(model, sub if len(sub) > 1 else sub[0], submask, settings=s)
+    res = _segment_in_memory(model, sub, submask, s, align=False)
     return res.isel({dim: index - lo})

@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from .._files import atomic_write_bytes, now_iso
 from ..data.multiroi import default_class_names
 from ..data.patches import PreparedSet
-from ..data.trainingset import Normalisation, TrainingSet
+from ..data.trainingset import Normalisation, TrainingSet, check_patch_size
 from ..devices import accelerator_for, resolve_precision
 from ..errors import InputError, NbsegError, TrainingError
 from ..models.blocks import channels_last_nd, guard_cpu_bf16_conv3d
@@ -306,6 +306,11 @@ def prepare(
     Raises an nbseg error for any bad input; never changes ``model``.
     """
     t0 = time.perf_counter()
+    if not all(hasattr(model, a) for a in ("spec", "network", "params")):
+        raise InputError(
+            f"model must be an nbseg.Model (nbseg.generate_model(spec), nbseg.load_model(path)), "
+            f"got {type(model).__name__}."
+        )
     spec = model.spec
     params = params or model.params or TrainingParams()
     if not isinstance(params, TrainingParams):
@@ -334,6 +339,37 @@ def prepare(
         val = _as_sets(validation, "validation")
         for ts in val:
             ts.validate(spec.input_count, spec.class_count)
+    # the geometry the network can take, before torch meets it: patch sides that are
+    # multiples of the size divisor, patches that fit every volume, volumes for 3D models
+    check_patch_size(spec, params.patch_size)
+    for ts in [*sets, *(val if isinstance(val, list) else [])]:
+        ts.check_patch(spec, params.patch_size)
+    if trainer_kwargs is not None and not isinstance(trainer_kwargs, dict):
+        raise InputError(
+            f"trainer_kwargs={trainer_kwargs!r} is not understood: give a dict of "
+            "pytorch_lightning.Trainer arguments, e.g. {'devices': 2}."
+        )
+    if stop_event is not None and not callable(getattr(stop_event, "is_set", None)):
+        raise InputError(
+            f"stop_event={stop_event!r} is not understood: give a threading.Event (or None)."
+        )
+    if isinstance(feedback, FeedbackRegion):
+
+        def whole(v: Any) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+        for key in ("training_set", "slice_index"):
+            v = getattr(feedback, key)
+            if (v is not None or key == "training_set") and not (whole(v) and v >= 0):
+                extra = " or None (the middle labelled slice)" if key == "slice_index" else ""
+                raise InputError(f"FeedbackRegion.{key}={v!r} must be an integer >= 0{extra}.")
+        box = feedback.box
+        if box is not None and (
+            not isinstance(box, (list, tuple)) or len(box) != 4 or not all(whole(v) for v in box)
+        ):
+            raise InputError(
+                f"FeedbackRegion.box={box!r} must be 4 integers (y0, y1, x0, x1) or None."
+            )
     names, colors = _class_names_for(model, sets[0])
 
     estimate = None
