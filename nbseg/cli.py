@@ -29,11 +29,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import yaml
 
 from ._version import __version__
 from .config import TrainerOptions, load_config
-from .errors import NbsegError
+from .errors import InputError, NbsegError, ParamsError
 from .inference.sliding import segment
 from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
 from .model import Model, load_model
@@ -109,9 +111,33 @@ def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _config_error(err: NbsegError, path: str) -> str:
+    """A config error in one line; a YAML syntax error as its line, column and problem."""
+    cause = err.__context__
+    if isinstance(cause, yaml.MarkedYAMLError) and cause.problem_mark is not None:
+        mark = cause.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        context = ""
+        if cause.context and cause.context_mark is not None:
+            context = f" ({cause.context} at line {cause.context_mark.line + 1})"
+        return f"{path!r} is not valid YAML: {where}: {cause.problem}{context}."
+    return str(err)
+
+
+def _load_config(path: str) -> Any:
+    if Path(path).is_dir():
+        raise CliError(f"CONFIG {path!r} is a folder; give the training config file (YAML).")
+    try:
+        return load_config(path)
+    except NbsegError as err:
+        raise CliError(_config_error(err, path)) from None
+    except OSError as err:
+        raise CliError(f"Cannot read the config {path!r}: {err.strerror or err}.") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
 
-    cfg = load_config(args.config)
+    cfg = _load_config(args.config)
     try:
         trainer = parsed_overrides(args, TrainerOptions)
         if trainer:
@@ -143,6 +169,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     printer = [_printer(cfg.params.epochs)] if rank0 else []
     try:
         result = cfg.run(callbacks=printer, model=model, feedback=False)
+    except (InputError, ParamsError) as err:  # refused before training: name the config too
+        text, name = str(err), str(Path(args.config))
+        raise CliError(text if name in text else f"{name!r}: {text}") from None
     except TrainingInterrupted as stop:  # Ctrl+C: keep the completed epochs, like Stop
         result = stop.result
         if result.extra.get("global_rank", 0) != 0:
@@ -213,8 +242,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     refs = [_array_ref(args.input)] + ([_array_ref(args.mask)] if args.mask else [])
     check_output_path(out, refs)
     model = _open_model(args.model, args)
-    image = read_array(refs[0])
-    mask = read_array(refs[1]) if args.mask else None
+    image = _read_option("INPUT", refs[0])
+    mask = _read_option("--mask", refs[1]) if args.mask else None
     if mask is not None and mask.dtype != bool:
         mask = mask != 0
     last = [0.0]
@@ -245,6 +274,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
         f"voxels per class {counts}"
     )
     return 0
+
+
+def _read_option(option: str, ref: Any) -> Any:
+    """``read_array`` with its errors naming the command-line argument."""
+    try:
+        return read_array(ref)
+    except NbsegError as err:
+        raise CliError(f"{option}: {err}") from None
 
 
 def _streaming_available() -> bool:
@@ -325,11 +362,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes as one ``nbseg: error:`` line (exit status 2), not the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"nbseg: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
 
-    p = argparse.ArgumentParser(
-        prog="nbseg", description="Train and apply deep semantic-segmentation models."
-    )
+    p = _Parser(prog="nbseg", description="Train and apply deep semantic-segmentation models.")
     p.add_argument("--version", action="version", version=f"nbseg {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -414,14 +456,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except NbsegError as err:
-        print(f"nbseg: error: {err}", file=sys.stderr, flush=True)
+        _error(str(err))
         return 1
     except KeyboardInterrupt:
         print("nbseg: interrupted", file=sys.stderr, flush=True)
         return 130
     except (OSError, ValueError, RuntimeError) as err:
-        print(f"nbseg: error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        _error(f"{type(err).__name__}: {err}")
         return 1
+    except Exception as err:  # a bug: still one line, the traceback only when asked
+        if os.environ.get("NBSEG_DEBUG"):
+            raise
+        _error(
+            f"unexpected {type(err).__name__}: {err} (please report it; NBSEG_DEBUG=1 shows "
+            "the traceback)"
+        )
+        return 1
+
+
+def _error(message: str) -> None:
+    """One ``nbseg: error:`` line on stderr, whatever the message holds."""
+    print(f"nbseg: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -201,7 +201,15 @@ class TrainingSetConfig:
 
         name = self.name or (self.dataset or key)
         if self.dataset is not None:
-            ds = datasets.load(self.dataset, **self.dataset_options)
+            try:
+                ds = datasets.load(self.dataset, **self.dataset_options)
+            except NbsegError as err:
+                raise type(err)(f"{key}.dataset_options: {err}") from None
+            except (TypeError, ValueError) as err:
+                raise ConfigError(
+                    f"{key}.dataset_options={_plain(self.dataset_options)!r} are not "
+                    f"understood: {err}"
+                ) from None
             return TrainingSet(inputs=ds["image"], output=ds["labels"], name=name)
 
         def opened(sub: str, ref: Any) -> xr.DataArray:
@@ -215,7 +223,12 @@ class TrainingSetConfig:
         mask = opened("mask", self.mask) if self.mask is not None else None
         if mask is not None and mask.dtype != bool:
             mask = mask != 0
-        return TrainingSet(inputs=inputs, output=output, mask=mask, name=name)
+        try:
+            return TrainingSet(inputs=inputs, output=output, mask=mask, name=name)
+        except NbsegError as err:
+            if name == key:  # the message starts with the key already
+                raise
+            raise type(err)(f"{key} ({name!r}): {err}") from None
 
 
 @dataclass
@@ -675,12 +688,34 @@ def _feedback_from(data: Any, src: str | None) -> FeedbackRegion | None:
         raise ConfigError(f"{_where(src, 'feedback')} must be a mapping.")
     known = [f.name for f in dataclasses.fields(FeedbackRegion)]
     check_keys(data, known, what="key(s)", where=_where(src, "feedback"), error=ConfigError)
+    where = _where(src, "feedback")
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    training_set = data.get("training_set", 0)
+    if not whole(training_set) or training_set < 0:
+        raise ConfigError(
+            f"{where}.training_set={training_set!r} must be an integer >= 0 (an index into "
+            "training_sets)."
+        )
+    slice_index = data.get("slice_index")
+    if slice_index is not None and (not whole(slice_index) or slice_index < 0):
+        text = (
+            " (it is quoted in the YAML: drop the quotes)" if isinstance(slice_index, str) else ""
+        )
+        raise ConfigError(
+            f"{where}.slice_index={slice_index!r} must be an integer >= 0 (a slice of the "
+            f"training set) or null (the middle labelled slice){text}."
+        )
     box = data.get("box")
-    if box is not None and (not isinstance(box, (list, tuple)) or len(box) != 4):
-        raise ConfigError(f"{_where(src, 'feedback')}.box must be [y0, y1, x0, x1], got {box!r}.")
+    if box is not None and (
+        not isinstance(box, (list, tuple)) or len(box) != 4 or not all(whole(v) for v in box)
+    ):
+        raise ConfigError(f"{where}.box must be 4 integers [y0, y1, x0, x1], got {box!r}.")
     return FeedbackRegion(
-        training_set=int(data.get("training_set", 0)),
-        slice_index=data.get("slice_index"),
+        training_set=training_set,
+        slice_index=slice_index,
         box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])) if box is not None else None,
     )
 

@@ -77,33 +77,85 @@ def read_array(ref: str | os.PathLike[str] | dict[str, Any], base: Path | None =
                 f"{sorted(ref)}."
             )
         path, variable = ref["path"], ref.get("variable")
+        if variable is not None and not isinstance(variable, str):
+            raise InputError(f"variable={variable!r} must be the name of a variable (text).")
     else:
         path, variable = ref, None
-    p = Path(os.fspath(path)).expanduser()
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(
+            f"An array reference is a path or {{path: ..., variable: ...}}; got "
+            f"{type(path).__name__} {path!r}."
+        )
+    given = os.fspath(path)
+    p = Path(given).expanduser()
     if base is not None and not p.is_absolute():
         p = base / p
+    # messages name the path as given, and where it led when that differs
+    shown = repr(given) if str(p) == given else f"{given!r} ({str(p)!r})"
     suffix = p.suffix.lower()
     if suffix not in ARRAY_SUFFIXES:
         raise InputError(
-            f"{str(p)!r}: unsupported file type {suffix or '(none)'}; use one of "
+            f"{shown}: unsupported file type {suffix or '(none)'}; use one of "
             f"{', '.join(ARRAY_SUFFIXES)}."
         )
-    if not p.exists():
-        raise InputError(f"No such file: {str(p)!r}.")
+    _check_readable(p, suffix, shown)
     try:
         da = _read(p, suffix, variable)
     except NbsegError:
         raise
+    except OSError as err:
+        raise InputError(f"Cannot read {shown}: {err.strerror or err}.") from None
     except Exception as err:
-        raise InputError(f"Cannot read {str(p)!r}: {type(err).__name__}: {err}") from None
+        raise InputError(f"Cannot read {shown}: {type(err).__name__}: {err}") from None
     da.encoding["source"] = str(p)
     return da
+
+
+def _check_readable(p: Path, suffix: str, shown: str) -> None:
+    """Refuse, naming the path, a missing file, a folder for a file (or a file for a zarr
+    store), a parent that is a file, and a path nbseg may not read."""
+    try:
+        exists = p.exists()
+        is_dir = p.is_dir()
+    except OSError as err:  # e.g. a parent folder that may not be searched
+        raise InputError(f"Cannot read {shown}: {err.strerror or err}.") from None
+    if not exists:
+        blocker = next((a for a in p.parents if a.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise InputError(f"No such file: {shown}; {str(blocker)!r} is a file, not a folder.")
+        raise InputError(f"No such file: {shown}.")
+    if suffix == ".zarr":
+        if not is_dir:
+            raise InputError(
+                f"Cannot read {shown}: it is a file, but a .zarr store is a folder; give the "
+                "store's folder."
+            )
+        if not _is_zarr_store(p):
+            raise InputError(
+                f"Cannot read {shown}: the folder is not a zarr store (it has no zarr.json, "
+                ".zgroup or .zarray)."
+            )
+    elif is_dir:
+        raise InputError(f"Cannot read {shown}: it is a folder, not a {suffix} file.")
+    if not os.access(p, os.R_OK) or (is_dir and not os.access(p, os.X_OK)):
+        raise InputError(f"Cannot read {shown}: permission denied (check its permissions).")
+    if suffix == ".npy":
+        try:
+            with open(p, "rb") as fh:
+                magic = fh.read(6)
+        except OSError as err:
+            raise InputError(f"Cannot read {shown}: {err.strerror or err}.") from None
+        if magic != b"\x93NUMPY":
+            raise InputError(
+                f"Cannot read {shown}: it is not a .npy file (no NumPy header); write one with "
+                "numpy.save or nbseg.io.write_array."
+            )
 
 
 def _read(p: Path, suffix: str, variable: str | None) -> xr.DataArray:
     if suffix == ".npy":
         arr = np.load(p, allow_pickle=False, mmap_mode="r")
-        return _wrap(np.asarray(arr), p.stem)
+        return _wrap(np.asarray(arr), p)
     if suffix in (".tif", ".tiff"):
         return _read_tiff(p)
     if suffix == ".nc":
@@ -117,16 +169,19 @@ def _read(p: Path, suffix: str, variable: str | None) -> xr.DataArray:
             raise InputError(f"{str(p)!r} is a single zarr array; drop variable={variable!r}.")
         import dask.array as da
 
-        return _wrap(da.from_zarr(node), p.stem)
+        return _wrap(da.from_zarr(node), p)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
         return _pick(xr.open_zarr(p), variable, p)
 
 
-def _wrap(arr: Any, name: str) -> xr.DataArray:
+def _wrap(arr: Any, p: Path) -> xr.DataArray:
     if arr.ndim not in (2, 3):
-        raise InputError(f"{name}: expected a 2D (y, x) or 3D (z, y, x) array, got {arr.shape}.")
-    return xr.DataArray(arr, dims=("z", "y", "x")[-arr.ndim :], name=name)
+        raise InputError(
+            f"{str(p)!r} holds an array of shape {arr.shape}; nbseg reads 2D (y, x) or 3D "
+            "(z, y, x) arrays."
+        )
+    return xr.DataArray(arr, dims=("z", "y", "x")[-arr.ndim :], name=p.stem)
 
 
 def _pick(ds: xr.Dataset, variable: str | None, p: Path) -> xr.DataArray:
@@ -151,7 +206,7 @@ def _read_tiff(p: Path) -> xr.DataArray:
         shaped = tif.shaped_metadata or ()
     meta = shaped[0].get(_TIFF_KEY) if shaped and isinstance(shaped[0], dict) else None
     if not isinstance(meta, dict) or len(meta.get("dims") or ()) != arr.ndim:
-        return _wrap(arr, p.stem)
+        return _wrap(arr, p)
     dims = tuple(meta["dims"])
     coords = {
         k: (tuple(v["dims"]), np.asarray(v["values"]))
