@@ -586,7 +586,9 @@ class TrainingConfig:
                 return generate_model(self.spec, seed=self.params.seed)
             except NbsegError as err:
                 raise ConfigError(f"{_where(self.source, 'model')}: {err}") from None
-        return load_model(self.resolve(self.model_file))  # type: ignore[arg-type]
+        if self.model_file is None:
+            raise ConfigError(f"{_where(self.source, 'model')}: give a model spec or a model_file.")
+        return load_model(self.resolve(self.model_file))
 
     def build_training_sets(self) -> list[TrainingSet]:
         return [

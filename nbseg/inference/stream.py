@@ -246,10 +246,12 @@ def _checked(arr: np.ndarray, index: int, origin: Sequence[int]) -> np.ndarray:
     return arr
 
 
-def _run_block(job: _Job, block: tuple[slice, ...], inputs: list[_Source], mask: Any) -> Any:
+def _run_block(
+    job: _Job, block: tuple[slice, slice, slice], inputs: list[_Source], mask: _Source | None
+) -> np.ndarray:
     set_mmap_threshold(STREAMING_MMAP_THRESHOLD)  # where the task runs (a worker, maybe)
     try:
-        return job.run(block, inputs, mask)  # type: ignore[arg-type]
+        return job.run(block, inputs, mask)
     finally:
         _release_freed_memory()
 
@@ -345,7 +347,7 @@ def block_shape(
             c = ([1] if two_d else []) + c
         if any(not isinstance(v, (int, np.integer)) or v < 1 for v in c):
             raise InputError(f"chunks must be positive integers, got {chunks!r}.")
-        return tuple(int(min(v, n)) for v, n in zip(c, shape))  # type: ignore[return-value]
+        return (int(min(c[0], shape[0])), int(min(c[1], shape[1])), int(min(c[2], shape[2])))
     steps = [max(1, int(w * (1 - overlap))) for w in window]
 
     def split(n: int, side: float, step: int) -> int:
@@ -355,7 +357,11 @@ def block_shape(
 
     if is3d:
         side = target ** (1 / 3)
-        return tuple(split(n, side, st) for n, st in zip(shape, steps))  # type: ignore[return-value]
+        return (
+            split(shape[0], side, steps[0]),
+            split(shape[1], side, steps[1]),
+            split(shape[2], side, steps[2]),
+        )
     plane = shape[1] * shape[2]
     if plane <= target:
         return (max(1, min(shape[0], target // plane)), shape[1], shape[2])

@@ -62,7 +62,7 @@ def round_up(v: int, d: int) -> int:
     return int(math.ceil(v / d) * d)
 
 
-def default_window(model: Model, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+def default_window(model: Model, shape: Sequence[int]) -> tuple[int, int, int]:
     """The model's training patch as a ``(z, y, x)`` window (``z`` = 1 for 2D/2.5D models),
     rounded up to the network's size divisor."""
 
@@ -84,7 +84,7 @@ def resolve_window(
     div = size_divisor(model.spec)
     is3d = model.spec.input_dimension == "3D"
     if window is None:
-        win = default_window(model, tuple(shape))  # type: ignore[arg-type]
+        win = default_window(model, tuple(shape))
     else:
         w = (window,) * 3 if isinstance(window, int) else tuple(int(v) for v in window)
         if is3d:

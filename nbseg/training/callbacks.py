@@ -32,6 +32,7 @@ from ..render import render_overlay
 if TYPE_CHECKING:
     from ..data.patches import PreparedSet
     from ..model import Model
+    from .run import TrainingResult
 
 
 # -- listener protocol -------------------------------------------------------------------
@@ -56,7 +57,7 @@ class TrainingListener:
         """``record``: this epoch's metrics (see :func:`nbseg.train`); ``feedback``: the
         feedback region's predicted class ids (uint8, H × W) or None."""
 
-    def on_train_end(self, result: Any) -> None:
+    def on_train_end(self, result: TrainingResult) -> None:
         """``result``: the :class:`TrainingResult`."""
 
     def on_error(self, error: BaseException) -> None:
@@ -262,7 +263,7 @@ class CheckpointCache:
         state = {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
         with self._lock:
             self.entries = [e for e in self.entries if e.reason != "last"]
-            if best:
+            if best and value is not None:
                 self.best_value, self.best_epoch = float(value), epoch
             self.entries.append(Checkpoint(epoch, dict(metrics), state, "best" if best else "last"))
             self._evict()
@@ -476,13 +477,15 @@ class LiveFeedback(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        batches = trainer.num_training_batches
+        batches = int(trainer.num_training_batches)  # finite: nbseg's loaders have a length
+        max_epochs = trainer.max_epochs
+        assert max_epochs is not None  # nbseg.train sets it
         elapsed = time.perf_counter() - self._t0
         done = trainer.current_epoch * batches + batch_idx + 1
-        total = trainer.max_epochs * batches
+        total = max_epochs * batches
         loss = outputs["loss"].item() if isinstance(outputs, dict) and "loss" in outputs else None
         epoch = self.epoch_offset + trainer.current_epoch + 1
-        epochs = self.epoch_offset + trainer.max_epochs
+        epochs = self.epoch_offset + max_epochs
         rate = done / elapsed if elapsed > 0 else None
         self._notify(
             "on_batch_end",

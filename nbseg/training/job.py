@@ -114,7 +114,7 @@ class TrainingRun(BackgroundJob):
         self.callbacks = list(callbacks)
         self.feedback = feedback
         self.info: dict[str, Any] = {}
-        self.progress: dict[str, Any] = {}
+        self.progress: Progress | dict[str, Any] = {}  # {} until the first batch ends
         self.history: list[dict[str, Any]] = []
         self.result: TrainingResult | None = None
 

@@ -26,7 +26,7 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,6 +206,7 @@ def _saved_bytes(
     calls: list[_ConvCall] = []
 
     def conv_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        assert isinstance(module, nn.modules.conv._ConvNd)  # hooked on convolutions only
         i, o = inputs[0].shape[2:], output.shape[2:]
         calls.append(
             _ConvCall(
@@ -215,8 +216,8 @@ def _saved_bytes(
                 kernel_depth=module.kernel_size[0],
                 transposed=isinstance(module, nn.ConvTranspose3d),
                 large_kernel=min(module.kernel_size[-2:]) > 3,
-                in_scale=tuple(a / b for a, b in zip(i, size)),  # type: ignore[arg-type]
-                out_scale=tuple(a / b for a, b in zip(o, size)),  # type: ignore[arg-type]
+                in_scale=tuple(a / b for a, b in zip(i, size)),
+                out_scale=tuple(a / b for a, b in zip(o, size)),
                 saved_fraction=float(sum(seen.values())),  # normalised below
                 groups=module.groups,
                 dilated=max(module.dilation) > 1,
@@ -259,6 +260,7 @@ def _calibrate(spec_json: str) -> _Calibration:
         torch.manual_seed(0)
         network = build_network(spec).train()
         div = size_divisor(spec)
+        sizes: list[tuple[int, ...]]
         if spec.spatial_dims == 3:
             sizes = [(div, div, 2 * div), (div, 2 * div, 2 * div)]
         else:
@@ -509,7 +511,8 @@ def measure_training_step_peak(
 
     def run(dev: torch.device) -> None:
         torch.manual_seed(0)
-        network = build_network(spec).to(dev).train().to(memory_format=fmt)
+        # Module.to takes memory_format (torch's overloads omit it)
+        network = build_network(spec).to(dev).train().to(memory_format=fmt)  # type: ignore[call-overload]
         if dev.type == "cpu" and spec.spatial_dims == 3 and half is torch.bfloat16:
             guard_cpu_bf16_conv3d(network)  # as nbseg.train does (thin inputs in float32)
         opt = _make_optimizer(optimizer, network.parameters(), momentum)
@@ -575,7 +578,9 @@ def _peak_from_profile(prof: Any) -> int:
     return int(peak)
 
 
-def _make_optimizer(name: str, parameters, momentum: float) -> torch.optim.Optimizer:
+def _make_optimizer(
+    name: str, parameters: Iterable[torch.nn.Parameter], momentum: float
+) -> torch.optim.Optimizer:
     name = name.lower()
     if name == "adam":
         return torch.optim.Adam(parameters, lr=1e-3)

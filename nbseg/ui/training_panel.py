@@ -100,7 +100,7 @@ class PanelListener(TrainingListener):
                 self._feedback = (int(record["epoch"]), feedback)
         self.wake.set()
 
-    def on_train_end(self, result: Any) -> None:
+    def on_train_end(self, result: TrainingResult) -> None:
         self.wake.set()
 
     def on_error(self, error: BaseException) -> None:
@@ -400,7 +400,7 @@ class TrainingPanel(widgets.VBox):
                 if run.status == "running":
                     self.status.value = "<b>Training</b>…"
             progress = run.progress
-            if progress and progress is not seen["progress"]:
+            if isinstance(progress, Progress) and progress is not seen["progress"]:
                 seen["progress"] = progress
                 self._show_progress(progress)
             latest = listener.take_feedback()  # only the latest epoch is drawn
