@@ -31,6 +31,7 @@ from .evaluation import evaluate, overlay, show
 from .inference.job import SegmentationRun
 from .inference.settings import InferenceSettings
 from .inference.sliding import preview, segment
+from .inference.uncertainty import Region, suggest_regions, suggest_slices, uncertainty
 from .model import Model, generate_model, load_model
 from .models.registry import architectures, get_architecture
 from .models.spec import ModelSpec
@@ -71,6 +72,7 @@ __all__ = [
     "NbsegError",
     "Normalisation",
     "ParamsError",
+    "Region",
     "SegmentationRun",
     "SpecError",
     "TrainingConfig",
@@ -97,5 +99,8 @@ __all__ = [
     "progress",
     "segment",
     "show",
+    "suggest_regions",
+    "suggest_slices",
     "train",
+    "uncertainty",
 ]

@@ -3,9 +3,10 @@
 ::
 
     nbseg train CONFIG.yaml [--devices N] [--num-nodes N] [--strategy ddp|ddp_spawn|auto]
-                            [--accelerator cpu|gpu|auto] [--epochs N] [--out PATH]
+                            [--accelerator cpu|gpu|auto] [--out PATH] [--SETTING VALUE ...]
     nbseg segment MODEL INPUT OUTPUT [--mask MASK] [--overlap 0.25] [--batch-size 8] [--tta]
-                                     [--overwrite]
+                                     [--overwrite] [--uncertainty U.zarr]
+    nbseg suggest MODEL INPUT [--labels L] [--mask M] [--count 3] [--axis z] [--regions N]
     nbseg models [--root DIR] list|info|rename|duplicate|delete|restore|trash|empty-trash|
                               export|import ...
     nbseg export MODEL --format torchscript|onnx OUT [--overwrite]
@@ -37,6 +38,7 @@ from ._version import __version__
 from .config import TrainerOptions, load_config
 from .errors import InputError, NbsegError, ParamsError
 from .inference.sliding import segment
+from .inference.uncertainty import suggest_regions, suggest_slices, uncertainty
 from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
 from .model import Model, load_model
 from .progress import Progress
@@ -241,6 +243,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     check_overwrite(out, args.overwrite, how="pass --overwrite")
     refs = [_array_ref(args.input)] + ([_array_ref(args.mask)] if args.mask else [])
     check_output_path(out, refs)
+    unc_out = Path(args.uncertainty) if getattr(args, "uncertainty", None) else None
+    if unc_out is not None:
+        if unc_out.suffix.lower() not in ARRAY_SUFFIXES:
+            raise CliError(f"--uncertainty {str(unc_out)!r}: write it as .zarr, .tif, .npy or .nc.")
+        if unc_out.expanduser().resolve() == out.expanduser().resolve():
+            raise CliError("--uncertainty: give a path other than OUTPUT.")
+        check_overwrite(unc_out, args.overwrite, how="pass --overwrite")
+        check_output_path(unc_out, refs)
     model = _open_model(args.model, args)
     image = _read_option("INPUT", refs[0])
     mask = _read_option("--mask", refs[1]) if args.mask else None
@@ -264,8 +274,25 @@ def cmd_segment(args: argparse.Namespace) -> int:
         # streamed chunk by chunk into the store: the volume never has to fit in memory
         labels = segment(model, image, mask, out=str(out), overwrite=args.overwrite, **kw)
         _print(f"segmented {tuple(labels.shape)} in {time.perf_counter() - t0:.1f} s -> {out}")
+        if unc_out is not None:  # a second streamed pass: memory stays flat
+            u = uncertainty(
+                model,
+                image,
+                mask,
+                progress=progress,
+                **{k: v for k, v in kw.items() if k != "progress"},
+                **_unc_target(unc_out, args.overwrite),
+            )
+            if not str(unc_out).lower().endswith(".zarr"):
+                write_array(u, unc_out, overwrite=args.overwrite, name="uncertainty")
+            _print(f"uncertainty -> {unc_out}")
         return 0
-    labels = segment(model, image.load() if hasattr(image, "load") else image, mask, **kw)
+    data = image.load() if hasattr(image, "load") else image
+    if unc_out is not None:  # one pass: labels and uncertainty from the same probabilities
+        labels, u = segment(model, data, mask, return_uncertainty=True, **kw)
+        write_array(u, unc_out, overwrite=args.overwrite, name="uncertainty")
+    else:
+        labels = segment(model, data, mask, **kw)
     write_array(labels, out, overwrite=args.overwrite, name="labels")
     values = np.asarray(labels.values)
     counts = {name: int((values == i).sum()) for i, name in enumerate(model.class_names)}
@@ -273,6 +300,33 @@ def cmd_segment(args: argparse.Namespace) -> int:
         f"segmented {tuple(labels.shape)} in {time.perf_counter() - t0:.1f} s -> {out}; "
         f"voxels per class {counts}"
     )
+    return 0
+
+
+def _unc_target(path: Path, overwrite: bool) -> dict[str, Any]:
+    """``uncertainty()`` keywords that stream into ``path`` when it is a zarr store."""
+    if str(path).lower().endswith(".zarr"):
+        return {"out": str(path), "overwrite": overwrite}
+    return {}
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    model = _open_model(args.model, args)
+    image = _read_option("INPUT", _array_ref(args.input))
+    labels = _read_option("--labels", _array_ref(args.labels)) if args.labels else None
+    mask = _read_option("--mask", _array_ref(args.mask)) if args.mask else None
+    if mask is not None and mask.dtype != bool:
+        mask = mask != 0
+    image = image.load() if hasattr(image, "load") else image
+    slices = suggest_slices(
+        model, image, labels, count=args.count, axis=args.axis, mask=mask, method=args.method
+    )
+    _print(f"label next ({args.axis}): " + ", ".join(str(i) for i in slices))
+    if args.regions:
+        for r in suggest_regions(
+            model, image, labels, count=args.regions, size=args.size, mask=mask, method=args.method
+        ):
+            _print(f"  z {r.z}  y {r.y0}:{r.y1}  x {r.x0}:{r.x1}  score {r.score:.3f}")
     return 0
 
 
@@ -400,8 +454,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--overwrite", action="store_true", help="replace an existing OUTPUT (refused otherwise)"
     )
+    s.add_argument(
+        "--uncertainty",
+        metavar="PATH",
+        help="also write the uncertainty map (float32 in [0, 1], same geometry) to PATH",
+    )
     s.add_argument("--root", help="model library folder")
     s.set_defaults(fn=cmd_segment)
+
+    g = sub.add_parser("suggest", help="the slices (and boxes) most worth labelling next")
+    g.add_argument("model", help="a .nbseg file or a library model name")
+    g.add_argument("input", help="image file (.zarr[:var], .tif, .npy, .nc[:var])")
+    g.add_argument("--labels", help="the multi-ROI so far: its labelled slices are skipped")
+    g.add_argument("--mask", help="mask file: suggestions only inside it")
+    g.add_argument("--count", type=int, default=3, help="how many slices (default 3)")
+    g.add_argument("--axis", default="z", help="the dim the slices cut (default z)")
+    g.add_argument(
+        "--method", default="entropy", choices=("entropy", "margin", "tta"), help="uncertainty"
+    )
+    g.add_argument("--regions", type=int, default=0, help="also list N boxes worth painting")
+    g.add_argument("--size", type=int, default=64, help="box side for --regions (default 64)")
+    g.add_argument("--root", help="model library folder")
+    g.set_defaults(fn=cmd_suggest)
 
     m = sub.add_parser("models", help="the model library")
     m.add_argument("--root", help="library folder (default $NBSEG_MODELS or ~/.nbseg/models)")

@@ -22,6 +22,7 @@ import xarray as xr
 from ..data.trainingset import CHANNEL_DIMS, as_input_list, check_finite, volume_of
 from ..errors import InputError
 from ..progress import ProgressCallback
+from .maps import with_uncertainty
 from .predictor import (
     VolumePredictor,
     checked_inputs,
@@ -80,8 +81,10 @@ def segment(
     client: Any = None,
     overwrite: bool = False,
     stop_event: threading.Event | None = None,
+    return_uncertainty: bool = False,
+    uncertainty_method: str = "entropy",
     **overrides: Any,
-) -> xr.DataArray:
+) -> Any:
     """Segment a volume (or several inputs of one geometry) into a label volume.
 
     Parameters
@@ -112,6 +115,10 @@ def segment(
     stop_event
         Set it (from any thread) to stop after the current batch of tiles (in memory) or
         block (streaming): ``segment`` raises :class:`nbseg.jobs.Cancelled`.
+    return_uncertainty, uncertainty_method
+        ``True``: return ``(labels, uncertainty)`` from one pass — the uncertainty as
+        :func:`nbseg.uncertainty` computes it (``"entropy"``, ``"margin"`` or ``"tta"``); with
+        ``out`` both are variables (``labels``, ``uncertainty``) of the one zarr store.
 
     Returns
     -------
@@ -120,6 +127,21 @@ def segment(
         ``class_colors`` attrs; ``-1`` outside the mask (float32 probabilities with a leading
         ``class`` dim with ``probabilities=True``).
     """
+    if return_uncertainty:
+        return with_uncertainty(
+            segment,
+            model,
+            image,
+            mask,
+            method=uncertainty_method,
+            progress=progress,
+            out=out,
+            overwrite=overwrite,
+            settings=settings,
+            overrides=overrides,
+            stop_event=stop_event,
+            with_labels=True,
+        )
     s = InferenceSettings.build(settings, **overrides)
     checked_model(model)
     checked_window(model, s)

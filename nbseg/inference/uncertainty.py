@@ -1,0 +1,305 @@
+"""Where the model is unsure, and where to label next.
+
+- :func:`uncertainty`: a float32 map in [0, 1] with the image's dims and coords (entropy,
+  margin or test-time-flip disagreement), in memory or streamed into zarr.
+- :func:`suggest_slices` / :func:`suggest_regions`: the slices (and boxes) most worth
+  labelling next, scored from the uncertainty and the rarity of the predicted classes.
+
+The loop they serve: paint a few slices → :func:`nbseg.train` → ``suggest_slices`` → paint
+the suggested slice → ``nbseg.train(model, ...)`` again, which continues from the model's
+current weights (its history continues) → the suggestions move on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import xarray as xr
+
+from ..data.multiroi import UNLABELLED
+from ..errors import InputError
+from ..progress import ProgressCallback
+from .maps import (
+    aligned_mask,
+    as_images,
+    check_method,
+    labels_from_probabilities,
+    method_map,
+    probability_settings,
+    with_uncertainty,
+)
+from .settings import InferenceSettings
+from .sliding import segment
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+__all__ = ["Region", "suggest_regions", "suggest_slices", "uncertainty"]
+
+
+class Region(NamedTuple):
+    """A box worth labelling: slice ``z`` (0 for a 2D image), rows ``y0:y1``, columns
+    ``x0:x1`` (positions, not coordinates) and its ``score`` (higher = more useful)."""
+
+    z: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    score: float
+
+
+# -- public API --------------------------------------------------------------------------------
+def uncertainty(
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    mask: xr.DataArray | None = None,
+    method: str = "entropy",
+    progress: ProgressCallback | None = None,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    overwrite: bool = False,
+    settings: InferenceSettings | Mapping[str, Any] | None = None,
+    stop_event: threading.Event | None = None,
+    **overrides: Any,
+) -> xr.DataArray:
+    """Per-voxel uncertainty of ``model`` on ``image``: float32 in [0, 1], same dims and
+    coords as the image (0 outside the mask).
+
+    Parameters
+    ----------
+    model, image, mask
+        As for :func:`nbseg.segment` (a list of DataArrays for several inputs; dask-backed
+        images stream).
+    method
+        ``"entropy"`` (default): predictive entropy divided by ``log K`` (1 = all classes
+        equally likely). ``"margin"``: ``1 - (p_top1 - p_top2)`` (1 = a tie between the two
+        most likely classes). ``"tta"``: disagreement (mutual information, divided by
+        ``log K``) between the predictions of the image and its three y/x flips: four passes,
+        high where the model's answer depends on the view.
+    progress
+        Called with :class:`nbseg.progress.Progress` records, as for ``segment``.
+    out, overwrite
+        A zarr path: the map is computed slab by slab and written there as variable
+        ``uncertainty`` (memory stays flat; atomic: the old store or the new one); returns it
+        opened lazily. Never one of the inputs.
+    settings, **overrides
+        Inference settings (``window``, ``overlap``, ``batch_size``, ``tta``, ``device``, ...)
+        as for ``segment``.
+    """
+    _labels, u = with_uncertainty(
+        segment,
+        model,
+        image,
+        mask,
+        method=method,
+        progress=progress,
+        out=out,
+        overwrite=overwrite,
+        settings=settings,
+        overrides=overrides,
+        stop_event=stop_event,
+        with_labels=False,
+    )
+    return u
+
+
+def _labelled_along(labels: Any, ref: xr.DataArray, axis: str) -> np.ndarray:
+    """Per position along ``axis``: whether ``labels`` holds any label there."""
+    n = ref.sizes[axis]
+    if labels is None:
+        return np.zeros(n, bool)
+    if isinstance(labels, np.ndarray):
+        labels = xr.DataArray(labels, dims=ref.dims)
+    if not isinstance(labels, xr.DataArray):
+        raise InputError(f"labels: expected a multi-ROI DataArray, got {type(labels).__name__}.")
+    if set(map(str, labels.dims)) != set(map(str, ref.dims)):
+        if labels.ndim != ref.ndim:
+            raise InputError(
+                f"labels has dims {labels.dims} but the image has {ref.dims}; give the multi-ROI "
+                "of this image."
+            )
+        labels = labels.rename(dict(zip(labels.dims, ref.dims)))
+    if labels.sizes != ref.sizes:
+        raise InputError(
+            f"labels has shape {dict(labels.sizes)} but the image {dict(ref.sizes)}; give the "
+            "multi-ROI of this image."
+        )
+    marker = labels.attrs.get("unlabelled", UNLABELLED)
+    has = labels != marker
+    if marker != UNLABELLED:
+        has = has & (labels != UNLABELLED)
+    others = [d for d in has.dims if d != axis]
+    return np.asarray(has.any(others).values, bool)
+
+
+def _scores(
+    model: Model,
+    image: Any,
+    mask: xr.DataArray | None,
+    method: str,
+    settings: Any,
+    overrides: Mapping[str, Any],
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """(voxel score = uncertainty x rarity weight of the predicted class, in-mask flag)."""
+    check_method(method)
+    images = as_images(image)
+    s = probability_settings(settings, overrides)
+    u, p = method_map(segment, model, images, mask, method, s, None, None)
+    pred = labels_from_probabilities(p, aligned_mask(mask, p))
+    u, pred = u.compute(), pred.compute()
+    valid = pred.values >= 0
+    k = p.sizes["class"]
+    counts = np.bincount(pred.values[valid].ravel(), minlength=k).astype(np.float64)
+    freq = counts / max(1.0, counts.sum())
+    weight = np.where(freq > 0, 1.0 / np.sqrt(np.maximum(freq, 1e-12)), 0.0)
+    weight /= max(1e-12, float((freq * weight).sum()))  # mean weight over the voxels = 1
+    w = np.where(valid, weight[np.clip(pred.values, 0, k - 1)], 0.0)
+    score = u.copy(data=(u.values * w).astype(np.float32))
+    inside = u.copy(data=valid)
+    return score, inside
+
+
+def suggest_slices(
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    labels: xr.DataArray | None = None,
+    count: int = 3,
+    axis: str = "z",
+    mask: xr.DataArray | None = None,
+    *,
+    method: str = "entropy",
+    quantile: float = 0.9,
+    settings: InferenceSettings | Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> list[int]:
+    """The ``count`` slices along ``axis`` most worth labelling next, most useful first.
+
+    How slices are scored: each voxel's uncertainty (``method``, see :func:`uncertainty`) is
+    multiplied by the rarity of its predicted class (``1 / sqrt(frequency)`` of the class in
+    the whole prediction, scaled to mean 1), so that an unsure voxel of a rare class counts
+    more than one of the background; a slice scores the ``quantile`` (0.9) of these values
+    over its voxels inside the mask — high when a sizeable part of it is unsure, not just
+    one voxel. Slices that already hold labels in ``labels`` and slices with no voxel inside
+    the mask are skipped, and suggestions are spread: no two adjacent slices unless nothing
+    else is left. Returns slice indices (positions along ``axis``).
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise InputError(f"count={count!r} is invalid: give an integer >= 1.")
+    if not 0.0 < float(quantile) <= 1.0:
+        raise InputError(f"quantile={quantile!r} is invalid: give a number in (0, 1].")
+    ref = as_images(image)[0]
+    if axis not in map(str, ref.dims):
+        raise InputError(
+            f"axis={axis!r} is not a dim of the image {tuple(map(str, ref.dims))}; choose one of "
+            "them."
+        )
+    labelled = _labelled_along(labels, ref, axis)
+    score, inside = _scores(model, image, mask, method, settings, overrides)
+    order = [d for d in score.dims]
+    pos = order.index(axis)
+    values = np.moveaxis(score.values, pos, 0).reshape(score.sizes[axis], -1)
+    ok = np.moveaxis(inside.values, pos, 0).reshape(score.sizes[axis], -1)
+    slice_scores = np.full(values.shape[0], -np.inf)
+    for i in range(values.shape[0]):
+        if labelled[i] or not ok[i].any():
+            continue
+        slice_scores[i] = float(np.quantile(values[i][ok[i]], quantile))
+    return _spread(slice_scores, int(count))
+
+
+def _spread(scores: np.ndarray, count: int) -> list[int]:
+    """Greedy picks by score, no two adjacent unless nothing else is left."""
+    candidates = [int(i) for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])]
+    chosen: list[int] = []
+    for relax in (False, True):
+        for i in candidates:
+            if len(chosen) >= count:
+                return chosen
+            if i in chosen:
+                continue
+            if not relax and any(abs(i - c) <= 1 for c in chosen):
+                continue
+            chosen.append(i)
+    return chosen
+
+
+def suggest_regions(
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    labels: xr.DataArray | None = None,
+    count: int = 5,
+    size: int = 64,
+    mask: xr.DataArray | None = None,
+    *,
+    method: str = "entropy",
+    settings: InferenceSettings | Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> list[Region]:
+    """Boxes of ``size`` x ``size`` voxels most worth painting, for large slices.
+
+    Voxel scores as in :func:`suggest_slices` (uncertainty x class rarity); a box scores the
+    mean over its voxels inside the mask. Boxes are placed every ``size / 2`` voxels on every
+    slice; boxes that are mostly labelled already (> 50 %) or mostly outside the mask are
+    skipped, and the chosen boxes do not overlap. A 2D image gives ``z = 0``.
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise InputError(f"count={count!r} is invalid: give an integer >= 1.")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 4:
+        raise InputError(f"size={size!r} is invalid: give an integer >= 4 (voxels).")
+    ref = as_images(image)[0]
+    score, inside = _scores(model, image, mask, method, settings, overrides)
+    dims = [str(d) for d in score.dims]
+    vol = score.values if score.ndim == 3 else score.values[None]
+    ok = inside.values if inside.ndim == 3 else inside.values[None]
+    lab = np.zeros(vol.shape, bool)
+    if labels is not None:
+        lab_da = labels if isinstance(labels, xr.DataArray) else xr.DataArray(labels, dims=ref.dims)
+        if set(map(str, lab_da.dims)) == set(dims):
+            lab_da = lab_da.transpose(*dims)
+        marker = lab_da.attrs.get("unlabelled", UNLABELLED)
+        arr = np.asarray(lab_da.values)
+        has = (arr != marker) & (arr != UNLABELLED)
+        lab = has if has.ndim == 3 else has[None]
+        if lab.shape != vol.shape:
+            raise InputError(
+                f"labels has shape {arr.shape} but the image {score.shape}; give the multi-ROI "
+                "of this image."
+            )
+    nz, ny, nx = vol.shape
+    sy, sx = min(size, ny), min(size, nx)
+
+    def starts(n: int, s: int) -> list[int]:
+        step = max(1, s // 2)
+        out = list(range(0, max(1, n - s + 1), step))
+        if out[-1] != n - s:
+            out.append(max(0, n - s))
+        return out
+
+    boxes: list[Region] = []
+    for z in range(nz):
+        for y0 in starts(ny, sy):
+            for x0 in starts(nx, sx):
+                inside_box = ok[z, y0 : y0 + sy, x0 : x0 + sx]
+                if inside_box.mean() < 0.5:
+                    continue
+                if lab[z, y0 : y0 + sy, x0 : x0 + sx].mean() > 0.5:
+                    continue
+                v = vol[z, y0 : y0 + sy, x0 : x0 + sx][inside_box]
+                boxes.append(Region(z, y0, y0 + sy, x0, x0 + sx, float(v.mean())))
+    boxes.sort(key=lambda r: -r.score)
+    chosen: list[Region] = []
+    for b in boxes:
+        if len(chosen) >= count:
+            break
+        if any(
+            c.z == b.z and c.y0 < b.y1 and b.y0 < c.y1 and c.x0 < b.x1 and b.x0 < c.x1
+            for c in chosen
+        ):
+            continue
+        chosen.append(b)
+    return chosen

@@ -1,0 +1,188 @@
+"""Uncertainty maps and label-next suggestions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import nbseg
+from nbseg.inference import uncertainty as unc
+
+from .helpers import blobs
+
+TINY = {"filters": 8, "depth": 2}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    image, labels, truth = blobs((8, 48, 48), labelled=(1, 5), seed=3)
+    model = nbseg.generate_model(nbseg.ModelSpec(class_count=2, parameters=TINY), seed=0)
+    params = nbseg.TrainingParams(patch_size=32, batch_size=4, epochs=4, precision="32")
+    nbseg.train(model, nbseg.TrainingSet(image, labels), params, 0.0, feedback=False)
+    return model, image, labels, truth
+
+
+@pytest.mark.parametrize("method", ["entropy", "margin", "tta"])
+def test_map_in_unit_range_with_image_dims_and_coords(trained, method):
+    model, image, *_ = trained
+    u = nbseg.uncertainty(model, image, method=method)
+    assert u.dtype == np.float32 and u.dims == image.dims
+    assert all(np.array_equal(u[d].values, image[d].values) for d in image.dims)
+    assert float(u.min()) >= 0.0 and float(u.max()) <= 1.0
+    assert u.attrs["uncertainty"] == method
+    assert float(u.max()) > 0.0  # a briefly trained model is unsure somewhere
+
+
+def test_errors_concentrate_where_the_map_says(trained):
+    model, image, _, truth = trained
+    labels, u = nbseg.segment(model, image, return_uncertainty=True)
+    wrong = labels.values != truth.values
+    assert wrong.any()
+    assert float(u.values[wrong].mean()) > float(u.values[~wrong].mean()) + 0.1
+
+
+def test_one_pass_equals_separate_calls(trained):
+    model, image, *_ = trained
+    labels, u = nbseg.segment(model, image, return_uncertainty=True)
+    xr.testing.assert_equal(labels.drop_attrs(), nbseg.segment(model, image).drop_attrs())
+    np.testing.assert_allclose(u.values, nbseg.uncertainty(model, image).values, atol=1e-6)
+
+
+def test_mask_zeroes_outside_and_bad_method_is_named(trained):
+    model, image, *_ = trained
+    mask = image.copy(data=np.zeros(image.shape, bool))
+    mask[:, 8:40, 8:40] = True
+    u = nbseg.uncertainty(model, image, mask)
+    assert float(abs(u.where(~mask, 0)).max()) == 0.0
+    with pytest.raises(nbseg.InputError, match="method='bayes'"):
+        nbseg.uncertainty(model, image, method="bayes")
+
+
+def test_streams_into_zarr_equal_to_memory(trained, tmp_path):
+    model, image, *_ = trained
+    expected = nbseg.uncertainty(model, image)
+    seen = []
+    u = nbseg.uncertainty(model, image, out=tmp_path / "u.zarr", progress=seen.append)
+    assert u.chunks is not None  # opened lazily from the store
+    np.testing.assert_allclose(u.values, expected.values, atol=1e-5)
+    assert seen and seen[-1].done == seen[-1].total and seen[-1].unit == "chunk"
+    with pytest.raises(nbseg.InputError, match="already exists"):
+        nbseg.uncertainty(model, image, out=tmp_path / "u.zarr")
+    lazy = image.chunk({"z": 2})
+    np.testing.assert_allclose(nbseg.uncertainty(model, lazy).values, expected.values, atol=1e-5)
+    labels2, u2 = nbseg.segment(model, lazy, out=tmp_path / "both.zarr", return_uncertainty=True)
+    assert labels2.dtype == np.int16
+    assert set(xr.open_zarr(tmp_path / "both.zarr").data_vars) == {"labels", "uncertainty"}
+    np.testing.assert_allclose(u2.values, expected.values, atol=1e-5)
+
+
+def test_output_on_its_input_is_refused(trained, tmp_path):
+    model, image, *_ = trained
+    image.to_dataset(name="image").to_zarr(tmp_path / "in.zarr")
+    lazy = xr.open_zarr(tmp_path / "in.zarr")["image"]
+    with pytest.raises(nbseg.InputError, match="input"):
+        nbseg.uncertainty(model, lazy, out=tmp_path / "in.zarr", overwrite=True)
+    assert (tmp_path / "in.zarr").exists()
+    assert xr.open_zarr(tmp_path / "in.zarr")["image"].shape == image.shape
+
+
+# -- suggestions: scoring logic on probabilities whose answer is known -------------------------
+def _known_probabilities(monkeypatch, shape=(12, 32, 32), unsure=range(6, 12), k=3):
+    """segment() returns confident probabilities, except on the ``unsure`` slices where a
+    rare third class competes with the background."""
+    z = np.arange(shape[0])
+    p = np.zeros((k, *shape), np.float32)
+    p[0] = 0.97
+    p[1] = 0.02
+    p[2] = 0.01
+    for i in unsure:
+        p[0, i, 8:24, 8:24] = 0.5
+        p[2, i, 8:24, 8:24] = 0.49
+    coords = {"z": z, "y": np.arange(shape[1]), "x": np.arange(shape[2])}
+    probs = xr.DataArray(p, dims=("class", "z", "y", "x"), coords={**coords, "class": list("abc")})
+    image = xr.DataArray(np.zeros(shape, np.float32), dims=("z", "y", "x"), coords=coords)
+
+    def fake_segment(model, image_, mask=None, **kw):
+        return probs
+
+    monkeypatch.setattr(unc, "segment", fake_segment)
+    return image
+
+
+def test_suggestions_go_where_the_unlabelled_class_is(monkeypatch):
+    image = _known_probabilities(monkeypatch)
+    picks = nbseg.suggest_slices(None, image, count=3)
+    assert len(picks) == 3 and all(6 <= z < 12 for z in picks)
+    assert all(abs(a - b) > 1 for i, a in enumerate(picks) for b in picks[i + 1 :])
+
+
+def test_suggestions_skip_labelled_slices_and_respect_the_mask(monkeypatch):
+    image = _known_probabilities(monkeypatch)
+    labels = xr.full_like(image, nbseg.UNLABELLED, dtype=np.int16)
+    labels[[6, 8, 10]] = 0
+    picks = nbseg.suggest_slices(None, image, labels, count=3)
+    assert not {6, 8, 10} & set(picks) and all(6 <= z < 12 for z in picks)
+    mask = xr.zeros_like(image, dtype=bool)
+    mask[:4] = True
+    picks = nbseg.suggest_slices(None, image, mask=mask, count=2)
+    assert all(z < 4 for z in picks)
+
+
+def test_adjacent_only_when_nothing_else_is_left(monkeypatch):
+    image = _known_probabilities(monkeypatch, shape=(3, 16, 16), unsure=range(3))
+    assert sorted(nbseg.suggest_slices(None, image, count=3)) == [0, 1, 2]
+
+
+def test_regions_point_at_the_unsure_box(monkeypatch):
+    image = _known_probabilities(monkeypatch)
+    regions = nbseg.suggest_regions(None, image, count=3, size=16)
+    assert len(regions) == 3 and all(isinstance(r, nbseg.Region) for r in regions)
+    best = regions[0]
+    assert 6 <= best.z < 12 and best.y1 - best.y0 == 16
+    assert best.y0 < 24 and best.y1 > 8 and best.x0 < 24 and best.x1 > 8
+    assert regions[0].score >= regions[-1].score
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [({"count": 0}, "count"), ({"axis": "t"}, "axis"), ({"quantile": 2}, "quantile")],
+)
+def test_bad_suggestion_arguments_are_named(monkeypatch, kwargs, word):
+    image = _known_probabilities(monkeypatch)
+    with pytest.raises(nbseg.InputError, match=word):
+        nbseg.suggest_slices(None, image, **kwargs)
+
+
+def test_real_model_suggests_unlabelled_slices(trained):
+    model, image, labels, _ = trained
+    picks = nbseg.suggest_slices(model, image, labels, count=3)
+    assert len(picks) == 3 and not {1, 5} & set(picks)
+    assert all(0 <= z < image.sizes["z"] for z in picks)
+
+
+# -- command line ------------------------------------------------------------------------------
+def test_cli_suggest_and_segment_with_uncertainty(trained, tmp_path, capsys):
+    from nbseg.cli import main
+
+    model, image, labels, _ = trained
+    model.save(tmp_path / "m.nbseg")
+    np.save(tmp_path / "image.npy", image.values)
+    np.save(tmp_path / "labels.npy", labels.values)
+    args = ["suggest", str(tmp_path / "m.nbseg"), str(tmp_path / "image.npy")]
+    assert main([*args, "--labels", str(tmp_path / "labels.npy"), "--count", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    picks = [int(v) for v in line.split(":")[1].split(",")]
+    assert len(picks) == 2 and not {1, 5} & set(picks)
+    assert main([*args, "--regions", "2", "--size", "16"]) == 0
+    assert capsys.readouterr().out.count("score") == 2
+
+    seg = ["segment", str(tmp_path / "m.nbseg"), str(tmp_path / "image.npy")]
+    out, u = tmp_path / "labels_out.npy", tmp_path / "u.npy"
+    assert main([*seg, str(out), "--uncertainty", str(u)]) == 0
+    np.testing.assert_allclose(np.load(u), nbseg.uncertainty(model, image).values, atol=1e-6)
+    assert main([*seg, str(tmp_path / "other.npy"), "--uncertainty", str(u)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*seg, str(tmp_path / "z.zarr"), "--uncertainty", str(tmp_path / "u.zarr")]) == 0
+    streamed = xr.open_zarr(tmp_path / "u.zarr")["uncertainty"]
+    np.testing.assert_allclose(streamed.values, np.load(u), atol=1e-5)
