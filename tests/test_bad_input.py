@@ -856,6 +856,7 @@ def test_train_command_fails_in_one_line(files, capsys, data, text, flags, statu
         code = main(["train", str(path), *flags])
     except SystemExit as ex:
         code = ex.code
+    assert code == status
     one_error_line(capsys, code, status, pattern=pattern)
 
 
@@ -900,6 +901,7 @@ def test_segment_command_fails_in_one_line(files, capsys, monkeypatch, argv, sta
         code = main(["segment", *argv])
     except SystemExit as ex:
         code = ex.code
+    assert code == status
     one_error_line(capsys, code, status, pattern=pattern)
 
 
@@ -912,6 +914,7 @@ def test_an_unexpected_error_is_still_one_line(files, capsys, monkeypatch):
     monkeypatch.setattr(cli, "segment", broken)
     monkeypatch.chdir(files)
     code = main(["segment", "model.nbseg", "image.npy", "s10.npy"])
+    assert code == 1
     one_error_line(capsys, code, 1, pattern=r"unexpected KeyError: 'surprise'.*NBSEG_DEBUG")
 
 
