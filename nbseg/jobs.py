@@ -25,16 +25,21 @@ already the active handler) and routes every shown warning by thread: a warning 
 job's thread is collected on that job and not printed; any other goes to the handler that was
 active before (the default printer, pytest's recorder, IPython's ...). User-facing warnings —
 category :class:`UserWarning`, :class:`ResourceWarning` or :class:`RuntimeWarning` (and
-subclasses, e.g. Lightning's ``PossibleUserWarning``), or raised from an nbseg module — go to
+subclasses, e.g. Lightning's ``PossibleUserWarning``), or raised by nbseg's own code — go to
 :attr:`BackgroundJob.warnings`; the rest (third-party :class:`FutureWarning` /
 :class:`DeprecationWarning` about library internals) go to
-:attr:`BackgroundJob.library_warnings`, also unprinted. Only the job's own thread is routed:
-threads the work starts itself (e.g. dask's thread pool) warn as usual.
+:attr:`BackgroundJob.library_warnings`, also unprinted. What decides "raised by nbseg" is the
+code that called :func:`warnings.warn`, not the file the warning is attributed to: a library
+that warns with a ``stacklevel`` pointing at its nbseg caller is still the library. Only the
+job's own thread is routed: threads the work starts itself (e.g. dask's thread pool) warn as
+usual.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -51,7 +56,7 @@ _log = logging.getLogger(__name__)
 USER_CATEGORIES: tuple[type[Warning], ...] = (UserWarning, ResourceWarning, RuntimeWarning)
 """Warning categories that count as the user's, whatever module raises them."""
 
-_NBSEG_DIR = str(Path(__file__).resolve().parent)
+_NBSEG_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 
 class Cancelled(NbsegError):
@@ -84,7 +89,7 @@ def _dispatch(
     """``warnings.showwarning`` while jobs exist: a job's thread's warnings go to the job."""
     job = _owners.get(threading.get_ident())
     if job is not None:
-        job._capture(category, str(message), filename)
+        job._capture(category, str(message), filename, _raiser())
         return
     previous = _previous
     if getattr(_reentry, "active", False) or previous is None or previous is _dispatch:
@@ -111,11 +116,32 @@ def _install_dispatcher() -> None:
             warnings.showwarning = _dispatch
 
 
-def is_user_warning(category: type[Warning], filename: str = "") -> bool:
-    """True for warnings meant for the user (see the module docstring)."""
+def _raiser() -> str | None:
+    """The file of the code that called :func:`warnings.warn` (the first frame above the
+    dispatcher outside the warnings machinery), None when unknown."""
+    try:
+        frame = sys._getframe(1)
+    except ValueError:  # pragma: no cover - no Python frames
+        return None
+    while frame is not None and frame.f_globals.get("__name__") in ("warnings", __name__):
+        frame = frame.f_back  # type: ignore[assignment]
+    return None if frame is None else frame.f_code.co_filename
+
+
+def _in_nbseg(path: str) -> bool:
+    try:
+        return str(Path(path).resolve()).startswith(_NBSEG_DIR)
+    except (OSError, RuntimeError, ValueError):
+        return str(path).startswith(_NBSEG_DIR)
+
+
+def is_user_warning(category: type[Warning], filename: str = "", origin: str | None = None) -> bool:
+    """True for warnings meant for the user (see the module docstring): a user category,
+    or one raised by nbseg — ``origin``, the file of the code that called ``warnings.warn``
+    when known, else ``filename``, the file the warning is attributed to."""
     if isinstance(category, type) and issubclass(category, USER_CATEGORIES):
         return True
-    return str(filename).startswith(_NBSEG_DIR)
+    return _in_nbseg(origin if origin is not None else filename)
 
 
 # -- the job ----------------------------------------------------------------------------
@@ -284,10 +310,13 @@ class BackgroundJob:
             except Exception:
                 _log.exception("A done callback of %r failed", self)
 
-    def _capture(self, category: type[Warning], text: str, filename: str = "") -> None:
-        """A warning raised in the job's thread (the dispatcher calls this)."""
+    def _capture(
+        self, category: type[Warning], text: str, filename: str = "", origin: str | None = None
+    ) -> None:
+        """A warning raised in the job's thread (the dispatcher calls this; ``origin``: the
+        file of the code that raised it)."""
         with self._lock:
-            if is_user_warning(category, filename):
+            if is_user_warning(category, filename, origin):
                 if text not in self.warnings:
                     self.warnings.append(text)
                     self.warning_log.append((getattr(category, "__name__", str(category)), text))

@@ -181,3 +181,69 @@ def test_segmentation_run_reports_segment_errors(volume):
     assert run.status == "failed" and "mask has shape" in run.error
     with pytest.raises(InputError, match="stop_event"):
         nbseg.SegmentationRun(ready_model(), volume, stop_event=threading.Event())
+
+
+def test_a_library_deprecation_attributed_to_nbseg_code_is_not_a_user_warning(tmp_path):
+    """A library's FutureWarning with a stacklevel pointing at its nbseg caller was listed as
+    a user warning in the Train tab: the code that called warnings.warn decides."""
+    import importlib.util
+    from pathlib import Path
+
+    lib = tmp_path / "some_library.py"
+    lib.write_text(
+        "import warnings\n"
+        "def old_api():\n"
+        "    warnings.warn('old_api is deprecated', FutureWarning, stacklevel=2)\n"
+        "def odd_call():\n"
+        "    warnings.warn('odd call', DeprecationWarning, stacklevel=3)\n"
+    )
+    spec = importlib.util.spec_from_file_location("some_library", lib)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # code "in nbseg" (its frames are attributed to a file of the nbseg package)
+    nbseg_file = str(Path(nbseg.jobs.__file__).with_name("_caller_for_tests.py"))
+    scope = {"lib": module, "warnings": warnings}
+    exec(
+        compile(
+            "def call_library():\n"
+            "    lib.old_api()\n"
+            "def call_twice():\n"
+            "    lib.odd_call()\n"
+            "def own_warning():\n"
+            "    warnings.warn('nbseg: this option will change', FutureWarning, stacklevel=1)\n",
+            nbseg_file,
+            "exec",
+        ),
+        scope,
+    )
+
+    class _Warns(BackgroundJob):
+        def _run(self) -> None:
+            scope["call_library"]()
+            scope["call_twice"]()
+            scope["own_warning"]()
+
+    job = _Warns()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        job.start().wait(10)
+    assert job.status == "completed"
+    assert job.warnings == ["nbseg: this option will change"]
+    assert job.library_warnings == ["old_api is deprecated", "odd call"]
+    assert is_user_warning(FutureWarning, nbseg_file, origin=str(lib)) is False
+    assert is_user_warning(FutureWarning, nbseg_file, origin=nbseg_file) is True
+
+
+def test_a_training_lists_no_library_future_or_deprecation_warning():
+    model = ready_model()
+    image, labels, _ = blobs((2, 32, 32), labelled=(0, 1))
+    params = nbseg.TrainingParams(patch_size=32, batch_size=2, epochs=1)
+    run = nbseg.TrainingRun(model, nbseg.TrainingSet(image, labels), params, 0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as a notebook shows FutureWarnings
+        warnings.simplefilter("always", DeprecationWarning)
+        run.start().wait(120)
+    assert run.status == "completed", run.error
+    shown = [c for c, _ in run.warning_log]
+    assert "FutureWarning" not in shown and "DeprecationWarning" not in shown, run.warning_log
+    assert not any("deprecated" in w for w in run.warnings), run.warnings
