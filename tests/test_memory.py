@@ -165,3 +165,44 @@ def test_estimate_matches_measured_peak(
     measured = measure_training_step_peak(spec, patch, batch, precision=precision)
     assert measured > 0
     assert estimate == pytest.approx(measured, rel=0.25)
+
+
+def test_realistic_ratios_are_shown_with_their_digits_not_as_zero() -> None:
+    """Every realistic setting used to read "0.00": the ratio keeps two significant digits
+    below 0.1, and the sizes are in the unit that fits (MiB, GiB)."""
+    from nbseg.training.memory import format_bytes, format_ratio
+    from nbseg.training.params import TrainingParams
+
+    est = TrainingParams().memory_estimate(ModelSpec())  # the default model and parameters
+    assert 0 < est.ratio < 0.1  # small against a workstation's memory
+    assert est.ratio_text not in ("0.00", "0.0", "0")
+    assert float(est.ratio_text) == pytest.approx(est.ratio, rel=0.05)
+    assert est.ratio_text in str(est) and "0.0 GiB" not in str(est)
+    assert [format_ratio(r) for r in (0.0051, 0.042, 0.42, 1.304, 0)] == [
+        "0.0051",
+        "0.042",
+        "0.42",
+        "1.30",
+        "0",
+    ]
+    assert [format_bytes(b) for b in (512, 840_000, 120 * 2**20, 1.4 * 2**30)] == [
+        "512 B",
+        "820 KiB",
+        "120 MiB",
+        "1.4 GiB",
+    ]
+
+
+def test_the_parameters_panel_shows_the_ratio_digits() -> None:
+    import nbseg
+    from nbseg.ui.params_panel import TrainingParamsPanel
+    from nbseg.ui.state import Workspace
+
+    ws = Workspace()
+    panel = TrainingParamsPanel(ws)
+    ws.set_model(nbseg.generate_model(ModelSpec()))
+    text = panel.memory_text
+    shown = text.split(": ")[1].split()[0]
+    assert shown != "0.00" and float(shown) > 0, text
+    assert float(shown) == pytest.approx(ws.params.memory_ratio(ws.model.spec), rel=0.05)
+    assert "MiB" in text or "GiB" in text

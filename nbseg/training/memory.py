@@ -88,11 +88,45 @@ class MemoryEstimate:
         """``total / available``: above 1.0 the step will probably not fit in memory."""
         return self.total / max(self.available, 1)
 
-    def __str__(self) -> str:
+    @property
+    def ratio_text(self) -> str:
+        """The ratio with the digits that tell settings apart: ``"0.42"``, ``"1.3"``,
+        ``"0.0051"`` (two significant digits below 0.1, never a bare ``"0.00"``)."""
+        return format_ratio(self.ratio)
+
+    @property
+    def detail(self) -> str:
+        """``"120 MiB of 22.8 GiB available on cpu"``."""
         return (
-            f"estimated memory ratio {self.ratio:.2f} ({self.total / _GIB:.1f} GiB of "
-            f"{self.available / _GIB:.1f} GiB available on {self.device})"
+            f"{format_bytes(self.total)} of {format_bytes(self.available)} available on "
+            f"{self.device}"
         )
+
+    def __str__(self) -> str:
+        return f"estimated memory ratio {self.ratio_text} ({self.detail})"
+
+
+def format_ratio(ratio: float) -> str:
+    """A memory ratio for people: two decimals from 0.1 up (``"0.42"``, ``"1.30"``), two
+    significant digits below (``"0.0051"``), ``"0"`` for nothing."""
+    r = float(ratio)
+    if not math.isfinite(r):
+        return str(r)
+    if r == 0:
+        return "0"
+    if abs(r) >= 0.1:
+        return f"{r:.2f}"
+    return f"{r:.2g}" if abs(r) >= 1e-4 else f"{r:.1e}"
+
+
+def format_bytes(n: float) -> str:
+    """``"820 KiB"``, ``"120 MiB"``, ``"1.4 GiB"`` (three significant digits at most)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} TiB"  # pragma: no cover - the loop returns
 
 
 def _patch_tuple(spec: ModelSpec, patch_size: int | Sequence[int]) -> tuple[int, ...]:

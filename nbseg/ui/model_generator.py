@@ -297,9 +297,8 @@ class ModelGeneratorPanel(widgets.VBox):
             rows.append(
                 (
                     "Memory (current training parameters)",
-                    f"<span class='{cls}'>ratio {est.ratio:.2f}</span> — "
-                    f"{est.total / 2**30:.2f} GiB of {est.available / 2**30:.1f} GiB on "
-                    f"{est.device} at patch {params.patch_for(spec)}, batch {params.batch_size}",
+                    f"<span class='{cls}'>ratio {est.ratio_text}</span> — "
+                    f"{est.detail} at patch {params.patch_for(spec)}, batch {params.batch_size}",
                 )
             )
         except Exception as err:  # the estimate is a hint only

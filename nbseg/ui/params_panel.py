@@ -28,9 +28,6 @@ def _path() -> widgets.Layout:
     return widgets.Layout(width="360px")
 
 
-_GIB = 1 << 30
-
-
 def parse_patch_size(text: str) -> int | tuple[int, ...] | None:
     """``"auto"`` / ``""`` → None, ``"64"`` → 64, ``"16, 64, 64"`` / ``"16x64x64"`` →
     (16, 64, 64)."""
@@ -263,10 +260,7 @@ class TrainingParamsPanel(widgets.VBox):
         bad = ratio > 1.0
         cls = "nbseg-ratio-bad" if bad else "nbseg-ratio-ok"
         label.add_class(cls)
-        detail = (
-            f"{est.total / _GIB:.2f} GiB of {est.available / _GIB:.1f} GiB available on "
-            f"{est.device}"
-        )
+        detail = est.detail
         hint = ""
         if bad:
             hint = (
@@ -274,7 +268,7 @@ class TrainingParamsPanel(widgets.VBox):
                 "size or the patch size (or generate a smaller model: fewer filters or levels)."
             )
         label.value = (
-            f"<span class='{cls}'>Estimated memory ratio: {ratio:.2f}</span> "
+            f"<span class='{cls}'>Estimated memory ratio: {est.ratio_text}</span> "
             f"<span style='color:#666'>({detail})</span>{hint}"
         )
 
