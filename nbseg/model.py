@@ -24,6 +24,7 @@ from .models.registry import build_network
 from .models.spec import ModelSpec
 from .store.fileformat import check_meta, read_model_file, write_model_file
 from .training.params import TrainingParams
+from .training.run import epochs_text, is_partial
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -83,10 +84,17 @@ class Model:
 
     @property
     def epochs_trained(self) -> int:
-        return len(self.history)
+        """Whole epochs trained (an epoch that Stop ended early is not counted; see
+        :attr:`epochs_text`)."""
+        return sum(1 for h in self.history if not is_partial(h))
+
+    @property
+    def epochs_text(self) -> str:
+        """What the model was trained for, e.g. ``"4 epochs + 7/16 batches"``."""
+        return epochs_text(self.history)
 
     def __repr__(self) -> str:
-        state = f"trained {self.epochs_trained} epochs" if self.trained else "untrained"
+        state = f"trained {self.epochs_text}" if self.trained else "untrained"
         return (
             f"<nbseg.Model {self.spec.name!r}: {self.spec.architecture} "
             f"{self.spec.input_dimension}, {self.spec.class_count} classes "

@@ -153,3 +153,183 @@ class View:
         if not inside.all():
             out = np.where(inside[..., None], out, np.uint8(background))
         return np.ascontiguousarray(out)
+
+
+# -- text and legends for exported images -------------------------------------------------
+#: A 5 × 8 bitmap font (rows top to bottom, ``#`` = ink; row 8 holds descenders), enough for
+#: class names, epochs and captions in exported PNGs without a font library.
+_FONT_ROWS = """
+A .###. #...# #...# ##### #...# #...# #...#
+B ####. #...# #...# ####. #...# #...# ####.
+C .###. #...# #.... #.... #.... #...# .###.
+D ###.. #..#. #...# #...# #...# #..#. ###..
+E ##### #.... #.... ####. #.... #.... #####
+F ##### #.... #.... ####. #.... #.... #....
+G .###. #...# #.... #.### #...# #...# .####
+H #...# #...# #...# ##### #...# #...# #...#
+I .###. ..#.. ..#.. ..#.. ..#.. ..#.. .###.
+J ..### ...#. ...#. ...#. ...#. #..#. .##..
+K #...# #..#. #.#.. ##... #.#.. #..#. #...#
+L #.... #.... #.... #.... #.... #.... #####
+M #...# ##.## #.#.# #.#.# #...# #...# #...#
+N #...# #...# ##..# #.#.# #..## #...# #...#
+O .###. #...# #...# #...# #...# #...# .###.
+P ####. #...# #...# ####. #.... #.... #....
+Q .###. #...# #...# #...# #.#.# #..#. .##.#
+R ####. #...# #...# ####. #.#.. #..#. #...#
+S .#### #.... #.... .###. ....# ....# ####.
+T ##### ..#.. ..#.. ..#.. ..#.. ..#.. ..#..
+U #...# #...# #...# #...# #...# #...# .###.
+V #...# #...# #...# #...# #...# .#.#. ..#..
+W #...# #...# #...# #.#.# #.#.# #.#.# .#.#.
+X #...# #...# .#.#. ..#.. .#.#. #...# #...#
+Y #...# #...# .#.#. ..#.. ..#.. ..#.. ..#..
+Z ##### ....# ...#. ..#.. .#... #.... #####
+a ..... ..... .###. ....# .#### #...# .####
+b #.... #.... #.##. ##..# #...# #...# ####.
+c ..... ..... .###. #.... #.... #...# .###.
+d ....# ....# .##.# #..## #...# #...# .####
+e ..... ..... .###. #...# ##### #.... .###.
+f ..##. .#..# .#... ###.. .#... .#... .#...
+g ..... ..... .#### #...# #...# .#### ....# .###.
+h #.... #.... #.##. ##..# #...# #...# #...#
+i ..#.. ..... .##.. ..#.. ..#.. ..#.. .###.
+j ...#. ..... ..##. ...#. ...#. ...#. #..#. .##..
+k #.... #.... #..#. #.#.. ##... #.#.. #..#.
+l .##.. ..#.. ..#.. ..#.. ..#.. ..#.. .###.
+m ..... ..... ##.#. #.#.# #.#.# #...# #...#
+n ..... ..... #.##. ##..# #...# #...# #...#
+o ..... ..... .###. #...# #...# #...# .###.
+p ..... ..... ####. #...# #...# ####. #.... #....
+q ..... ..... .#### #...# #...# .#### ....# ....#
+r ..... ..... #.##. ##..# #.... #.... #....
+s ..... ..... .#### #.... .###. ....# ####.
+t .#... .#... ###.. .#... .#... .#..# ..##.
+u ..... ..... #...# #...# #...# #..## .##.#
+v ..... ..... #...# #...# #...# .#.#. ..#..
+w ..... ..... #...# #...# #.#.# #.#.# .#.#.
+x ..... ..... #...# .#.#. ..#.. .#.#. #...#
+y ..... ..... #...# #...# #...# .#### ....# .###.
+z ..... ..... ##### ...#. ..#.. .#... #####
+0 .###. #...# #..## #.#.# ##..# #...# .###.
+1 ..#.. .##.. ..#.. ..#.. ..#.. ..#.. .###.
+2 .###. #...# ....# ...#. ..#.. .#... #####
+3 ##### ...#. ..#.. ...#. ....# #...# .###.
+4 ...#. ..##. .#.#. #..#. ##### ...#. ...#.
+5 ##### #.... ####. ....# ....# #...# .###.
+6 ..##. .#... #.... ####. #...# #...# .###.
+7 ##### ....# ...#. ..#.. .#... .#... .#...
+8 .###. #...# #...# .###. #...# #...# .###.
+9 .###. #...# #...# .#### ....# ...#. .##..
+. ..... ..... ..... ..... ..... .##.. .##..
+, ..... ..... ..... ..... .##.. ..#.. .#...
+: ..... .##.. .##.. ..... .##.. .##.. .....
+; ..... .##.. .##.. ..... .##.. ..#.. .#...
+- ..... ..... ..... ##### ..... ..... .....
+_ ..... ..... ..... ..... ..... ..... #####
+/ ..... ....# ...#. ..#.. .#... #.... .....
+( ...#. ..#.. .#... .#... .#... ..#.. ...#.
+) .#... ..#.. ...#. ...#. ...#. ..#.. .#...
+[ .###. .#... .#... .#... .#... .#... .###.
+] .###. ...#. ...#. ...#. ...#. ...#. .###.
+< ...#. ..#.. .#... #.... .#... ..#.. ...#.
+> .#... ..#.. ...#. ....# ...#. ..#.. .#...
+# .#.#. .#.#. ##### .#.#. ##### .#.#. .#.#.
+% ##... ##..# ...#. ..#.. .#... #..## ...##
++ ..... ..#.. ..#.. ##### ..#.. ..#.. .....
+= ..... ..... ##### ..... ##### ..... .....
+* ..... ..#.. #.#.# .###. #.#.# ..#.. .....
+& .##.. #..#. #.#.. .#... #.#.# #..#. .##.#
+' ..#.. ..#.. .#... ..... ..... ..... .....
+? .###. #...# ....# ...#. ..#.. ..... ..#..
+! ..#.. ..#.. ..#.. ..#.. ..#.. ..... ..#..
+· ..... ..... ..... ..#.. ..... ..... .....
+× ..... #...# .#.#. ..#.. .#.#. #...# .....
+"""
+_GLYPH_H, _GLYPH_W = 8, 5
+_GLYPHS: dict[str, np.ndarray] = {}
+
+
+def _glyph(ch: str) -> np.ndarray:
+    if not _GLYPHS:
+        for line in _FONT_ROWS.strip().splitlines():
+            key, *rows = line.split(" ")
+            rows += ["." * _GLYPH_W] * (_GLYPH_H - len(rows))
+            _GLYPHS[key] = np.array([[c == "#" for c in r] for r in rows], dtype=bool)
+        _GLYPHS[" "] = np.zeros((_GLYPH_H, _GLYPH_W), dtype=bool)
+    return _GLYPHS.get(ch, _GLYPHS["?"])
+
+
+def text_mask(text: str, scale: int = 1) -> np.ndarray:
+    """The ink of ``text`` in the built-in 5 × 8 font: bool ``(8·scale, 6·scale·len)``."""
+    scale = max(1, int(scale))
+    cells = [np.pad(_glyph(ch), ((0, 0), (0, 1))) for ch in text] or [
+        np.zeros((_GLYPH_H, 0), dtype=bool)
+    ]
+    mask = np.concatenate(cells, axis=1)
+    return np.repeat(np.repeat(mask, scale, axis=0), scale, axis=1)
+
+
+def draw_text(
+    rgb: np.ndarray, text: str, y: int, x: int, scale: int = 1, color: Sequence[int] = (0, 0, 0)
+) -> int:
+    """Write ``text`` into ``rgb`` (uint8 ``(H, W, 3)``, in place) with its top-left corner at
+    ``(y, x)``, clipped to the image; returns the x just after it."""
+    mask = text_mask(text, scale)
+    h, w = mask.shape
+    y0, x0 = max(0, y), max(0, x)
+    y1, x1 = min(rgb.shape[0], y + h), min(rgb.shape[1], x + w)
+    if y1 > y0 and x1 > x0:
+        rgb[y0:y1, x0:x1][mask[y0 - y : y1 - y, x0 - x : x1 - x]] = np.asarray(color, np.uint8)
+    return x + w
+
+
+def upscale_nearest(rgb: np.ndarray, min_side: int) -> np.ndarray:
+    """``rgb`` enlarged by the smallest whole factor that makes its long side at least
+    ``min_side`` pixels (nearest neighbour: every voxel stays a crisp square); unchanged when
+    it is already that large."""
+    long_side = max(rgb.shape[0], rgb.shape[1], 1)
+    factor = max(1, -(-int(min_side) // long_side))
+    if factor == 1:
+        return rgb
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+
+
+def legend_strip(
+    width: int,
+    names: Sequence[str],
+    colors: Sequence[str],
+    title: str = "",
+    scale: int = 2,
+) -> np.ndarray:
+    """A white strip ``width`` pixels wide: ``title`` on the first line, then one colour
+    swatch and name per class, wrapped over as many lines as needed (uint8 ``(h, width, 3)``)."""
+    scale = max(1, int(scale))
+    line_h, pad = (_GLYPH_H + 4) * scale, 3 * scale
+    swatch = _GLYPH_H * scale
+    items = [(str(n), c) for n, c in zip(names, colors)]
+    # lay the items out first, to know the height
+    lines: list[list[tuple[str, str, int]]] = [[]]
+    x = pad
+    for name, color in items:
+        w = swatch + scale * 3 + text_mask(name, scale).shape[1] + pad * 3
+        if lines[-1] and x + w > width:
+            lines.append([])
+            x = pad
+        lines[-1].append((name, color, x))
+        x += w
+    rows = (1 if title else 0) + (len(lines) if items else 0)
+    out = np.full((max(1, rows) * line_h + pad, width, 3), 255, np.uint8)
+    y = pad
+    if title:
+        draw_text(out, title, y + 2 * scale, pad, scale)
+        y += line_h
+    for line in lines if items else []:
+        for name, color, x in line:
+            rgb = color_table([color])[0]
+            out[y + scale : y + scale + swatch, x : x + swatch] = rgb
+            out[y + scale : y + scale + swatch, x : x + swatch][[0, -1]] = 0  # a thin frame
+            out[y + scale : y + scale + swatch, x : x + swatch][:, [0, -1]] = 0
+            draw_text(out, name, y + scale, x + swatch + 3 * scale, scale)
+        y += line_h
+    return out

@@ -102,10 +102,14 @@ def test_history_feedback_checkpoints_csv_png(tmp_path):
     assert lines[0].startswith("epoch,lr,loss,val_loss,val_dice") and len(lines) == 5 and csv
     fb = result.feedback
     assert fb.epochs == [1, 2, 3, 4] and fb.predictions[4].dtype == np.uint8
+    native = decode_png(fb.export_png(tmp_path / "n.png", 2, min_side=1, legend=False).read_bytes())
+    np.testing.assert_array_equal(native, fb.rgb(2))
     png = decode_png(fb.export_png(tmp_path / "e2.png", epoch=2).read_bytes())
-    assert png.shape == (*fb.image.shape, 3)
+    assert max(png.shape[:2]) >= 512 and png.shape[1] % fb.image.shape[1] == 0  # not 48 px
+    assert fb.class_names == ["background", "blob"] and fb.run == 1
     cache = result.checkpoints
     assert cache.best_epoch in cache.epochs and any(r["checkpoint"] for r in h)
+    assert [r["run"] for r in h] == [1, 1, 1, 1] and cache.keys[-1] == (1, 4)  # last kept
     best = cache.best_epoch
     copy_path = cache.save_copy(model, best, tmp_path / "best.nbseg")
     back = nbseg.load_model(copy_path)
@@ -165,6 +169,15 @@ def test_stop_within_one_batch_in_background_run():
     assert result.status == "stopped" and run.status == "stopped"
     assert rec.batches == stopper.stopped_at  # no batch ran after the one that saw the stop
     assert [r["epoch"] for r in result.history] == [1, 2]
+    # the stopped epoch is partial: 3 of its batches trained, never counted as a whole epoch
+    per_epoch = rec.batches - 3  # epoch 1 ran all its batches, epoch 2 three
+    last = result.history[-1]
+    assert "batches" not in result.history[0]
+    assert (last["batches"], last["epoch_batches"]) == (3, per_epoch) and per_epoch > 3
+    assert result.trained_text == f"1 epoch + 3/{per_epoch} batches"
+    assert model.epochs_trained == 1 and model.epochs_text == result.trained_text
+    assert f"trained 1 epoch + 3/{per_epoch} batches" in repr(model)
+    assert result.checkpoints.get(2).name == f"run 1 · epoch 2 (3/{per_epoch} batches)"
     assert any(not torch.equal(v, before[k]) for k, v in model.network.state_dict().items())
 
 
@@ -442,3 +455,51 @@ def test_gradients_zeroed_before_the_forward_pass_train_exactly_as_lightning(mon
     assert callers and "on_train_batch_start" not in callers
     assert early.metric("loss") == lightning.metric("loss")
     assert early.metric("val_loss") == lightning.metric("val_loss")
+
+
+def test_runs_continue_one_checkpoint_cache_named_by_run_and_epoch():
+    """A second run keeps the first run's states (the reported case: run 2 stopped in its
+    first epoch left only that epoch, labelled best, although run 1 had a better one)."""
+    image, labels, _ = blobs((4, 48, 48), labelled=(1, 2))
+    ts = nbseg.TrainingSet(image, labels)
+    model = nbseg.generate_model(nbseg.ModelSpec(parameters={"filters": 4, "depth": 2}))
+    params = nbseg.TrainingParams(patch_size=32, batch_size=2, epochs=3, learning_rate=5e-3)
+    first = nbseg.train(model, ts, params, validation=0.25)
+    assert first.run == 1 and first.checkpoints.keys[-1] == (1, 3)
+    stop = threading.Event()
+
+    class _StopAtBatch2(nbseg.TrainingListener):
+        def on_batch_end(self, progress):
+            if progress["batch"] == 2:
+                stop.set()
+
+    second = nbseg.train(
+        model,
+        ts,
+        params,
+        validation=0.25,
+        callbacks=[_StopAtBatch2()],
+        stop_event=stop,
+        checkpoints=first.checkpoints,
+    )
+    cache = second.checkpoints
+    assert cache is first.checkpoints and second.run == 2 and second.status == "stopped"
+    assert [(r["run"], r["epoch"]) for r in model.history] == [(1, 1), (1, 2), (1, 3), (2, 4)]
+    assert second.trained_text.startswith("2/") and model.epochs_trained == 3
+    # both runs' states can be loaded; each is named by run and epoch
+    assert (1, 3) in cache.keys and (2, 4) in cache.keys
+    rows = {(r["run"], r["epoch"]): r for r in cache.list()}
+    assert rows[(1, 3)]["name"] == "run 1 · epoch 3" and rows[(2, 4)]["last"]
+    assert rows[(2, 4)]["name"].startswith("run 2 · epoch 4 (2/")
+    # "best" is the best monitored value over the whole cache, and only that one
+    values = {k: r["val_loss"] for k, r in rows.items()}
+    best = min(values, key=values.get)
+    assert cache.best.key == best and [k for k, r in rows.items() if r["best"]] == [best]
+    again = cache.model_at(model, 3, run=1)
+    assert [h["epoch"] for h in again.history] == [1, 2, 3]
+    ref = cache.get(3, run=1).state
+    assert all(torch.equal(v, ref[k]) for k, v in again.network.state_dict().items())
+    # a cache of another network is refused before anything changes
+    other = nbseg.generate_model(nbseg.ModelSpec(parameters={"filters": 8, "depth": 2}))
+    with pytest.raises(nbseg.InputError, match="another network"):
+        nbseg.train(other, ts, params, checkpoints=cache)

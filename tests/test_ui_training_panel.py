@@ -91,7 +91,7 @@ def test_train_returns_at_once_and_publishes_result(trained):
     assert not panel.train_button.disabled and panel.stop_button.disabled
     assert ws.result is result and ws.model is trained["model"] is result.model
     assert "result" in trained["events"] and "model" in trained["events"]
-    assert "Completed" in panel.status.value and f"{EPOCHS} epoch(s)" in panel.message.text
+    assert "Completed" in panel.status.value and f"{EPOCHS} epochs in" in panel.message.text
     assert panel.progress.value == panel.progress.max > 1
     assert f"Epoch {EPOCHS}/{EPOCHS}" in panel.progress_label.value
     assert "ETA" in panel.progress_label.value
@@ -105,6 +105,7 @@ def test_graph_has_one_point_per_epoch_and_marks_checkpoints(trained):
     np.testing.assert_allclose(panel.lines.y[0], result.metric("loss"))
     np.testing.assert_allclose(panel.lines.y[1], result.metric("val_loss"))
     cached = [r["epoch"] for r in result.checkpoints.list()]
+    assert EPOCHS in cached  # the last epoch is kept, and marked, too
     assert list(panel.checkpoint_marks.x) == [float(e) for e in cached]
     np.testing.assert_allclose(
         panel.checkpoint_marks.y, [result.metric("val_loss")[e - 1] for e in cached]
@@ -132,11 +133,13 @@ def test_feedback_image_snapshot_and_epoch_slider(trained):
     assert frame is not None and frame.shape == (256, 256, 3) and frame.std() > 0
     snap = decode_png(bytes(panel.snapshot.value))
     np.testing.assert_array_equal(snap, fb.rgb(EPOCHS, 0.5))  # the last epoch's prediction
-    assert f"Epoch {EPOCHS}" in panel.snapshot_caption.value
+    assert f"Run 1 · epoch {EPOCHS}" in panel.snapshot_caption.value
+    assert panel.snapshot.layout.display is None  # shown once it has an image
     # scroll back to epoch 1: its own prediction is shown, and the graph marks the epoch
     assert not panel.epoch_slider.disabled
-    assert (panel.epoch_slider.min, panel.epoch_slider.max) == (1, EPOCHS)
-    panel.epoch_slider.value = 1
+    assert [v for _, v in panel.epoch_slider.options] == [(1, e) for e in range(1, EPOCHS + 1)]
+    assert panel.epoch_slider.label == f"run 1 · epoch {EPOCHS}"
+    panel.epoch_slider.value = (1, 1)
     np.testing.assert_array_equal(decode_png(bytes(panel.snapshot.value)), fb.rgb(1, 0.5))
     assert list(panel.epoch_marker.x) == [1.0, 1.0]
     # opacities reach the canvas and the snapshot
@@ -146,23 +149,31 @@ def test_feedback_image_snapshot_and_epoch_slider(trained):
     panel.input_opacity.value = 0.2
     assert panel.feedback_view.image_opacity == 0.2
     panel.prediction_opacity.value, panel.input_opacity.value = 0.5, 1.0
-    panel.epoch_slider.value = EPOCHS
+    panel.epoch_slider.value = (1, EPOCHS)
 
 
-def test_png_export_writes_the_chosen_epoch(trained, tmp_path):
+def test_png_export_writes_the_chosen_epoch_large_with_a_legend(trained, tmp_path):
     panel, fb = trained["panel"], trained["result"].feedback
-    panel.epoch_slider.value = 2
+    panel.epoch_slider.value = (1, 2)
     assert panel.export_png_path.value.endswith("_epoch2.png")
     panel.export_png_path.value = str(tmp_path / "fb.png")
     panel.export_png_button.click()
     png = decode_png((tmp_path / "fb.png").read_bytes())
-    assert png.shape == (*fb.image.shape, 3)
-    np.testing.assert_array_equal(png, fb.rgb(2, 0.5))
-    assert "epoch 2" in panel.message.text
+    # a 48 x 48 region: enlarged 11x (nearest) to >= 512 px, with the legend below it
+    h, w = fb.image.shape
+    factor = -(-512 // max(h, w))
+    assert png.shape[1] == w * factor >= 512 and png.shape[0] > h * factor
+    big = np.repeat(np.repeat(fb.rgb(2, 0.5), factor, axis=0), factor, axis=1)
+    np.testing.assert_array_equal(png[: h * factor], big)
+    legend = png[h * factor :]
+    assert (legend == 255).all(axis=2).mean() > 0.5  # a white strip ...
+    for color in ((0, 0, 0), (255, 0, 0)):  # ... with a swatch of each class colour
+        assert (legend == color).all(axis=2).sum() >= 100
+    assert "run 1 · epoch 2" in panel.message.text
     panel.export_png_path.value = str(tmp_path / "missing" / "fb.png")
     panel.export_png_button.click()
     assert "does not exist" in panel.message.text and "missing" in panel.message.text
-    panel.epoch_slider.value = EPOCHS
+    panel.epoch_slider.value = (1, EPOCHS)
 
 
 def _data_rows(table_html):
@@ -202,12 +213,15 @@ def test_checkpoint_load_save_copy_and_save_model(trained, tmp_path):
     panel, ws, model, result = trained["panel"], trained["ws"], trained["model"], trained["result"]
     cache = result.checkpoints
     listed = [v for _, v in panel.checkpoint_select.options]
-    assert listed == [r["epoch"] for r in cache.list()] and len(listed) >= 2
-    assert panel.checkpoint_select.value == cache.best_epoch
+    assert listed == [(r["run"], r["epoch"]) for r in cache.list()] and len(listed) >= 2
+    assert panel.checkpoint_select.value == cache.best.key
+    labels = [label for label, _ in panel.checkpoint_select.options]
+    assert all(label.startswith("run 1 · epoch ") for label in labels)
+    assert sum("best" in label for label in labels) == 1
     current = _state(model)
-    other = next(e for e in listed if not _same(cache.get(e).state, current))
+    run, other = next(k for k in listed if not _same(cache.get(k[1], k[0]).state, current))
     events_before = len(trained["events"])
-    panel.checkpoint_select.value = other
+    panel.checkpoint_select.value = (run, other)
     panel.load_checkpoint_button.click()
     after = _state(model)
     assert not _same(after, current) and _same(after, cache.get(other).state)
@@ -219,6 +233,7 @@ def test_checkpoint_load_save_copy_and_save_model(trained, tmp_path):
     panel.save_copy_button.click()
     copy = nbseg.load_model(tmp_path / "copy.nbseg")
     assert _same(_state(copy), cache.get(other).state) and "copy.nbseg" in panel.message.text
+    assert copy.history[-1]["epoch"] == other
 
     panel.save_model_path.value = str(tmp_path / "trained")
     panel.save_model_button.click()
@@ -371,3 +386,94 @@ def test_training_thread_warnings_go_to_the_panel_not_stderr(monkeypatch):
     assert panel.log_box.titles == ("Log (2 warning(s))",)
     assert "Training failed: stopped by the test" in panel.message.text
     assert [str(w.message) for w in caught] == ["main thread warning"]
+
+
+def test_two_runs_keep_one_cache_a_stop_mid_epoch_is_partial(monkeypatch):
+    """The reported session: run 1 trains, run 2 is stopped inside an epoch. The stop is
+    reported as a partial epoch, run 1's checkpoints stay loadable, "best" is the best of
+    both runs, every cached state is marked, and the Epoch slider spans both runs."""
+    from nbseg.ui import training_panel
+
+    ws, model, _ = _workspace(epochs=2)
+    panel = TrainingPanel(ws)
+    first = panel.start() and panel.wait(120)
+    assert first is not None and first.status == "completed"
+    cache = panel.checkpoint_cache
+    assert cache is first.checkpoints and cache.keys[-1] == (1, 2)
+
+    class _StopsInEpoch4(training_panel.PanelListener):  # Stop at batch 2 of epoch 4
+        def on_batch_end(self, progress):
+            super().on_batch_end(progress)
+            if progress["epoch"] == 4 and progress["batch"] == 2:
+                panel.stop_button.click()
+
+    monkeypatch.setattr(training_panel, "PanelListener", _StopsInEpoch4)
+    ws.set_params(nbseg.TrainingParams(patch_size=32, batch_size=2, epochs=3, learning_rate=5e-3))
+    second = panel.start() and panel.wait(120)
+    assert second is not None and second.status == "stopped" and second.run == 2
+    n = second.history[-1]["epoch_batches"]
+    assert [(r["run"], r["epoch"]) for r in model.history] == [(1, 1), (1, 2), (2, 3), (2, 4)]
+    assert second.history[-1]["batches"] == 2 < n
+    # the message counts the stopped epoch as its batches, never as a whole epoch
+    text = panel.message.text
+    assert f"Stopped after 1 epoch + 2/{n} batches" in text, text
+    assert f"(3 epochs + 2/{n} batches trained in all)" in text, text
+    assert model.epochs_trained == 3
+    assert f"trained 3 epochs + 2/{n} batches" in panel.summary.value
+    # one cache for both runs: run 1's states are still there and named by run and epoch
+    assert panel.checkpoint_cache is cache is second.checkpoints
+    assert (1, 2) in cache.keys and (2, 4) in cache.keys
+    options = dict((v, label) for label, v in panel.checkpoint_select.options)
+    assert list(options) == cache.keys
+    assert options[(1, 2)].startswith("run 1 · epoch 2")
+    assert options[(2, 4)].startswith(f"run 2 · epoch 4 (2/{n} batches)")
+    values = {(r["run"], r["epoch"]): r["val_loss"] for r in cache.list()}
+    best = min(values, key=values.get)
+    assert panel.checkpoint_select.value == best == cache.best.key
+    assert [k for k, label in options.items() if "best" in label] == [best]
+    # a marker for every cached state (the last epoch too) ...
+    assert sorted(panel.checkpoint_marks.x) == sorted(float(e) for _, e in cache.keys)
+    assert 4.0 in list(panel.checkpoint_marks.x)
+    # ... and the List's ◆ exactly on the epochs that can be loaded
+    rows = _data_rows(panel.table.value)
+    header = re.findall(r"<th>(.*?)</th>", panel.table.value)
+    col = header.index("checkpoint")
+    marked = [
+        (r["run"], r["epoch"])
+        for r, cells in zip(model.history, rows)
+        if "◆" in re.findall(r"<td>(.*?)</td>", cells)[col]
+    ]
+    assert marked == cache.keys
+    assert re.findall(r"<td>(.*?)</td>", rows[-1])[0] == f"4 (2/{n})"
+    # the Epoch slider scrolls over both runs' feedback images
+    assert [v for _, v in panel.epoch_slider.options] == [(1, 1), (1, 2), (2, 3), (2, 4)]
+    panel.epoch_slider.value = (1, 1)
+    np.testing.assert_array_equal(
+        decode_png(bytes(panel.snapshot.value)), first.feedback.rgb(1, 0.5)
+    )
+    assert list(panel.epoch_marker.x) == [1.0, 1.0]
+    # run 1's state loads into the model
+    panel.checkpoint_select.value = (1, 2)
+    panel.load_checkpoint_button.click()
+    state = cache.get(2, run=1).state
+    assert all(torch.equal(v, state[k]) for k, v in model.network.state_dict().items())
+    assert [(r["run"], r["epoch"]) for r in model.history] == [(1, 1), (1, 2)]
+    # the x axis: each epoch once
+    ticks = list(panel.graph.x_axis.tick_values)
+    assert ticks == [1.0, 2.0, 3.0, 4.0]
+    # no library Future/Deprecation warning is listed as the user's
+    assert not any(c in ("FutureWarning", "DeprecationWarning") for c, _ in panel.run.warning_log)
+    assert all("FutureWarning" not in line for line in panel.log_lines)
+
+
+def test_a_new_model_starts_a_new_session():
+    ws, model, _ = _workspace(epochs=1)
+    panel = TrainingPanel(ws)
+    assert panel.snapshot.layout.display == "none"  # no broken image before any feedback
+    assert panel.start() and panel.wait(120)
+    cache = panel.checkpoint_cache
+    other = nbseg.generate_model(model.spec)
+    ws.set_model(other)
+    assert panel.start() and panel.wait(120)
+    assert panel.checkpoint_cache is not cache and panel.checkpoint_cache.runs == [1]
+    assert len(panel.feedback_histories) == 1

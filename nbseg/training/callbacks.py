@@ -27,7 +27,7 @@ from ..inference.predictor import VolumePredictor
 from ..inference.tiling import default_window, pad_to_window
 from ..models.registry import size_divisor
 from ..progress import Progress
-from ..render import render_overlay
+from ..render import legend_strip, render_overlay, upscale_nearest
 
 if TYPE_CHECKING:
     from ..data.patches import PreparedSet
@@ -104,7 +104,8 @@ class FeedbackRegion:
 
 @dataclass
 class FeedbackHistory:
-    """The feedback region's input (uint8 grey) and its prediction after every epoch."""
+    """The feedback region's input (uint8 grey) and its prediction after every epoch of one
+    training run (``run``; ``class_names`` name the colours in exported images)."""
 
     slice_index: int
     box: tuple[int, int, int, int]
@@ -112,6 +113,11 @@ class FeedbackHistory:
     truth: np.ndarray
     class_colors: list[str]
     predictions: dict[int, np.ndarray] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    run: int = 1
+
+    #: the long side, in pixels, that exported images are enlarged to at least
+    EXPORT_SIDE = 512
 
     @property
     def epochs(self) -> list[int]:
@@ -128,11 +134,46 @@ class FeedbackHistory:
         return render_overlay(self.image, pred, self.class_colors, opacity)
 
     def png(self, epoch: int | None = None, opacity: float = 0.5) -> bytes:
+        """The overlay of :meth:`rgb` as PNG, one pixel per voxel."""
         return encode_png(self.rgb(epoch, opacity))
 
-    def export_png(self, path: str | Path, epoch: int | None = None, opacity: float = 0.5) -> Path:
-        """Write the feedback image of ``epoch`` as PNG (Dragonfly: *Export epoch image*)."""
-        return atomic_write_bytes(path, self.png(epoch, opacity))
+    def figure(
+        self,
+        epoch: int | None = None,
+        opacity: float = 0.5,
+        min_side: int | None = None,
+        legend: bool = True,
+    ) -> np.ndarray:
+        """The overlay of ``epoch`` for a report: enlarged (nearest neighbour, a whole factor)
+        to a long side of at least ``min_side`` pixels (default :attr:`EXPORT_SIDE`; native
+        resolution when that is larger), with a legend below it naming the run, the epoch,
+        the slice and each class's colour (uint8 ``(H, W, 3)``)."""
+        rgb = upscale_nearest(
+            self.rgb(epoch, opacity), self.EXPORT_SIDE if min_side is None else min_side
+        )
+        if not legend:
+            return rgb
+        shown = (self.epochs[-1] if self.predictions else None) if epoch is None else epoch
+        title = f"run {self.run}" + ("" if shown is None else f" · epoch {shown}")
+        title += f" · slice {self.slice_index}"
+        names = list(self.class_names) or [f"class {i}" for i in range(len(self.class_colors))]
+        scale = 2 if rgb.shape[1] >= 400 else 1
+        strip = legend_strip(rgb.shape[1], names, self.class_colors, title, scale)
+        return np.concatenate([rgb, strip], axis=0)
+
+    def export_png(
+        self,
+        path: str | Path,
+        epoch: int | None = None,
+        opacity: float = 0.5,
+        min_side: int | None = None,
+        legend: bool = True,
+    ) -> Path:
+        """Write the feedback image of ``epoch`` as PNG (Dragonfly: *Export epoch image*):
+        :meth:`figure`, at least :attr:`EXPORT_SIDE` pixels on the long side with a legend;
+        ``min_side=1, legend=False`` writes one pixel per voxel."""
+        image = self.figure(epoch, opacity, min_side, legend)
+        return atomic_write_bytes(path, encode_png(image))
 
 
 #: 2D / 2.5D feedback regions up to this many pixels are predicted in a single pass (an eval
@@ -217,114 +258,298 @@ def _ceil_to(v: int, d: int) -> int:
 
 
 # -- checkpoint cache --------------------------------------------------------------------
+def row_run(row: dict[str, Any]) -> int:
+    """The training run a history row belongs to (rows written before runs were numbered:
+    run 1)."""
+    try:
+        return int(row.get("run", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def next_run(history: Sequence[dict[str, Any]], cache: CheckpointCache | None = None) -> int:
+    """The number of the next training run of a model with this ``history`` (and whose
+    earlier runs' states are in ``cache``): one more than any run seen."""
+    runs = [row_run(r) for r in history]
+    if cache is not None:
+        runs.extend(cache.runs)
+    return max(runs, default=0) + 1
+
+
+def history_until(history: Sequence[dict[str, Any]], epoch: int, run: int) -> list[dict[str, Any]]:
+    """The rows of ``history`` up to and including epoch ``epoch`` of run ``run`` (the
+    history a model has with that epoch's weights); rows up to ``epoch`` when the history
+    does not hold that run's epoch (it was trained on another branch)."""
+    rows = list(history)
+    for i in range(len(rows) - 1, -1, -1):
+        r = rows[i]
+        if int(r.get("epoch", 0)) == epoch and row_run(r) == run:
+            return [dict(h) for h in rows[: i + 1]]
+    return [dict(h) for h in rows if int(h.get("epoch", 0)) <= epoch]
+
+
 @dataclass
 class Checkpoint:
+    """One cached model state: the weights at the end of epoch ``epoch`` of training run
+    ``run`` (``batches``: ``(trained, per epoch)`` when Stop ended that epoch early).
+
+    ``reason`` says why it was kept: ``"improved"`` (the run's monitored metric improved)
+    or ``"last"`` (the run's latest epoch)."""
+
     epoch: int
     metrics: dict[str, float]
     state: dict[str, torch.Tensor]
     reason: str
+    run: int = 1
+    batches: tuple[int, int] | None = None
 
     @property
     def size_bytes(self) -> int:
         return int(sum(t.numel() * t.element_size() for t in self.state.values()))
 
+    @property
+    def key(self) -> tuple[int, int]:
+        """``(run, epoch)``: what names a checkpoint across the runs of a session."""
+        return (self.run, self.epoch)
+
+    @property
+    def name(self) -> str:
+        """``"run 2 · epoch 5"`` (``"run 2 · epoch 5 (7/16 batches)"`` for a partial epoch)."""
+        part = f" ({self.batches[0]}/{self.batches[1]} batches)" if self.batches else ""
+        return f"run {self.run} · epoch {self.epoch}{part}"
+
 
 class CheckpointCache:
-    """Model states kept in memory at the best (and last) epochs, within a size budget.
+    """Model states kept in memory over the training runs of a session, within a size budget.
 
-    A new state is kept whenever the monitored metric improves (``reason="best"``); the last
-    epoch is always kept (``reason="last"``, replacing the previous last). When over budget,
-    the oldest non-best states are dropped first. Checkpoints are marked on the live graph.
+    Each run (:meth:`begin_run`; :func:`nbseg.train` calls it) keeps a state whenever its
+    monitored metric improves (``reason="improved"``) and always its latest epoch
+    (``reason="last"``, replacing the run's previous last). States of earlier runs stay: pass
+    the cache to the next :func:`nbseg.train` (``checkpoints=``) to keep them. A state is
+    named by run and epoch (:attr:`Checkpoint.name`); :attr:`best` is the state with the best
+    monitored value of all those in the cache. When over budget, the oldest states go first,
+    never the best one, the current run's best or its latest.
     """
 
     def __init__(self, budget_bytes: int, monitor: str = "val_loss", min_delta: float = 0.0):
         self.budget_bytes = int(budget_bytes)
         self.monitor = monitor
-        self.mode = "min" if "loss" in monitor else "max"
         self.min_delta = min_delta
         self.entries: list[Checkpoint] = []
-        self.best_value: float | None = None
-        self.best_epoch: int | None = None
+        #: the run that :meth:`consider` adds to (0 before the first :meth:`begin_run`)
+        self.run = 0
+        self._run_best: float | None = None
         self._lock = threading.Lock()
 
-    def _improves(self, value: float) -> bool:
+    @property
+    def mode(self) -> str:
+        """``"min"`` for a loss, else ``"max"``."""
+        return "min" if "loss" in self.monitor else "max"
+
+    def begin_run(
+        self,
+        run: int | None = None,
+        monitor: str | None = None,
+        min_delta: float | None = None,
+        budget_bytes: int | None = None,
+    ) -> int:
+        """Start adding the states of a new training run (number ``run``, default: one more
+        than any run in the cache); the earlier runs' states stay. Returns the run number."""
+        with self._lock:
+            newest = max((e.run for e in self.entries), default=0)
+            self.run = max(int(run or 0), newest + 1, self.run + 1 if run is None else 0)
+            if monitor is not None:
+                self.monitor = monitor
+            if min_delta is not None:
+                self.min_delta = float(min_delta)
+            if budget_bytes is not None:
+                self.budget_bytes = int(budget_bytes)
+            self._run_best = None
+            return self.run
+
+    def _value(self, e: Checkpoint) -> float | None:
+        v = e.metrics.get(self.monitor)
+        if v is None or not math.isfinite(float(v)):
+            return None
+        return float(v)
+
+    def _improves(self, value: float | None) -> bool:
         if value is None or math.isnan(value):
             return False
-        if self.best_value is None:
+        if self._run_best is None:
             return True
         if self.mode == "min":
-            return value < self.best_value - self.min_delta
-        return value > self.best_value + self.min_delta
+            return value < self._run_best - self.min_delta
+        return value > self._run_best + self.min_delta
 
-    def consider(self, epoch: int, metrics: dict[str, float], network: torch.nn.Module) -> bool:
-        """Store the network's state if ``epoch`` is the best so far; keep it as last anyway."""
+    def consider(
+        self,
+        epoch: int,
+        metrics: dict[str, float],
+        network: torch.nn.Module,
+        batches: tuple[int, int] | None = None,
+    ) -> bool:
+        """Keep the network's state at the end of ``epoch`` of the current run: as
+        ``"improved"`` when the run's monitored metric improved (returns True), else as the
+        run's ``"last"``."""
+        if self.run == 0:
+            self.begin_run()
         value = metrics.get(self.monitor)
-        best = value is not None and self._improves(float(value))
+        improved = value is not None and self._improves(float(value))
         state = {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
         with self._lock:
-            self.entries = [e for e in self.entries if e.reason != "last"]
-            if best and value is not None:
-                self.best_value, self.best_epoch = float(value), epoch
-            self.entries.append(Checkpoint(epoch, dict(metrics), state, "best" if best else "last"))
+            run = self.run
+            self.entries = [e for e in self.entries if not (e.run == run and e.reason == "last")]
+            if improved and value is not None:
+                self._run_best = float(value)
+            self.entries.append(
+                Checkpoint(
+                    epoch, dict(metrics), state, "improved" if improved else "last", run, batches
+                )
+            )
             self._evict()
-        return best
+        return improved
+
+    def _best(self, entries: Sequence[Checkpoint]) -> Checkpoint | None:
+        scored = [(v, i) for i, e in enumerate(entries) if (v := self._value(e)) is not None]
+        if not scored:
+            return None
+        pick = min(scored) if self.mode == "min" else max(scored, key=lambda s: (s[0], -s[1]))
+        return entries[pick[1]]
 
     def _evict(self) -> None:
-        while self.total_bytes > self.budget_bytes and len(self.entries) > 1:
-            victims = [e for e in self.entries if e.epoch != self.best_epoch]
-            if not victims:
-                break
-            self.entries.remove(victims[0])
+        keep = {id(self.entries[-1])} if self.entries else set()
+        for e in (self._best(self.entries), self._best_of(self.run)):
+            if e is not None:
+                keep.add(id(e))
+        victims = [e for e in self.entries if id(e) not in keep]
+        while self.total_bytes > self.budget_bytes and victims:
+            self.entries.remove(victims.pop(0))
+
+    def _best_of(self, run: int) -> Checkpoint | None:
+        return self._best([e for e in self.entries if e.run == run])
 
     @property
     def total_bytes(self) -> int:
-        return sum(e.size_bytes for e in self.entries)
+        return sum(e.size_bytes for e in list(self.entries))
+
+    @property
+    def best(self) -> Checkpoint | None:
+        """The cached state with the best monitored value (over every run in the cache)."""
+        with self._lock:
+            return self._best(self.entries)
+
+    @property
+    def best_epoch(self) -> int | None:
+        best = self.best
+        return None if best is None else best.epoch
+
+    @property
+    def best_value(self) -> float | None:
+        best = self.best
+        return None if best is None else self._value(best)
+
+    def best_of_run(self, run: int | None = None) -> Checkpoint | None:
+        """The cached state with the best monitored value of run ``run`` (default: the
+        current run)."""
+        with self._lock:
+            return self._best_of(self.run if run is None else run)
+
+    @property
+    def runs(self) -> list[int]:
+        """The runs with a state in the cache."""
+        with self._lock:
+            return sorted({e.run for e in self.entries})
 
     @property
     def epochs(self) -> list[int]:
+        """The epochs of the cached states, oldest first."""
         with self._lock:
-            return [e.epoch for e in self.entries if e.reason == "best"]
+            return [e.epoch for e in self.entries]
+
+    @property
+    def keys(self) -> list[tuple[int, int]]:
+        """``(run, epoch)`` of the cached states, oldest first: what can be loaded."""
+        with self._lock:
+            return [e.key for e in self.entries]
 
     def list(self) -> list[dict[str, Any]]:
-        """One row per cached state: epoch, reason, size, monitored value."""
+        """One row per cached state, oldest first: ``run``, ``epoch``, ``name`` ("run 2 ·
+        epoch 3"), ``reason`` ("best" for :attr:`best`, else "last" for a run's latest
+        epoch or "improved"; "best, last" for both), ``best``, ``last``, ``batches`` (of a
+        partial epoch, else None), ``size_mb``, ``metrics`` and the monitored value."""
         with self._lock:
-            return [
-                {
-                    "epoch": e.epoch,
-                    "reason": e.reason,
-                    "size_mb": e.size_bytes / 2**20,
-                    self.monitor: e.metrics.get(self.monitor),
-                }
-                for e in self.entries
-            ]
-
-    def get(self, epoch: int) -> Checkpoint:
-        with self._lock:
+            best = self._best(self.entries)
+            latest: dict[int, Checkpoint] = {}
             for e in self.entries:
-                if e.epoch == epoch:
-                    return e
-            have = [e.epoch for e in self.entries]
-        raise InputError(f"No checkpoint of epoch {epoch} in the cache; cached epochs: {have}.")
+                if e.run not in latest or e.epoch > latest[e.run].epoch:
+                    latest[e.run] = e
+            rows = []
+            for e in self.entries:
+                is_best, is_last = e is best, latest[e.run] is e
+                reasons = [w for w, on in (("best", is_best), ("last", is_last)) if on]
+                rows.append(
+                    {
+                        "run": e.run,
+                        "epoch": e.epoch,
+                        "name": e.name,
+                        "reason": ", ".join(reasons) or "improved",
+                        "best": is_best,
+                        "last": is_last,
+                        "batches": e.batches,
+                        "size_mb": e.size_bytes / 2**20,
+                        "metrics": dict(e.metrics),
+                        self.monitor: e.metrics.get(self.monitor),
+                    }
+                )
+            return rows
 
-    def load_into(self, model: Model, epoch: int) -> Model:
-        """Put the weights of ``epoch`` into ``model`` (in place) and return it."""
-        model.network.load_state_dict(self.get(epoch).state)
+    def get(self, epoch: int, run: int | None = None) -> Checkpoint:
+        """The state of ``epoch`` of run ``run`` (default: the latest run that has one)."""
+        with self._lock:
+            found = [e for e in self.entries if e.epoch == epoch and run in (None, e.run)]
+            if found:
+                return max(found, key=lambda e: e.run)
+            have = [e.name for e in self.entries]
+        which = f"epoch {epoch}" if run is None else f"run {run} · epoch {epoch}"
+        raise InputError(f"No checkpoint of {which} in the cache; cached: {have or 'none'}.")
+
+    def load_into(self, model: Model, epoch: int, run: int | None = None) -> Model:
+        """Put the weights of ``epoch`` (of run ``run``) into ``model`` (in place); returns it."""
+        model.network.load_state_dict(self.get(epoch, run).state)
         return model
 
-    def model_at(self, model: Model, epoch: int) -> Model:
-        """A copy of ``model`` holding the weights of ``epoch``."""
+    def model_at(self, model: Model, epoch: int, run: int | None = None) -> Model:
+        """A copy of ``model`` holding the weights of ``epoch`` (of run ``run``) and the
+        history up to it."""
+        ck = self.get(epoch, run)
         m = model.copy()
-        self.load_into(m, epoch)
-        m.history = [h for h in m.history if h.get("epoch", 0) <= epoch]
+        m.network.load_state_dict(ck.state)
+        m.history = history_until(m.history, ck.epoch, ck.run)
         return m
 
-    def save_copy(self, model: Model, epoch: int, path: str | Path) -> Path:
+    def save_copy(self, model: Model, epoch: int, path: str | Path, run: int | None = None) -> Path:
         """Save a copy of ``model`` with the weights of ``epoch`` (Dragonfly: *Save a copy*)."""
-        m = self.model_at(model, epoch)
+        m = self.model_at(model, epoch, run)
         m.spec = copy.deepcopy(m.spec)
-        if not m.spec.name.endswith(f"epoch {epoch}"):
+        if not m.spec.name.endswith(f"epoch {epoch})"):
             m.spec.name = f"{m.spec.name} (epoch {epoch})"
         return m.save(path)
+
+    def check_network(self, network: torch.nn.Module) -> None:
+        """Raise an InputError when the cached states are not of ``network``'s shape (a
+        cache of another model)."""
+        with self._lock:
+            first = self.entries[0] if self.entries else None
+        if first is None:
+            return
+        ours = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in first.state.items()}
+        if ours != theirs:
+            raise InputError(
+                f"checkpoints: the cache holds states of another network ({first.name}); "
+                "pass the cache of this model's earlier runs, or None for a new one."
+            )
 
 
 # -- the Lightning bridge ----------------------------------------------------------------
@@ -430,6 +655,7 @@ class LiveFeedback(pl.Callback):
         feedback: tuple[PreparedSet, int, tuple[int, int, int, int]] | None,
         epoch_offset: int,
         feedback_history: FeedbackHistory | None,
+        run: int = 1,
     ) -> None:
         self.model = model
         self.listeners = list(listeners)
@@ -438,6 +664,8 @@ class LiveFeedback(pl.Callback):
         self.feedback = feedback
         self.feedback_history = feedback_history
         self.epoch_offset = epoch_offset
+        #: the training run's number (the ``run`` of its history rows and checkpoints)
+        self.run = run
         self.history: list[dict[str, Any]] = []
         #: epochs whose end was reached, and the weights at the end of the last of them
         self.completed_epochs = 0
@@ -445,6 +673,7 @@ class LiveFeedback(pl.Callback):
         self.stopped_by_user = False
         self._t0 = 0.0
         self._epoch_t0 = 0.0
+        self._epoch_batches = 0
 
     def _notify(self, event: str, *args: Any) -> None:
         for listener in self.listeners:
@@ -457,6 +686,7 @@ class LiveFeedback(pl.Callback):
             {
                 "epochs": trainer.max_epochs,
                 "first_epoch": self.epoch_offset + 1,
+                "run": self.run,
                 "steps_per_epoch": trainer.num_training_batches,
                 "class_names": list(self.model.class_names),
                 "class_colors": list(self.model.class_colors),
@@ -468,6 +698,7 @@ class LiveFeedback(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_t0 = time.perf_counter()
+        self._epoch_batches = 0
 
     def on_train_batch_end(
         self,
@@ -478,6 +709,7 @@ class LiveFeedback(pl.Callback):
         batch_idx: int,
     ) -> None:
         batches = int(trainer.num_training_batches)  # finite: nbseg's loaders have a length
+        self._epoch_batches = batch_idx + 1
         max_epochs = trainer.max_epochs
         assert max_epochs is not None  # nbseg.train sets it
         elapsed = time.perf_counter() - self._t0
@@ -519,8 +751,13 @@ class LiveFeedback(pl.Callback):
         if callable(epoch_loss) and (loss := epoch_loss()) is not None:
             metrics["loss"] = loss
         epoch = self.epoch_offset + trainer.current_epoch + 1
-        record: dict[str, Any] = {"epoch": epoch}
+        record: dict[str, Any] = {"epoch": epoch, "run": self.run}
         record.update({k: v for k, v in sorted(metrics.items())})
+        per_epoch = int(trainer.num_training_batches)
+        partial = None
+        if 0 < self._epoch_batches < per_epoch:  # Stop (or max_time) ended the epoch early
+            partial = (self._epoch_batches, per_epoch)
+            record["batches"], record["epoch_batches"] = partial
         record["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         record["epoch_time"] = time.perf_counter() - self._epoch_t0
         record["time"] = time.perf_counter() - self._t0
@@ -532,7 +769,7 @@ class LiveFeedback(pl.Callback):
                 self.feedback_history.predictions[epoch] = pred
         record["checkpoint"] = False
         if self.cache is not None:
-            record["checkpoint"] = self.cache.consider(epoch, metrics, self.model.network)
+            record["checkpoint"] = self.cache.consider(epoch, metrics, self.model.network, partial)
         self.history.append(record)
         self.completed_epochs = len(self.history)
         self.last_completed_state = {

@@ -13,7 +13,7 @@ from ..data.trainingset import TrainingSet
 from ..errors import InputError, NbsegError, ParamsError, TrainingError
 from ..jobs import BackgroundJob
 from ..progress import Progress
-from .callbacks import FeedbackRegion, TrainingListener
+from .callbacks import CheckpointCache, FeedbackRegion, TrainingListener
 from .params import TrainingParams
 from .run import TrainingResult, train
 
@@ -90,7 +90,8 @@ class TrainingRun(BackgroundJob):
     The run owns the thread, the stop event and the latest state (``status``, ``info``,
     ``progress``, ``history``, ``result``, ``error``, ``warnings``; see
     :class:`nbseg.jobs.BackgroundJob`). Listeners get the same events as with
-    :func:`nbseg.train`. ``status`` ends as the result's (``"completed"``, ``"stopped"``,
+    :func:`nbseg.train`; ``checkpoints`` (the cache of the model's earlier runs) is
+    continued as with ``train(checkpoints=...)``. ``status`` ends as the result's (``"completed"``, ``"stopped"``,
     ``"early_stopped"``, ``"failed"``).
     """
 
@@ -105,6 +106,7 @@ class TrainingRun(BackgroundJob):
         *,
         callbacks: Sequence[TrainingListener | pl.Callback] = (),
         feedback: FeedbackRegion | Literal[False] | None = None,
+        checkpoints: CheckpointCache | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -113,6 +115,8 @@ class TrainingRun(BackgroundJob):
         self.validation = validation
         self.callbacks = list(callbacks)
         self.feedback = feedback
+        #: the checkpoint cache of the model's earlier runs, continued by this run
+        self.checkpoints = checkpoints
         self.info: dict[str, Any] = {}
         self.progress: Progress | dict[str, Any] = {}  # {} until the first batch ends
         self.history: list[dict[str, Any]] = []
@@ -139,6 +143,7 @@ class TrainingRun(BackgroundJob):
             callbacks=[_StateListener(self), *self.callbacks],
             feedback=self.feedback,
             stop_event=self.stop_event,
+            checkpoints=self.checkpoints,
         )
 
     def _final_status(self, result: TrainingResult) -> str:

@@ -35,6 +35,8 @@ from .callbacks import (
     LiveFeedback,
     TrainingListener,
     WeightAverage,
+    next_run,
+    row_run,
 )
 from .memory import MemoryEstimate
 from .module import SegmentationDataModule, SegmentationModule
@@ -59,6 +61,12 @@ class TrainingResult:
 
     ``status`` is ``"completed"``, ``"stopped"`` (Stop was pressed), ``"early_stopped"`` or
     ``"failed"`` (``error`` says why; the model keeps its last good weights).
+
+    ``history`` is the model's whole history (earlier runs first), ``run`` this run's number
+    (:attr:`run_history` its rows), ``best_epoch`` this run's best epoch in the checkpoint
+    cache, and ``checkpoints`` the cache, which holds the states of the earlier runs it was
+    given too (``checkpoints.best`` is the best of them all). An epoch that Stop ended early
+    is a partial row (``batches`` of ``epoch_batches`` trained, see :func:`epochs_text`).
     """
 
     model: Model
@@ -71,10 +79,23 @@ class TrainingResult:
     error: str | None = None
     best_epoch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    run: int | None = None
 
     @property
     def stopped(self) -> bool:
         return self.status == "stopped"
+
+    @property
+    def run_history(self) -> list[dict[str, Any]]:
+        """The rows of this run (all of :attr:`history` when the run is not known)."""
+        if self.run is None:
+            return list(self.history)
+        return [r for r in self.history if row_run(r) == self.run]
+
+    @property
+    def trained_text(self) -> str:
+        """What this run trained, e.g. ``"4 epochs + 7/16 batches"``."""
+        return epochs_text(self.run_history)
 
     def metric(self, name: str) -> list[float]:
         """One metric over the epochs (NaN where missing)."""
@@ -89,9 +110,30 @@ class TrainingResult:
         last = self.history[-1] if self.history else {}
         shown = {k: round(v, 4) for k, v in last.items() if k in ("loss", "val_loss", "val_dice")}
         return (
-            f"<TrainingResult {self.status}: {len(self.history)} epochs in "
+            f"<TrainingResult {self.status}: {self.trained_text} in "
             f"{self.duration:.1f} s, last {shown}, best epoch {self.best_epoch}>"
         )
+
+
+def is_partial(row: dict[str, Any]) -> bool:
+    """Whether a history row is an epoch that Stop (or ``max_minutes``) ended early: it holds
+    ``batches`` (trained) of ``epoch_batches``."""
+    try:
+        return int(row.get("batches", 0)) < int(row.get("epoch_batches", 0))
+    except (TypeError, ValueError):
+        return False
+
+
+def epochs_text(history: Sequence[dict[str, Any]]) -> str:
+    """What these history rows trained: ``"5 epochs"``, ``"4 epochs + 7/16 batches"`` (a
+    stopped epoch counts as its batches, never as a whole epoch), ``"7/16 batches"``."""
+    full = sum(1 for r in history if not is_partial(r))
+    parts = [f"{int(r['batches'])}/{int(r['epoch_batches'])}" for r in history if is_partial(r)]
+    text = f"{full} epoch{'' if full == 1 else 's'}"
+    if not parts:
+        return text
+    batches = " + ".join(parts) + " batches"
+    return batches if full == 0 else f"{text} + {batches}"
 
 
 def history_columns(history: Sequence[dict[str, Any]]) -> list[str]:
@@ -158,6 +200,7 @@ def train(
     feedback: FeedbackRegion | Literal[False] | None = None,
     stop_event: threading.Event | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
+    checkpoints: CheckpointCache | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place on one or more training sets; blocks until done.
 
@@ -196,7 +239,12 @@ def train(
         of the first training set's middle labelled slice). ``False``: no feedback
         prediction (``result.feedback`` is None), for scripts that never show it.
     stop_event
-        Set it (from any thread) to stop after the current batch, keeping the model.
+        Set it (from any thread) to stop after the current batch, keeping the model. The
+        epoch it stops in is recorded as partial (see :func:`epochs_text`).
+    checkpoints
+        The :class:`CheckpointCache` of this model's earlier runs (``result.checkpoints``):
+        this run adds its states to it and the earlier ones stay loadable. Default: a new
+        cache (none when ``params.checkpoint_cache_mb`` is 0).
     trainer_kwargs
         Extra :class:`pytorch_lightning.Trainer` arguments, applied last. Scale-out uses
         Lightning's own strategies through it, e.g. ``{"accelerator": "cpu", "devices": 2,
@@ -210,9 +258,12 @@ def train(
     Returns
     -------
     TrainingResult
-        ``history`` has one dict per epoch: ``epoch``, ``loss``, ``val_loss``, ``val_dice``,
-        ``val_iou``, ``val_accuracy``, ``val_dice_<class>``, ``val_iou_<class>``, ``lr``,
-        ``time``, ``checkpoint``.
+        ``history`` has one dict per epoch: ``epoch``, ``run`` (the training run's number,
+        counted over the model's runs), ``loss``, ``val_loss``, ``val_dice``, ``val_iou``,
+        ``val_accuracy``, ``val_dice_<class>``, ``val_iou_<class>``, ``lr``, ``time``,
+        ``checkpoint`` (the monitored metric improved and the state was cached); an epoch
+        that Stop ended early also has ``batches`` and ``epoch_batches`` (trained of the
+        epoch's batches).
     """
     plan = prepare(
         model,
@@ -223,6 +274,7 @@ def train(
         feedback=feedback,
         stop_event=stop_event,
         trainer_kwargs=trainer_kwargs,
+        checkpoints=checkpoints,
     )
     outcome = fit(plan)
     return commit(plan, outcome)
@@ -271,11 +323,13 @@ class TrainingPlan:
     listeners: list[TrainingListener]
     cache: CheckpointCache | None
     early: pl.callbacks.EarlyStopping | None
+    run: int
     feedback: FeedbackHistory | None
     estimate: MemoryEstimate | None
     record_dir: str
     started: float
     initial_state: dict[str, torch.Tensor]
+    given_checkpoints: CheckpointCache | None = None
 
 
 @dataclass
@@ -300,6 +354,7 @@ def prepare(
     feedback: FeedbackRegion | Literal[False] | None = None,
     stop_event: threading.Event | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
+    checkpoints: CheckpointCache | None = None,
 ) -> TrainingPlan:
     """Step 1 of :func:`train`: validate everything, build data, callbacks and the trainer.
 
@@ -370,6 +425,13 @@ def prepare(
             raise InputError(
                 f"FeedbackRegion.box={box!r} must be 4 integers (y0, y1, x0, x1) or None."
             )
+    if checkpoints is not None:
+        if not isinstance(checkpoints, CheckpointCache):
+            raise InputError(
+                f"checkpoints={checkpoints!r} is not understood: pass the CheckpointCache of "
+                "this model's earlier runs (result.checkpoints) or None."
+            )
+        checkpoints.check_network(model.network)
     names, colors = _class_names_for(model, sets[0])
 
     estimate = None
@@ -400,12 +462,14 @@ def prepare(
     if not dm.has_validation and monitor.startswith("val_"):
         monitor = "loss"
     view = _TrainingView(model, norm, names, colors)
+    run = next_run(model.history, checkpoints)
     feedback_history, fb = _feedback(view, dm, feedback)
-    cache = (
-        CheckpointCache(int(params.checkpoint_cache_mb * 2**20), monitor, params.min_delta)
-        if params.checkpoint_cache_mb > 0
-        else None
-    )
+    if feedback_history is not None:
+        feedback_history.run = run
+    budget = int(params.checkpoint_cache_mb * 2**20)
+    cache = None
+    if params.checkpoint_cache_mb > 0:
+        cache = checkpoints or CheckpointCache(budget, monitor, params.min_delta)
     listeners = [c for c in callbacks if isinstance(c, TrainingListener)]
     pl_callbacks: list[pl.Callback] = [c for c in callbacks if isinstance(c, pl.Callback)]
     unknown = [c for c in callbacks if not isinstance(c, (TrainingListener, pl.Callback))]
@@ -422,6 +486,7 @@ def prepare(
         fb,
         len(model.history),
         feedback_history,
+        run,
     )
     record_dir = tempfile.mkdtemp(prefix="nbseg-run-")
     guard = _RankZeroGuard(live, Path(record_dir) / "history.json")
@@ -467,6 +532,8 @@ def prepare(
             "strategy: TrainingParams.device, trainer_kwargs, or nbseg train's --accelerator, "
             "--devices, --strategy)"
         ) from err
+    if cache is not None:  # last: a refused call leaves a given cache as it was
+        cache.begin_run(run, monitor=monitor, min_delta=params.min_delta, budget_bytes=budget)
     return TrainingPlan(
         model=model,
         params=params,
@@ -482,11 +549,13 @@ def prepare(
         listeners=listeners,
         cache=cache,
         early=early,
+        run=run,
         feedback=feedback_history,
         estimate=estimate,
         record_dir=record_dir,
         started=t0,
         initial_state={k: v.detach().clone() for k, v in model.network.state_dict().items()},
+        given_checkpoints=checkpoints,
     )
 
 
@@ -538,7 +607,8 @@ def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
     to the model (see :func:`train` for what a failed or interrupted training keeps)."""
     model, params, live, cache = plan.model, plan.params, plan.live, plan.cache
     history = list(live.history)
-    best_epoch = cache.best_epoch if cache is not None else None
+    run_best = cache.best_of_run(plan.run) if cache is not None else None
+    best_epoch = run_best.epoch if run_best is not None else None
     if outcome.status == "failed" or outcome.interrupted:
         # back to the end of the last completed epoch (or to before the call)
         history = history[: live.completed_epochs]
@@ -553,7 +623,7 @@ def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
         and best_epoch in kept
         and best_epoch != history[-1]["epoch"]
     ):
-        cache.load_into(model, best_epoch)
+        cache.load_into(model, best_epoch, plan.run)
     if history:  # a training that left nothing behind changes nothing else either
         model.normalisation = plan.normalisation
         model.class_names, model.class_colors = list(plan.class_names), list(plan.class_colors)
@@ -566,7 +636,7 @@ def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
         status=outcome.status,
         duration=time.perf_counter() - plan.started,
         feedback=plan.feedback,
-        checkpoints=cache,
+        checkpoints=cache if cache is not None else plan.given_checkpoints,
         memory_estimate=plan.estimate,
         error=outcome.error,
         best_epoch=best_epoch,
@@ -577,6 +647,7 @@ def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
             "world_size": plan.trainer.world_size,
             "interrupted": outcome.interrupted,
         },
+        run=plan.run,
     )
     for listener in plan.listeners:
         with contextlib.suppress(Exception):  # a listener failing at the end loses nothing
@@ -664,5 +735,6 @@ def _feedback(
         image=(gray * 255 + 0.5).astype(np.uint8),
         truth=ps.labels[z, y0:y1, x0:x1].copy(),
         class_colors=list(model.class_colors),
+        class_names=list(model.class_names),
     )
     return history, (ps, z, box)

@@ -26,6 +26,15 @@ When the run ends the refresher fills the after-training views (epoch range, fee
 slider, checkpoint list, export buttons), then calls ``workspace.set_result(result)`` and
 ``workspace.set_model(model)``.
 
+Sessions
+--------
+The runs of one workspace model form a session: they continue one
+:class:`~nbseg.CheckpointCache` (:attr:`TrainingPanel.checkpoint_cache`; a run adds its states,
+the earlier runs' stay loadable, each named "run 2 · epoch 3", "best" is the best of them all)
+and the Epoch slider scrolls over every run's feedback images
+(:attr:`TrainingPanel.feedback_histories`). Choosing another model starts a new session. An
+epoch that Stop ended early is reported and listed as partial ("4 epochs + 7/16 batches").
+
 Public attributes (for the composed tool, notebooks and tests)
 ----------------------------------------------------------------
 ``train_button``, ``stop_button``, ``status``, ``progress``, ``progress_label``, ``message``
@@ -33,8 +42,10 @@ Public attributes (for the composed tool, notebooks and tests)
 views) and their widgets: ``figure`` (bqplot), ``lines``, ``checkpoint_marks``,
 ``epoch_marker``, ``metrics`` (SelectMultiple), ``epoch_range`` (IntRangeSlider),
 ``feedback_view`` (ImageView), ``prediction_opacity``, ``input_opacity``, ``snapshot``
-(ipywidgets.Image PNG), ``snapshot_caption``, ``epoch_slider``, ``export_png_path``,
-``export_png_button``, ``checkpoint_select``, ``load_checkpoint_button``, ``save_copy_path``,
+(ipywidgets.Image PNG), ``snapshot_caption``, ``epoch_slider`` (SelectionSlider over
+``(run, epoch)``), ``export_png_path``,
+``export_png_button``, ``checkpoint_select`` (values ``(run, epoch)``),
+``load_checkpoint_button``, ``save_copy_path``,
 ``save_copy_button``, ``digits``, ``table``, ``export_csv_path``, ``export_csv_button``;
 ``save_model_path``, ``save_model_button``, ``export_config_path``, ``export_config_button``,
 ``tabs`` ("Graph", "List"), ``log_box`` (Accordion) holding ``log_view`` (HTML), ``log_lines``
@@ -42,7 +53,7 @@ views) and their widgets: ``figure`` (bqplot), ``lines``, ``checkpoint_marks``,
 
 Methods: :meth:`start`, :meth:`stop`, :meth:`wait`, :meth:`graph_points`,
 :meth:`export_config`; properties :attr:`run`, :attr:`result`, :attr:`running`,
-:attr:`history`.
+:attr:`history`, :attr:`checkpoint_cache`, :attr:`feedback_histories`.
 """
 
 from __future__ import annotations
@@ -61,10 +72,10 @@ import numpy as np
 from ..config import TrainingConfig
 from ..errors import InputError, NbsegError, ParamsError
 from ..progress import Progress
-from ..training.callbacks import TrainingListener
+from ..training.callbacks import CheckpointCache, FeedbackHistory, TrainingListener
 from ..training.job import TrainingRun, check_training_inputs
 from ..training.params import TrainingParams
-from ..training.run import TrainingResult
+from ..training.run import TrainingResult, epochs_text
 from .state import Workspace
 from .style import MessageBox, css, section
 from .training.checkpoints import CheckpointView
@@ -135,6 +146,10 @@ class TrainingPanel(widgets.VBox):
         self._warning_count = 0
         self._started_at = 0.0
         self.log_lines: list[str] = []
+        # the session: the runs of one model keep one checkpoint cache and their feedback
+        self._session_model: Any = None
+        self._session_cache: CheckpointCache | None = None
+        self._session_feedback: list[FeedbackHistory] = []
 
         self.message = MessageBox()
         self.summary = widgets.HTML()
@@ -247,6 +262,17 @@ class TrainingPanel(widgets.VBox):
         return not self._finished.is_set()
 
     @property
+    def checkpoint_cache(self) -> CheckpointCache | None:
+        """The checkpoint cache of this session's runs (the runs of the workspace's model
+        since it was chosen): every run adds to it, earlier runs' states stay loadable."""
+        return self._session_cache
+
+    @property
+    def feedback_histories(self) -> list[FeedbackHistory]:
+        """The feedback images of this session's runs, oldest first (the Epoch slider)."""
+        return list(self._session_feedback)
+
+    @property
     def history(self) -> list[dict[str, Any]]:
         """The per-epoch rows the graph and the list show (earlier epochs of a fine-tuned
         model first)."""
@@ -329,8 +355,20 @@ class TrainingPanel(widgets.VBox):
         except InputError as err:
             raise InputError(f"{err} Check the 'Inputs' tab.") from None
         self._listener = PanelListener()
+        if model is not self._session_model:  # another model: a new session
+            self._session_model = model
+            self._session_cache = CheckpointCache(
+                int(params.checkpoint_cache_mb * 2**20), params.monitor, params.min_delta
+            )
+            self._session_feedback = []
         return TrainingRun(
-            model, sets, params, validation, callbacks=[self._listener], feedback=ws.feedback
+            model,
+            sets,
+            params,
+            validation,
+            callbacks=[self._listener],
+            feedback=ws.feedback,
+            checkpoints=self._session_cache,
         )
 
     def _reset_live(self, run: TrainingRun) -> None:
@@ -431,20 +469,27 @@ class TrainingPanel(widgets.VBox):
         self.progress_label.value = " · ".join(parts)
 
     def _show_history(self) -> None:
-        """The graph and the list of :attr:`history`, checkpoints marked on the monitor."""
+        """The graph and the list of :attr:`history`: every state in the checkpoint cache
+        marked on the monitor, the list's ◆ on the epochs that can be loaded."""
         rows = self.history
-        self.graph.show(rows, self._checkpoint_epochs(), self._monitor())
-        self.table_view.show(rows)
+        cached = self._cache_rows()
+        self.graph.show(rows, cached, self._monitor())
+        self.table_view.show(rows, [(int(r["run"]), int(r["epoch"])) for r in cached])
 
-    def _checkpoint_epochs(self) -> list[int]:
-        if self._result is not None:
-            cache = self._result.checkpoints
-            return [] if cache is None else [int(r["epoch"]) for r in cache.list()]
-        return [int(r["epoch"]) for r in self._records if r.get("checkpoint")]
+    def _cache(self) -> CheckpointCache | None:
+        if self._result is not None and self._result.checkpoints is not None:
+            return self._result.checkpoints
+        return self._session_cache
+
+    def _cache_rows(self) -> list[dict[str, Any]]:
+        """The states in the checkpoint cache now (read under the cache's lock)."""
+        cache = self._cache()
+        return [] if cache is None else cache.list()
 
     def _monitor(self) -> str:
-        if self._result is not None and self._result.checkpoints is not None:
-            return self._result.checkpoints.monitor
+        cache = self._cache()
+        if cache is not None and cache.run:
+            return cache.monitor
         params = self._run.params if self._run is not None else None
         return params.monitor if params is not None else "val_loss"
 
@@ -478,6 +523,10 @@ class TrainingPanel(widgets.VBox):
     def _show_end(self, run: TrainingRun, result: TrainingResult | None) -> None:
         status = run.status
         n = len(self._records)
+        trained = epochs_text(self._records)  # a stopped epoch counts as its batches
+        in_all = ""
+        if self._base_history:
+            in_all = f" ({epochs_text(self._base_history + self._records)} trained in all)"
         took = result.duration if result is not None else time.perf_counter() - self._started_at
         restored = ""
         if result is not None and result.best_epoch is not None and self._records:
@@ -506,8 +555,8 @@ class TrainingPanel(widgets.VBox):
             self.status.value = "<b>Stopped</b>"
             self.progress.bar_style = "warning"
             self.message.show(
-                f"Stopped after {n} epoch(s) in {took:.1f} s; the model keeps its weights."
-                f"{restored}",
+                f"Stopped after {trained} in {took:.1f} s{in_all}; the model keeps its "
+                f"weights.{restored}",
                 "info",
             )
         else:
@@ -515,13 +564,16 @@ class TrainingPanel(widgets.VBox):
             self.status.value = f"<b>{word}</b>"
             self.progress.bar_style = "success"
             self.progress.value = self.progress.max
-            self.message.show(f"{word}: {n} epoch(s) in {took:.1f} s.{restored}", "info")
+            self.message.show(f"{word}: {trained} in {took:.1f} s{in_all}.{restored}", "info")
 
     def _fill_after_training(self, result: TrainingResult) -> None:
         hist = result.history
         if hist:
             self.graph.enable_range(int(hist[0]["epoch"]), int(hist[-1]["epoch"]))
-        self.feedback.fill(result.feedback)
+        fb = result.feedback
+        if fb is not None and fb.predictions and all(fb is not h for h in self._session_feedback):
+            self._session_feedback.append(fb)
+        self.feedback.fill(self._session_feedback)
         self.checkpoints.fill(result)
         self._show_history()
 
@@ -583,9 +635,7 @@ class TrainingPanel(widgets.VBox):
             and result.checkpoints is not None
             and bool(result.checkpoints.entries)
         )
-        fb_ok = (
-            result is not None and result.feedback is not None and bool(result.feedback.predictions)
-        )
+        fb_ok = result is not None and self.feedback.has_predictions
         self.train_button.disabled = running
         self.stop_button.disabled = not running
         self.export_png_button.disabled = not fb_ok
@@ -597,7 +647,8 @@ class TrainingPanel(widgets.VBox):
             self.workspace.model is None and result is None
         )
         if has_result:
-            self.graph.mark_epoch(int(self.epoch_slider.value) if fb_ok else None)
+            chosen = self.feedback.chosen
+            self.graph.mark_epoch(chosen[1] if fb_ok and chosen is not None else None)
 
     def _on_workspace(self, event: str, value: Any) -> None:
         if event in ("model", "training_sets", "params", "feedback"):
@@ -614,7 +665,7 @@ class TrainingPanel(widgets.VBox):
             parts.append("<b>Model:</b> <i>none — create or load one</i>")
         else:
             m = ws.model
-            trained = f"trained {m.epochs_trained} epochs" if m.trained else "untrained"
+            trained = f"trained {m.epochs_text}" if m.trained else "untrained"
             parts.append(
                 f"<b>Model:</b> {html.escape(m.name)} ({html.escape(m.spec.architecture)} "
                 f"{m.spec.input_dimension}, {m.spec.class_count} classes, {trained})"

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
+from ...training.callbacks import row_run
 from ...training.run import history_columns
 from .common import as_float, hold, is_number, set_bounds
 
-HIDDEN_COLUMNS = ("epoch", "time", "epoch_time", "checkpoint")
+HIDDEN_COLUMNS = ("epoch", "run", "time", "epoch_time", "checkpoint", "batches", "epoch_batches")
 """History columns that are never offered as graph metrics."""
 
 FIXED_COLORS = {
@@ -38,20 +40,34 @@ PALETTE = [
 ]
 
 
-class GraphView:
-    """One line per chosen metric over the epochs (bqplot), with the epochs kept in the
-    checkpoint cache as diamonds on the monitored metric and a dashed marker at the epoch the
-    feedback slider shows.
+def epoch_ticks(lo: float, hi: float, most: int = 10) -> list[int]:
+    """Whole-epoch tick values from ``lo`` to ``hi``: every epoch, or every 2nd, 5th, 10th,
+    20th, 50th ... epoch so that there are at most ``most`` of them; never a repeated value."""
+    first, last = math.ceil(lo), math.floor(hi)
+    if last < first:
+        return [round(lo)]
+    span = last - first
+    step = next(
+        s * 10**k for k in range(15) for s in (1, 2, 5) if span <= (s * 10**k) * max(1, most - 1)
+    )
+    start = -(-first // step) * step if step > 1 else first
+    return list(range(int(start), int(last) + 1, int(step))) or [int(first)]
 
-    Attributes: ``figure``, ``lines``, ``checkpoint_marks``, ``epoch_marker``, ``metrics``
-    (SelectMultiple), ``epoch_range`` (IntRangeSlider, enabled after training), ``widget``
-    (the view's box), ``points`` (epochs plotted).
+
+class GraphView:
+    """One line per chosen metric over the epochs (bqplot), with every state in the
+    checkpoint cache as a diamond on the monitored metric and a dashed marker at the epoch
+    the feedback slider shows. The x axis has whole-epoch ticks (:func:`epoch_ticks`).
+
+    Attributes: ``figure``, ``x_axis``, ``lines``, ``checkpoint_marks``, ``epoch_marker``,
+    ``metrics`` (SelectMultiple), ``epoch_range`` (IntRangeSlider, enabled after training),
+    ``widget`` (the view's box), ``points`` (epochs plotted).
     """
 
     def __init__(self, lock: threading.RLock | None = None) -> None:
         self._lock = lock or threading.RLock()
         self._rows: list[dict[str, Any]] = []
-        self._checkpoints: set[int] = set()
+        self._checkpoints: list[int | Mapping[str, Any]] = []
         self._monitor = "val_loss"
         self._marked: int | None = None
         self._syncing = False
@@ -86,12 +102,13 @@ class GraphView:
         self.epoch_marker = bq.Lines(
             x=np.zeros(0), y=np.zeros(0), scales=scales, colors=["#888888"], line_style="dashed"
         )
+        # explicit whole-epoch ticks: d3's own ticks at 1.2, 1.4 ... print "1 1 1 2 2" as "d"
+        self.x_axis = bq.Axis(
+            scale=self._x_scale, label="epoch", tick_format="d", tick_values=np.array([1])
+        )
         self.figure = bq.Figure(
             marks=[self.lines, self.checkpoint_marks, self.epoch_marker],
-            axes=[
-                bq.Axis(scale=self._x_scale, label="epoch", tick_format="d"),
-                bq.Axis(scale=self._y_scale, side="left", label="value"),
-            ],
+            axes=[self.x_axis, bq.Axis(scale=self._y_scale, side="left", label="value")],
             title="Training",
             legend_location="top-right",
             animation_duration=0,
@@ -135,14 +152,16 @@ class GraphView:
     def show(
         self,
         rows: Sequence[dict[str, Any]],
-        checkpoints: Iterable[int] = (),
+        checkpoints: Iterable[int | Mapping[str, Any]] = (),
         monitor: str = "val_loss",
     ) -> None:
-        """Plot these history rows; ``checkpoints`` are the cached epochs, marked on
-        ``monitor`` (else on the first chosen metric)."""
+        """Plot these history rows; ``checkpoints`` are the cached states — the rows of
+        :meth:`CheckpointCache.list` (each drawn at its epoch, with its own metrics when no
+        history row is of its run and epoch) or epochs — marked on ``monitor`` (else on the
+        first chosen metric)."""
         with self._lock:
             self._rows = list(rows)
-            self._checkpoints = {int(e) for e in checkpoints}
+            self._checkpoints = list(checkpoints)
             self._monitor = monitor
             self._sync_metric_options()
             self.draw()
@@ -200,13 +219,14 @@ class GraphView:
             )
             monitor = self._monitor
             series = monitor if monitor in cols else (cols[0] if cols else None)
-            ck_rows = [
-                r for r in rows if int(r["epoch"]) in self._checkpoints and series is not None
-            ]
-            cx = np.array([float(r["epoch"]) for r in ck_rows])
-            cy = np.array([as_float(r.get(series)) for r in ck_rows]) if series else np.zeros(0)
+            cx, cy = self._checkpoint_points(rows, series)
             colors = colors_for(cols, list(self.metrics.options))
-            with hold(self.lines, self.checkpoint_marks, self.figure):
+            lo, hi = self._x_domain(x, cx)
+            ticks = epoch_ticks(lo, hi)
+            pad = max(0.3, 0.03 * (hi - lo))
+            with hold(self.lines, self.checkpoint_marks, self.figure, self.x_axis, self._x_scale):
+                self._x_scale.min, self._x_scale.max = lo - pad, hi + pad
+                self.x_axis.tick_values = np.array(ticks, dtype=float)
                 self.lines.x = x
                 self.lines.y = y
                 self.lines.labels = cols
@@ -216,6 +236,41 @@ class GraphView:
                 self.figure.title = f"Training — {len(rows)} epoch(s)"
             self.points = len(rows) if cols else 0
             self._draw_epoch_marker()
+
+    @staticmethod
+    def _x_domain(*xs: np.ndarray) -> tuple[float, float]:
+        values = np.concatenate([np.asarray(x, dtype=float).ravel() for x in xs])
+        values = values[np.isfinite(values)]
+        if not values.size:
+            return 1.0, 1.0
+        return float(values.min()), float(values.max())
+
+    def _checkpoint_points(
+        self, rows: Sequence[dict[str, Any]], series: str | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """x (epoch) and y (``series``) of every cached state within the plotted epochs."""
+        if series is None or not rows:
+            return np.zeros(0), np.zeros(0)
+        epochs = [int(r["epoch"]) for r in rows]
+        lo, hi = min(epochs), max(epochs)
+        by_key = {(row_run(r), int(r["epoch"])): r for r in rows}
+        by_epoch = {int(r["epoch"]): r for r in rows}
+        xs, ys = [], []
+        for ck in self._checkpoints:
+            if isinstance(ck, Mapping):
+                epoch = int(ck["epoch"])
+                row = by_key.get((int(ck.get("run", 1)), epoch))
+                value = as_float(row.get(series)) if row is not None else float("nan")
+                if not math.isfinite(value):
+                    value = as_float((ck.get("metrics") or {}).get(series, ck.get(series)))
+            else:
+                epoch = int(ck)
+                row = by_epoch.get(epoch)
+                value = as_float(row.get(series)) if row is not None else float("nan")
+            if lo <= epoch <= hi and math.isfinite(value):
+                xs.append(float(epoch))
+                ys.append(value)
+        return np.array(xs), np.array(ys)
 
     def _draw_epoch_marker(self) -> None:
         if self._marked is None or not self.points:

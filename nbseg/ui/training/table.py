@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
-from ...training.run import format_value, history_columns
+from ...training.callbacks import row_run
+from ...training.run import format_value, history_columns, is_partial
 from ..style import MessageBox, labelled
 from .common import NeedResult, reporting_button, target
+
+#: history columns the table folds into the epoch cell ("5 (7/16)" for a partial epoch)
+FOLDED_COLUMNS = ("batches", "epoch_batches")
 
 
 class TableView:
     """One row per epoch, every history column, floats to ``digits`` significant digits.
+
+    The ``checkpoint`` column marks (◆) the epochs whose state is in the checkpoint cache
+    now, i.e. that *Load checkpoint* can load; a partial epoch (Stop ended it early) reads
+    ``5 (7/16)``: 7 of its 16 batches trained.
 
     Attributes: ``digits`` (IntSlider), ``table`` (HTML), ``export_csv_path``,
     ``export_csv_button``, ``widget`` (the tab's box).
@@ -29,6 +37,7 @@ class TableView:
         self._need_result = need_result
         self._lock = lock or threading.RLock()
         self._rows: list[dict[str, Any]] = []
+        self._loadable: set[tuple[int, int]] = set()
         self.digits = widgets.IntSlider(value=4, min=1, max=10, continuous_update=False)
         self.digits.observe(lambda _: self.draw(), "value")
         self.table = widgets.HTML(
@@ -49,10 +58,14 @@ class TableView:
             ]
         )
 
-    def show(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Show these history rows."""
+    def show(
+        self, rows: Sequence[dict[str, Any]], loadable: Iterable[tuple[int, int]] = ()
+    ) -> None:
+        """Show these history rows; ``loadable``: the ``(run, epoch)`` of the states in the
+        checkpoint cache (the rows marked ◆)."""
         with self._lock:
             self._rows = list(rows)
+            self._loadable = {(int(r), int(e)) for r, e in loadable}
             self.draw()
 
     def draw(self) -> None:
@@ -62,7 +75,7 @@ class TableView:
                 self.table.value = "<i>No epoch yet</i>"
                 return
             digits = int(self.digits.value)
-            cols = history_columns(hist)
+            cols = [c for c in history_columns(hist) if c not in FOLDED_COLUMNS]
             head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
             body = []
             for r in hist:
@@ -70,7 +83,10 @@ class TableView:
                 for c in cols:
                     v = r.get(c, "")
                     if c == "checkpoint":
-                        text = "◆" if v else ""
+                        key = (row_run(r), int(r.get("epoch", 0)))
+                        text = "◆" if key in self._loadable else ""
+                    elif c == "epoch" and is_partial(r):
+                        text = f"{v} ({r['batches']}/{r['epoch_batches']})"
                     elif isinstance(v, float):
                         text = f"{format_value(v, digits):.{digits}g}"
                     else:
