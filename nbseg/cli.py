@@ -9,11 +9,14 @@
     nbseg suggest MODEL INPUT [--labels L] [--mask M] [--count 3] [--axis z] [--regions N]
     nbseg models [--root DIR] list|info|rename|duplicate|delete|restore|trash|empty-trash|
                               export|import ...
-    nbseg export MODEL --format torchscript|onnx OUT [--overwrite]
+    nbseg export MODEL --format torchscript|onnx|bioimageio OUT [--overwrite]
+                       [--author NAME ...] [--license SPDX] [--sample IMAGE]
 
 ``MODEL`` is a ``.nbseg`` file or the name of a model in the library (``$NBSEG_MODELS`` or
-``~/.nbseg/models``, or ``--root``). Array files are ``.zarr``, ``.tif``/``.tiff``, ``.npy``
-or ``.nc`` (``path.zarr:variable`` picks a variable of a dataset). Errors print one line
+``~/.nbseg/models``, or ``--root``). Inputs are any file :func:`nbseg.open_image` reads (OME-Zarr,
+zarr, TIFF stacks, a folder or glob of slices, HDF5, NIfTI, MRC, netCDF, ``.npy``;
+``path.zarr:variable`` / ``path.h5:dataset`` picks an array of a file); outputs ``.ome.zarr``
+(an OME-Zarr label image), ``.zarr``, ``.tif``, ``.nii.gz``, ``.nc`` or ``.npy``. Errors print one line
 ``nbseg: error: ...`` and exit with status 1 (2 for a bad command line).
 
 ``nbseg train --devices 2 --strategy ddp`` trains with Lightning's DDP (one process per device;
@@ -39,11 +42,18 @@ from .config import TrainerOptions, load_config
 from .errors import InputError, NbsegError, ParamsError
 from .inference.sliding import segment
 from .inference.uncertainty import suggest_regions, suggest_slices, uncertainty
-from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
+from .io import (
+    ARRAY_SUFFIXES,
+    array_suffix,
+    check_output_path,
+    check_overwrite,
+    read_array,
+    write_array,
+)
 from .model import Model, load_model
 from .progress import Progress
 from .settings import add_arguments, parsed_overrides
-from .store.export import example_input, export_onnx, export_torchscript
+from .store.export import example_input, export_bioimageio, export_onnx, export_torchscript
 from .store.library import ModelLibrary
 from .training.callbacks import TrainingListener
 from .training.params import TrainingParams
@@ -224,8 +234,8 @@ def _open_model(ref: str, args: argparse.Namespace) -> Model:
 
 
 def _array_ref(text: str) -> str | dict[str, str]:
-    """``path`` or ``path.zarr:variable`` / ``path.nc:variable``."""
-    for suffix in (".zarr:", ".nc:"):
+    """``path`` or ``path.zarr:variable`` / ``path.nc:variable`` / ``path.h5:dataset``."""
+    for suffix in (".zarr:", ".nc:", ".h5:", ".hdf5:", ".hdf:"):
         if suffix in text:
             path, variable = text.split(suffix, 1)
             return {"path": path + suffix[:-1], "variable": variable}
@@ -236,17 +246,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
 
     out = Path(args.output)
-    suffix = out.suffix.lower()
-    if suffix not in ARRAY_SUFFIXES:
-        raise CliError(f"{str(out)!r}: write the labels as .zarr, .tif, .npy or .nc.")
+    suffix = array_suffix(out)
+    if suffix is None:
+        raise CliError(f"{str(out)!r}: write the labels as {', '.join(ARRAY_SUFFIXES)}.")
     # refuse before any work: an existing output without --overwrite, an output in an input
     check_overwrite(out, args.overwrite, how="pass --overwrite")
     refs = [_array_ref(args.input)] + ([_array_ref(args.mask)] if args.mask else [])
     check_output_path(out, refs)
     unc_out = Path(args.uncertainty) if getattr(args, "uncertainty", None) else None
     if unc_out is not None:
-        if unc_out.suffix.lower() not in ARRAY_SUFFIXES:
-            raise CliError(f"--uncertainty {str(unc_out)!r}: write it as .zarr, .tif, .npy or .nc.")
+        if array_suffix(unc_out) is None:
+            raise CliError(
+                f"--uncertainty {str(unc_out)!r}: write it as {', '.join(ARRAY_SUFFIXES)}."
+            )
         if unc_out.expanduser().resolve() == out.expanduser().resolve():
             raise CliError("--uncertainty: give a path other than OUTPUT.")
         check_overwrite(unc_out, args.overwrite, how="pass --overwrite")
@@ -270,7 +282,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     if args.device:
         kw["device"] = args.device
-    if suffix == ".zarr" and _streaming_available():
+    if suffix in (".zarr", ".ome.zarr") and _streaming_available():
         # streamed chunk by chunk into the store: the volume never has to fit in memory
         labels = segment(model, image, mask, out=str(out), overwrite=args.overwrite, **kw)
         _print(f"segmented {tuple(labels.shape)} in {time.perf_counter() - t0:.1f} s -> {out}")
@@ -283,7 +295,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 **{k: v for k, v in kw.items() if k != "progress"},
                 **_unc_target(unc_out, args.overwrite),
             )
-            if not str(unc_out).lower().endswith(".zarr"):
+            if array_suffix(unc_out) != ".zarr":
                 write_array(u, unc_out, overwrite=args.overwrite, name="uncertainty")
             _print(f"uncertainty -> {unc_out}")
         return 0
@@ -305,7 +317,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def _unc_target(path: Path, overwrite: bool) -> dict[str, Any]:
     """``uncertainty()`` keywords that stream into ``path`` when it is a zarr store."""
-    if str(path).lower().endswith(".zarr"):
+    if array_suffix(path) == ".zarr":
         return {"out": str(path), "overwrite": overwrite}
     return {}
 
@@ -403,10 +415,29 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
 
     check_overwrite(args.out, args.overwrite, how=HOW)  # refused before any work
+    if args.format != "bioimageio" and (args.author or args.license or args.sample):
+        raise CliError("--author, --license and --sample apply to --format bioimageio only.")
     model = _open_model(args.model, args)
+    t0 = time.perf_counter()
+    if args.format == "bioimageio":
+        if args.patch_size:
+            raise CliError("--patch-size does not apply to --format bioimageio (the window does).")
+        sample = read_array(args.sample) if args.sample else None
+        path = export_bioimageio(
+            model,
+            args.out,
+            authors=args.author or None,
+            license=args.license or "MIT",
+            sample=sample,
+            overwrite=args.overwrite,
+        )
+        _print(
+            f"exported {model.spec.name!r} as a bioimage.io package -> {path} (test tensors, "
+            f"TorchScript and ONNX weights checked; {time.perf_counter() - t0:.1f} s)"
+        )
+        return 0
     example = example_input(model, args.patch_size) if args.patch_size else None
     fn = export_onnx if args.format == "onnx" else export_torchscript
-    t0 = time.perf_counter()
     path = fn(model, args.out, example=example, overwrite=args.overwrite)
     _print(
         f"exported {model.spec.name!r} as {args.format} -> {path} (checked against the network; "
@@ -440,8 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("segment", help="segment a volume with a model")
     s.add_argument("model", help="a .nbseg file or a library model name")
-    s.add_argument("input", help="image file (.zarr[:var], .tif, .npy, .nc[:var])")
-    s.add_argument("output", help="labels file (.zarr, .tif, .npy, .nc)")
+    s.add_argument(
+        "input",
+        help="image: .ome.zarr, .zarr[:var], .tif (stack), a slice folder or glob, .h5[:dataset], "
+        ".nii.gz, .mrc, .nc[:var], .npy",
+    )
+    s.add_argument("output", help="labels file (.ome.zarr, .zarr, .tif, .nii.gz, .nc, .npy)")
     s.add_argument("--mask", help="mask file: only voxels inside are segmented (-1 outside)")
     s.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
     s.add_argument(
@@ -464,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("suggest", help="the slices (and boxes) most worth labelling next")
     g.add_argument("model", help="a .nbseg file or a library model name")
-    g.add_argument("input", help="image file (.zarr[:var], .tif, .npy, .nc[:var])")
+    g.add_argument("input", help="image file (any format nbseg.open_image reads)")
     g.add_argument("--labels", help="the multi-ROI so far: its labelled slices are skipped")
     g.add_argument("--mask", help="mask file: suggestions only inside it")
     g.add_argument("--count", type=int, default=3, help="how many slices (default 3)")
@@ -510,10 +545,21 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--overwrite", action="store_true", help="replace (old one to the trash)")
     m.set_defaults(fn=cmd_models)
 
-    e = sub.add_parser("export", help="export a model's network as TorchScript or ONNX")
+    e = sub.add_parser(
+        "export", help="export a model as TorchScript, ONNX or a bioimage.io package"
+    )
     e.add_argument("model", help="a .nbseg file or a library model name")
-    e.add_argument("--format", choices=("torchscript", "onnx"), required=True)
-    e.add_argument("out", help="output file (.pt / .onnx)")
+    e.add_argument("--format", choices=("torchscript", "onnx", "bioimageio"), required=True)
+    e.add_argument("out", help="output file (.pt / .onnx / .zip for bioimageio)")
+    e.add_argument(
+        "--author",
+        action="append",
+        help="bioimageio: an author's name (repeat for several; default 'nbseg user')",
+    )
+    e.add_argument("--license", help="bioimageio: SPDX license of the weights (default MIT)")
+    e.add_argument(
+        "--sample", help="bioimageio: image whose centre window is the test input and cover"
+    )
     e.add_argument("--patch-size", type=int, dest="patch_size", help="example input size")
     e.add_argument(
         "--overwrite", action="store_true", help="replace an existing OUT (refused otherwise)"

@@ -18,6 +18,8 @@ Import:
   parameters take gradients; a *traced* module keeps the train/eval behaviour it was traced
   with, e.g. frozen BatchNorm statistics). Loading TorchScript runs TorchScript code from the
   file (not arbitrary Python, but only load files you trust).
+* :func:`export_bioimageio` / :func:`import_bioimageio`: bioimage.io model-zoo packages
+  (model spec 0.5; the format lives in :mod:`nbseg.store.bioimageio`).
 * ONNX import is not supported: the maintained converter (``onnx2torch``) needs
   ``torchvision``, which is not an nbseg dependency.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +52,7 @@ from ..models.registry import (
 from ..models.spec import ModelSpec
 from ..paths import check_overwrite
 from ..training.params import TrainingParams
+from .bioimageio import plan_package, read_package, write_package
 from .fileformat import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -428,3 +432,97 @@ def import_torchscript(
         normalisation=normalisation,
         params=params,
     )
+
+
+# -- bioimage.io -----------------------------------------------------------------------------
+def export_bioimageio(
+    model: Model,
+    path: str | os.PathLike[str],
+    *,
+    authors: Any = None,
+    license: str = "MIT",
+    cite: Any = None,
+    sample: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` as a bioimage.io model package (``.zip``, model spec 0.5) that
+    bioimage.io tools (``bioimageio.core``, deepImageJ, ilastik, ...) run as nbseg does.
+
+    The package holds PyTorch state-dict (built-in architectures), TorchScript and ONNX
+    weights, the normalisation as ``scale_linear`` preprocessing, softmax postprocessing
+    (class probabilities, channels named after the classes), sizes from the sliding window
+    with a halo, a test input and the probabilities :func:`nbseg.segment` gives for it, a
+    cover image, a README and the nbseg metadata (:func:`import_bioimageio` rebuilds the
+    model exactly); see :mod:`nbseg.store.bioimageio`.
+
+    Parameters
+    ----------
+    authors
+        A name, ``{"name": ..., "affiliation": ..., "orcid": ...}`` or a list of them
+        (default ``[{"name": "nbseg user"}]``).
+    license
+        SPDX identifier of the weights' license.
+    cite
+        ``[{"text": ..., "doi": ...}]`` (or ``"url"``) entries.
+    sample
+        An image (a list of images for a multi-input model) whose centre window becomes the
+        test input and the cover; default a smooth synthetic image in the model's range.
+    overwrite
+        Replace an existing file at ``path`` (refused otherwise, before any work).
+
+    Needs ``pip install 'nbseg[bioimageio]'``; nothing is downloaded.
+    """
+    path = _export_path(path, overwrite, "export_bioimageio")
+    if path.suffix.lower() != ".zip":
+        raise InputError(
+            f"export_bioimageio: a bioimage.io package is a .zip file; give a path such as "
+            f"{str(path.with_suffix('.zip'))!r}, got {str(path)!r}."
+        )
+    plan = plan_package(model, authors=authors, license=license, cite=cite, sample=sample)
+    example = torch.from_numpy(plan.normalised)
+    with tempfile.TemporaryDirectory(prefix="nbseg-bioimageio-") as tmp:
+        folder = Path(tmp)
+        weights: dict[str, Path] = {}
+        if plan.state_dict_ok:
+            weights["pytorch_state_dict"] = folder / "weights_state_dict.pt"
+            state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+            torch.save(state, weights["pytorch_state_dict"])
+        weights["torchscript"] = export_torchscript(
+            model, folder / "weights_torchscript.pt", example=example
+        )
+        weights["onnx"] = export_onnx(model, folder / "weights.onnx", example=example)
+        return write_package(plan, path, weights, folder, overwrite)
+
+
+def import_bioimageio(path: str | os.PathLike[str]) -> Model:
+    """A bioimage.io model package (``.zip``, or its ``rdf.yaml``) as an nbseg :class:`Model`
+    for segmentation and fine-tuning (:func:`nbseg.train`).
+
+    A package :func:`export_bioimageio` wrote comes back exactly (spec, weights, classes,
+    colours, normalisation, params, history). Other packages need TorchScript weights and one
+    input tensor of batch / channel / space axes: the network is wrapped to nbseg's layout
+    (architecture ``bioimageio:<name>``, registered in this process), classes come from the
+    output channels (one channel: background and foreground), fixed linear preprocessing
+    (``scale_linear``, ``fixed_zero_mean_unit_variance``) becomes the normalisation; a
+    data-dependent one (``scale_range``, ``zero_mean_unit_variance``) is dropped with a
+    warning and the model counts as untrained until :func:`nbseg.train` fits one.
+    TorchScript runs code from the package: import packages you trust.
+    """
+    source = read_package(path)
+    if source.model is not None:
+        return source.model
+    assert source.spec is not None
+    model = import_module(
+        source.network_factory,
+        source.spec,
+        size_divisor=source.size_divisor,
+        class_names=source.class_names,
+        class_colors=source.class_colors,
+        normalisation=source.normalisation,
+        params=source.params,
+        check_patch=source.window or None,
+    )
+    model.history = list(source.history)
+    for note in source.notes:
+        warnings.warn(f"import_bioimageio: {str(source.path)!r}: {note}.", stacklevel=2)
+    return model

@@ -31,6 +31,7 @@ from .._files import clean_stale_temps, link_or_copy
 from ..errors import InputError, ModelFileError
 from ..model import Model, load_model
 from ..paths import check_overwrite
+from .export import export_bioimageio
 from .fileformat import atomic_write_bytes, read_model_file, read_model_meta, write_model_file
 
 if TYPE_CHECKING:
@@ -481,6 +482,22 @@ class ModelLibrary:
         src = self._existing(name)
         out = check_overwrite(self.export_target(name, path), overwrite)
         return atomic_write_bytes(out, src.read_bytes())
+
+    def export_bioimageio(
+        self, name: str, path: str | os.PathLike[str], overwrite: bool = False, **kwargs: Any
+    ) -> Path:
+        """Write the model as a bioimage.io package (:func:`nbseg.store.export.
+        export_bioimageio`; ``kwargs``: ``authors``, ``license``, ``cite``, ``sample``) at
+        ``path`` (a folder: ``<folder>/<name>.zip``)."""
+        if not isinstance(path, (str, os.PathLike)) or os.fspath(path) == "":
+            raise InputError(
+                f"ModelLibrary.export_bioimageio: path must be a file or folder path, got {path!r}."
+            )
+        out = Path(os.fspath(path)).expanduser()
+        if out.is_dir():
+            out = out / f"{check_name(name)}.zip"
+        model = self.load(name)
+        return export_bioimageio(model, out, overwrite=overwrite, **kwargs)
 
     def import_(
         self, path: str | os.PathLike[str], name: str | None = None, overwrite: bool = False
