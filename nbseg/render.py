@@ -74,6 +74,53 @@ def overlay_lut(
     return np.clip(np.stack(rows) + 0.5, 0, 255).astype(np.uint8)
 
 
+#: key colours of the uncertainty scale (0 = certain … 1 = unsure), an inferno-like ramp
+HEAT_STOPS = ("#000004", "#420a68", "#932667", "#dd513a", "#fca50a", "#fcffa4")
+
+
+def heat_table(n: int = 256) -> np.ndarray:
+    """``(n, 3)`` uint8 RGB of the uncertainty colour scale (:data:`HEAT_STOPS`)."""
+    stops = color_table(HEAT_STOPS).astype(np.float32)
+    x = np.linspace(0.0, 1.0, len(stops))
+    t = np.linspace(0.0, 1.0, n)
+    return (
+        np.stack([np.interp(t, x, stops[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+    )
+
+
+def heat_css_gradient() -> str:
+    """A CSS ``linear-gradient`` of the uncertainty scale (for the legends)."""
+    return "linear-gradient(to right, " + ", ".join(HEAT_STOPS) + ")"
+
+
+def blend_heat(
+    rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.6, floor: float = 0.05
+) -> np.ndarray:
+    """Blend a ``(H, W)`` map in [0, 1] over ``rgb`` with the uncertainty colour scale.
+
+    The weight grows with the value (``opacity * heat``) and values below ``floor`` are not
+    drawn, so certain areas keep the image underneath. NaN counts as 0.
+    """
+    h = np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0)
+    h = np.clip(h, 0.0, 1.0)
+    table = heat_table()
+    col = table[(h * 255 + 0.5).astype(np.intp)].astype(np.float32)
+    w = np.where(h >= floor, float(opacity) * np.sqrt(h), 0.0)[..., None]
+    out = (1 - w) * rgb.astype(np.float32) + w * col
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a boolean ``(H, W)`` mask (inside pixels with an outside
+    4-neighbour, the image border counting as outside)."""
+    m = np.asarray(mask, bool)
+    if not m.any():
+        return m
+    p = np.pad(m, 1, constant_values=False)
+    interior = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return m & ~interior
+
+
 @dataclass
 class View:
     """Zoom/pan of an image of ``shape`` shown on a canvas of ``canvas`` (h, w) pixels.

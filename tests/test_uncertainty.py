@@ -186,3 +186,37 @@ def test_cli_suggest_and_segment_with_uncertainty(trained, tmp_path, capsys):
     assert main([*seg, str(tmp_path / "z.zarr"), "--uncertainty", str(tmp_path / "u.zarr")]) == 0
     streamed = xr.open_zarr(tmp_path / "u.zarr")["uncertainty"]
     np.testing.assert_allclose(streamed.values, np.load(u), atol=1e-5)
+
+
+def test_suggest_gives_slices_regions_and_maps_of_one_pass(trained):
+    model, image, labels, _ = trained
+    s = unc.suggest(model, image, labels, count=2, regions=3, size=16)
+    assert s.slices == nbseg.suggest_slices(model, image, labels, count=2)
+    assert s.regions == nbseg.suggest_regions(model, image, labels, count=3, size=16)
+    assert len(s.slice_scores) == 2 and s.slice_scores[0] >= s.slice_scores[1]
+    assert not {1, 5} & set(s.slices)  # labelled slices skipped
+    np.testing.assert_allclose(
+        s.uncertainty.values, nbseg.uncertainty(model, image).values, atol=1e-6
+    )
+    xr.testing.assert_equal(s.prediction.drop_attrs(), nbseg.segment(model, image).drop_attrs())
+    m = s.uncertain_mask(s.slices[0])
+    assert m.shape == image.shape[1:] and m.dtype == bool
+    with pytest.raises(nbseg.InputError, match="regions=0"):
+        unc.suggest(model, image, regions=0)
+
+
+@pytest.mark.parametrize("method", ["entropy", "tta"])
+def test_preview_uncertainty_equals_the_volume_map_on_that_slice(trained, method):
+    model, image, *_ = trained
+    mask = image.copy(data=np.zeros(image.shape, bool))
+    mask[:, 4:44, 4:44] = True
+    labels, u = nbseg.preview(
+        model, image, 3, mask=mask, return_uncertainty=True, uncertainty_method=method
+    )
+    assert u.dims == ("y", "x") and labels.dims == ("y", "x")
+    full = nbseg.uncertainty(model, image, mask, method=method)
+    np.testing.assert_allclose(u.values, full.values[3], atol=1e-5)
+    whole, _ = nbseg.segment(model, image, mask, return_uncertainty=True, uncertainty_method=method)
+    np.testing.assert_array_equal(labels.values, whole.values[3])
+    assert float(u.values[~mask.values[3]].max()) == 0.0
+    assert (labels.values[~mask.values[3]] == -1).all()

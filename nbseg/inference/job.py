@@ -1,4 +1,5 @@
-"""`SegmentationRun`: :func:`nbseg.segment` in a background job (Start returns at once)."""
+"""Inference in background jobs (Start returns at once): `SegmentationRun` runs
+:func:`nbseg.segment`, `SuggestionRun` runs :func:`nbseg.suggest`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..errors import InputError, NbsegError
 from ..jobs import BackgroundJob
 from ..progress import Progress
 from .sliding import segment
+from .uncertainty import Suggestions, suggest
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -79,3 +81,52 @@ class SegmentationRun(BackgroundJob):
 
     def _already_running(self) -> NbsegError:
         return InputError("This segmentation is already running; wait for it or stop it.")
+
+
+class SuggestionRun(BackgroundJob):
+    """:func:`nbseg.inference.uncertainty.suggest` in a background job: the uncertainty and
+    prediction maps and the slices / regions worth labelling, from one pass of the model.
+
+    ``result`` is the :class:`~nbseg.inference.uncertainty.Suggestions` once
+    ``status == "completed"``; :meth:`stop` cancels between batches of tiles. Arguments as
+    for ``suggest`` (``model, image, labels``, then ``count``, ``axis``, ``mask``,
+    ``regions``, ``size``, ``method`` ...).
+    """
+
+    kind = "suggestion"
+
+    def __init__(
+        self,
+        model: Model,
+        image: xr.DataArray | Sequence[xr.DataArray],
+        labels: xr.DataArray | None = None,
+        **suggest_kwargs: Any,
+    ) -> None:
+        if "stop_event" in suggest_kwargs or "progress" in suggest_kwargs:
+            raise InputError(
+                "SuggestionRun owns its stop event and progress: call run.stop() and read "
+                "run.progress instead."
+            )
+        super().__init__()
+        self.model = model
+        self.image = image
+        # the labels are copied on the caller's thread: painting may go on meanwhile
+        self.labels = None if labels is None else labels.copy(deep=True)
+        self.suggest_kwargs = dict(suggest_kwargs)
+        self.progress: Progress | None = None
+        self.result: Suggestions | None = None
+
+    def _run(self) -> Suggestions:
+        result = suggest(
+            self.model,
+            self.image,
+            self.labels,
+            progress=self._set_progress,
+            stop_event=self.stop_event,
+            **self.suggest_kwargs,
+        )
+        self.raise_if_stopped()
+        return result
+
+    def _already_running(self) -> NbsegError:
+        return InputError("Suggestions are being computed; wait for them or stop them.")

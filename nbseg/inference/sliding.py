@@ -22,7 +22,15 @@ import xarray as xr
 from ..data.trainingset import CHANNEL_DIMS, as_input_list, check_finite, volume_of
 from ..errors import InputError
 from ..progress import ProgressCallback
-from .maps import with_uncertainty
+from .maps import (
+    aligned_mask,
+    check_method,
+    labels_from_probabilities,
+    masked,
+    method_map,
+    probability_settings,
+    with_uncertainty,
+)
 from .predictor import (
     VolumePredictor,
     checked_inputs,
@@ -250,14 +258,22 @@ def preview(
     dim: Hashable = "z",
     mask: xr.DataArray | None = None,
     settings: InferenceSettings | Mapping[str, Any] | None = None,
+    return_uncertainty: bool = False,
+    uncertainty_method: str = "entropy",
     **overrides: Any,
-) -> xr.DataArray:
+) -> Any:
     """Fast prediction of slice ``index`` along ``dim``: the 2D labels of that slice.
 
     2D and 2.5D models predict that slice only (2.5D reads its neighbours); 3D models
     predict a slab of the window's depth around it. ``settings`` / ``**overrides``: the
     inference settings, as for :func:`segment` (``chunks`` does not apply).
+    ``return_uncertainty=True``: ``(labels, uncertainty)`` of the slice from one pass, the
+    uncertainty as :func:`nbseg.uncertainty` computes it (``uncertainty_method``).
     """
+    if return_uncertainty:
+        return _preview_uncertainty(
+            model, image, index, dim, mask, settings, uncertainty_method, overrides
+        )
     s = InferenceSettings.build(settings, **overrides)
     checked_model(model)
     checked_window(model, s)
@@ -297,3 +313,34 @@ def preview(
     submask = None if mask_t is None else mask_t.isel({dim: slice(lo, hi)}).compute()
     res = _segment_in_memory(model, sub, submask, s, align=False)
     return res.isel({dim: index - lo})
+
+
+def _preview_uncertainty(
+    model: Model,
+    image: Any,
+    index: int,
+    dim: Hashable,
+    mask: xr.DataArray | None,
+    settings: Any,
+    method: str,
+    overrides: Mapping[str, Any],
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """(labels, uncertainty) of one slice: :func:`preview` of the probabilities."""
+    check_method(method)
+    images = as_input_list(image, "image")
+    s = probability_settings(settings, overrides)
+
+    def one_slice(model: Model, img: Any, m: Any, *, settings: Any, **_: Any) -> xr.DataArray:
+        return preview(model, img, index, dim=dim, mask=m, settings=settings)
+
+    u, p = method_map(one_slice, model, images, mask, method, s, None, None)
+    ref = images[0]
+    plane = None
+    if mask is not None:
+        full = checked_mask(mask, ref)
+        assert full is not None  # a mask was given
+        plane = full if ref.ndim == 2 else full.transpose(dim, ...).isel({dim: index})
+        plane = plane.drop_vars([c for c in plane.coords if c not in plane.dims])
+    u = masked(u, plane).compute()
+    labels = labels_from_probabilities(p, aligned_mask(plane, p)).compute()
+    return labels, u

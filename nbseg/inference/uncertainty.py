@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -28,6 +29,7 @@ from .maps import (
     as_images,
     check_method,
     labels_from_probabilities,
+    masked,
     method_map,
     probability_settings,
     with_uncertainty,
@@ -38,7 +40,7 @@ from .sliding import segment
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["Region", "suggest_regions", "suggest_slices", "uncertainty"]
+__all__ = ["Region", "Suggestions", "suggest", "suggest_regions", "suggest_slices", "uncertainty"]
 
 
 class Region(NamedTuple):
@@ -51,6 +53,34 @@ class Region(NamedTuple):
     x0: int
     x1: int
     score: float
+
+
+@dataclass(frozen=True)
+class Suggestions:
+    """What :func:`suggest` found, from one pass of the model over the image.
+
+    ``slices`` (most useful first) with their ``slice_scores``, ``regions`` (boxes on any
+    slice), and the maps they come from: ``uncertainty`` (as :func:`uncertainty`) and
+    ``prediction`` (labels as :func:`nbseg.segment`), both with the image's dims and coords.
+    """
+
+    axis: str
+    slices: list[int]
+    slice_scores: list[float]
+    regions: list[Region]
+    uncertainty: xr.DataArray = field(repr=False)
+    prediction: xr.DataArray = field(repr=False)
+    method: str = "entropy"
+
+    def uncertain_mask(self, z: int, level: float | None = None) -> np.ndarray:
+        """Where slice ``z`` (position along ``axis``) is unsure: uncertainty above ``level``
+        (default: the larger of 0.5 and the volume's 90th percentile), as a ``(H, W)`` bool
+        array in the image's dim order — what the Label tab outlines."""
+        u = self.uncertainty
+        if level is None:
+            level = max(0.5, float(np.quantile(np.asarray(u.values), 0.9)))
+        plane = u.isel({self.axis: int(z)}) if u.ndim == 3 else u
+        return np.asarray(plane.values) > float(level)
 
 
 # -- public API --------------------------------------------------------------------------------
@@ -137,23 +167,28 @@ def _labelled_along(labels: Any, ref: xr.DataArray, axis: str) -> np.ndarray:
     return np.asarray(has.any(others).values, bool)
 
 
-def _scores(
+def _maps(
     model: Model,
     image: Any,
     mask: xr.DataArray | None,
     method: str,
     settings: Any,
     overrides: Mapping[str, Any],
-) -> tuple[xr.DataArray, xr.DataArray]:
-    """(voxel score = uncertainty x rarity weight of the predicted class, in-mask flag)."""
+    progress: ProgressCallback | None = None,
+    stop_event: threading.Event | None = None,
+) -> tuple[xr.DataArray, xr.DataArray, int]:
+    """(uncertainty, predicted labels, class count), computed in memory."""
     check_method(method)
     images = as_images(image)
     s = probability_settings(settings, overrides)
-    u, p = method_map(segment, model, images, mask, method, s, None, None)
+    u, p = method_map(segment, model, images, mask, method, s, progress, stop_event)
     pred = labels_from_probabilities(p, aligned_mask(mask, p))
-    u, pred = u.compute(), pred.compute()
+    return masked(u, mask).compute(), pred.compute(), int(p.sizes["class"])
+
+
+def _voxel_scores(u: xr.DataArray, pred: xr.DataArray, k: int) -> tuple[xr.DataArray, xr.DataArray]:
+    """(voxel score = uncertainty x rarity weight of the predicted class, in-mask flag)."""
     valid = pred.values >= 0
-    k = p.sizes["class"]
     counts = np.bincount(pred.values[valid].ravel(), minlength=k).astype(np.float64)
     freq = counts / max(1.0, counts.sum())
     weight = np.where(freq > 0, 1.0 / np.sqrt(np.maximum(freq, 1e-12)), 0.0)
@@ -162,6 +197,58 @@ def _scores(
     score = u.copy(data=(u.values * w).astype(np.float32))
     inside = u.copy(data=valid)
     return score, inside
+
+
+def _scores(
+    model: Model,
+    image: Any,
+    mask: xr.DataArray | None,
+    method: str,
+    settings: Any,
+    overrides: Mapping[str, Any],
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """(voxel score, in-mask flag) of :func:`_voxel_scores` for ``model`` on ``image``."""
+    return _voxel_scores(*_maps(model, image, mask, method, settings, overrides))
+
+
+def _check_count(count: Any, name: str = "count") -> int:
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise InputError(f"{name}={count!r} is invalid: give an integer >= 1.")
+    return int(count)
+
+
+def _check_axis(ref: xr.DataArray, axis: str) -> None:
+    if axis not in map(str, ref.dims):
+        raise InputError(
+            f"axis={axis!r} is not a dim of the image {tuple(map(str, ref.dims))}; choose one of "
+            "them."
+        )
+
+
+def _check_size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 4:
+        raise InputError(f"size={size!r} is invalid: give an integer >= 4 (voxels).")
+    return int(size)
+
+
+def _rank_slices(
+    score: xr.DataArray,
+    inside: xr.DataArray,
+    labelled: np.ndarray,
+    axis: str,
+    quantile: float,
+    count: int,
+) -> tuple[list[int], np.ndarray]:
+    """(chosen slices, every slice's score; -inf for skipped ones)."""
+    pos = list(score.dims).index(axis)
+    values = np.moveaxis(score.values, pos, 0).reshape(score.sizes[axis], -1)
+    ok = np.moveaxis(inside.values, pos, 0).reshape(score.sizes[axis], -1)
+    slice_scores = np.full(values.shape[0], -np.inf)
+    for i in range(values.shape[0]):
+        if labelled[i] or not ok[i].any():
+            continue
+        slice_scores[i] = float(np.quantile(values[i][ok[i]], quantile))
+    return _spread(slice_scores, count), slice_scores
 
 
 def suggest_slices(
@@ -188,28 +275,14 @@ def suggest_slices(
     the mask are skipped, and suggestions are spread: no two adjacent slices unless nothing
     else is left. Returns slice indices (positions along ``axis``).
     """
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise InputError(f"count={count!r} is invalid: give an integer >= 1.")
+    count = _check_count(count)
     if not 0.0 < float(quantile) <= 1.0:
         raise InputError(f"quantile={quantile!r} is invalid: give a number in (0, 1].")
     ref = as_images(image)[0]
-    if axis not in map(str, ref.dims):
-        raise InputError(
-            f"axis={axis!r} is not a dim of the image {tuple(map(str, ref.dims))}; choose one of "
-            "them."
-        )
+    _check_axis(ref, axis)
     labelled = _labelled_along(labels, ref, axis)
     score, inside = _scores(model, image, mask, method, settings, overrides)
-    order = [d for d in score.dims]
-    pos = order.index(axis)
-    values = np.moveaxis(score.values, pos, 0).reshape(score.sizes[axis], -1)
-    ok = np.moveaxis(inside.values, pos, 0).reshape(score.sizes[axis], -1)
-    slice_scores = np.full(values.shape[0], -np.inf)
-    for i in range(values.shape[0]):
-        if labelled[i] or not ok[i].any():
-            continue
-        slice_scores[i] = float(np.quantile(values[i][ok[i]], quantile))
-    return _spread(slice_scores, int(count))
+    return _rank_slices(score, inside, labelled, axis, float(quantile), count)[0]
 
 
 def _spread(scores: np.ndarray, count: int) -> list[int]:
@@ -247,12 +320,20 @@ def suggest_regions(
     slice; boxes that are mostly labelled already (> 50 %) or mostly outside the mask are
     skipped, and the chosen boxes do not overlap. A 2D image gives ``z = 0``.
     """
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise InputError(f"count={count!r} is invalid: give an integer >= 1.")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 4:
-        raise InputError(f"size={size!r} is invalid: give an integer >= 4 (voxels).")
+    count, size = _check_count(count), _check_size(size)
     ref = as_images(image)[0]
     score, inside = _scores(model, image, mask, method, settings, overrides)
+    return _rank_regions(score, inside, labels, ref, count, size)
+
+
+def _rank_regions(
+    score: xr.DataArray,
+    inside: xr.DataArray,
+    labels: Any,
+    ref: xr.DataArray,
+    count: int,
+    size: int,
+) -> list[Region]:
     dims = [str(d) for d in score.dims]
     vol = score.values if score.ndim == 3 else score.values[None]
     ok = inside.values if inside.ndim == 3 else inside.values[None]
@@ -303,3 +384,46 @@ def suggest_regions(
             continue
         chosen.append(b)
     return chosen
+
+
+def suggest(
+    model: Model,
+    image: xr.DataArray | Sequence[xr.DataArray],
+    labels: xr.DataArray | None = None,
+    count: int = 3,
+    axis: str = "z",
+    mask: xr.DataArray | None = None,
+    *,
+    regions: int = 5,
+    size: int = 64,
+    method: str = "entropy",
+    quantile: float = 0.9,
+    progress: ProgressCallback | None = None,
+    stop_event: threading.Event | None = None,
+    settings: InferenceSettings | Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> Suggestions:
+    """:func:`suggest_slices` and :func:`suggest_regions` (``regions`` boxes of ``size``)
+    from one pass, with the uncertainty and prediction maps they were scored on (what the
+    Label tab shows). Arguments as for those two; ``progress`` / ``stop_event`` as for
+    :func:`nbseg.segment`."""
+    count, size = _check_count(count), _check_size(size)
+    n_regions = _check_count(regions, "regions")
+    if not 0.0 < float(quantile) <= 1.0:
+        raise InputError(f"quantile={quantile!r} is invalid: give a number in (0, 1].")
+    ref = as_images(image)[0]
+    _check_axis(ref, axis)
+    labelled = _labelled_along(labels, ref, axis)
+    u, pred, k = _maps(model, image, mask, method, settings, overrides, progress, stop_event)
+    score, inside = _voxel_scores(u, pred, k)
+    slices, scores = _rank_slices(score, inside, labelled, axis, float(quantile), count)
+    boxes = _rank_regions(score, inside, labels, ref, n_regions, size)
+    return Suggestions(
+        axis=axis,
+        slices=slices,
+        slice_scores=[float(scores[i]) for i in slices],
+        regions=boxes,
+        uncertainty=u,
+        prediction=pred,
+        method=method,
+    )

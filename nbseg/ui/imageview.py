@@ -17,7 +17,7 @@ import numpy as np
 from ipycanvas import Canvas, hold_canvas
 
 from .._png import encode_png
-from ..render import View, render_overlay
+from ..render import View, blend_heat, outline, render_overlay
 
 DRAW_LOCK = threading.RLock()
 """The one lock behind which every nbseg canvas is drawn."""
@@ -52,6 +52,13 @@ class ImageView(widgets.VBox):
         self._gray: np.ndarray | None = None
         self._labels: np.ndarray | None = None
         self._colors: list[str] = []
+        self._under: np.ndarray | None = None
+        self._heat: np.ndarray | None = None
+        self._outline: np.ndarray | None = None
+        self.under_opacity = 0.3
+        self.heat_opacity = 0.6
+        self.outline_color = (0, 229, 255)
+        self.region: tuple[int, int, int, int] | None = None
         self.opacity = 0.5
         self.image_opacity = 1.0
         self.view: View | None = None
@@ -131,6 +138,46 @@ class ImageView(widgets.VBox):
             self.image_opacity = float(image)
         self.redraw()
 
+    def set_layers(
+        self,
+        *,
+        under: np.ndarray | str | None = "keep",
+        heat: np.ndarray | str | None = "keep",
+        outline_mask: np.ndarray | str | None = "keep",
+        region: tuple[int, int, int, int] | str | None = "keep",
+        redraw: bool = True,
+    ) -> None:
+        """Extra layers over the image (``"keep"``: leave that one as it is; None: remove).
+
+        ``under``: class ids (``-1`` none) drawn at :attr:`under_opacity` wherever the main
+        labels are unlabelled (a model's prediction under the painting); ``heat``: a map in
+        [0, 1] in the uncertainty colour scale at :attr:`heat_opacity`; ``outline_mask``: a
+        boolean mask whose boundary is drawn in :attr:`outline_color` (uncertain areas);
+        ``region``: a box ``(y0, y1, x0, x1)`` outlined in the same colour (a suggestion).
+        Arrays are ``(H, W)`` of the image's shape (other shapes are ignored when drawing).
+        """
+        with DRAW_LOCK:
+            if not isinstance(under, str):
+                self._under = None if under is None else np.asarray(under)
+            if not isinstance(heat, str):
+                self._heat = None if heat is None else np.asarray(heat, np.float32)
+            if not isinstance(outline_mask, str):
+                self._outline = None if outline_mask is None else np.asarray(outline_mask, bool)
+            if not isinstance(region, str):
+                self.region = region
+        if redraw:
+            self.redraw()
+
+    @property
+    def layers(self) -> dict[str, Any]:
+        """The extra layers shown (for tests): ``under``, ``heat``, ``outline``, ``region``."""
+        return {
+            "under": self._under,
+            "heat": self._heat,
+            "outline": self._outline,
+            "region": self.region,
+        }
+
     def set_rect(self, rect: tuple[int, int, int, int] | None) -> None:
         """Outline ``(y0, y1, x0, x1)`` in image coordinates (the feedback region)."""
         self.rect = rect
@@ -167,14 +214,38 @@ class ImageView(widgets.VBox):
         iy, ix, vy, vx = self.view.sample_indices()
         iy, ix, vy, vx = iy[r0:r1], ix[c0:c1], vy[r0:r1], vx[c0:c1]
         gray = self._gray.take(iy, axis=0).take(ix, axis=1)
+        shape = self._gray.shape
         labels = None
-        if self._labels is not None and self._labels.shape == self._gray.shape:
+        if self._labels is not None and self._labels.shape == shape:
             labels = self._labels.take(iy, axis=0).take(ix, axis=1)
         rgb = render_overlay(gray, labels, self._colors, self.opacity, self.image_opacity)
+        if self._under is not None and self._under.shape == shape and self.under_opacity > 0:
+            under = self._under.take(iy, axis=0).take(ix, axis=1)
+            below = render_overlay(
+                gray, under, self._colors, self.under_opacity, self.image_opacity
+            )
+            free = np.ones(gray.shape, bool) if labels is None else labels < 0
+            rgb = np.where(free[..., None], below, rgb)
+        if self._heat is not None and self._heat.shape == shape and self.heat_opacity > 0:
+            rgb = blend_heat(rgb, self._heat.take(iy, axis=0).take(ix, axis=1), self.heat_opacity)
+        if self._outline is not None and self._outline.shape == shape:
+            edge = self._outline_region(r0, r1, c0, c1)
+            rgb[edge] = self.outline_color
         inside = vy[:, None] & vx[None, :]
         if not inside.all():
             rgb = np.where(inside[..., None], rgb, np.uint8(32))
         return np.ascontiguousarray(rgb)
+
+    def _outline_region(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Boundary of the outline mask as drawn on canvas rows r0:r1, cols c0:c1 (found on
+        the canvas-sized sample, one pixel of margin, so lines stay one pixel at any zoom)."""
+        assert self.view is not None and self._outline is not None
+        iy, ix, vy, vx = self.view.sample_indices()
+        a0, a1 = max(0, r0 - 1), min(len(iy), r1 + 1)
+        b0, b1 = max(0, c0 - 1), min(len(ix), c1 + 1)
+        m = self._outline.take(iy[a0:a1], axis=0).take(ix[b0:b1], axis=1)
+        m &= vy[a0:a1, None] & vx[None, b0:b1]
+        return outline(m)[r0 - a0 : r0 - a0 + (r1 - r0), c0 - b0 : c0 - b0 + (c1 - c0)]
 
     def redraw(self, *_: Any) -> None:
         with DRAW_LOCK:
@@ -198,6 +269,15 @@ class ImageView(widgets.VBox):
             self.canvas.stroke_style = "#ffd400"
             self.canvas.line_width = 2
             self.canvas.stroke_rect(cx0, cy0, cx1 - cx0, cy1 - cy0)
+        if self.region is not None:
+            y0, y1, x0, x1 = self.region
+            cy0, cx0 = self.view.to_canvas(y0, x0)
+            cy1, cx1 = self.view.to_canvas(y1, x1)
+            self.canvas.stroke_style = "#00e5ff"
+            self.canvas.line_width = 2
+            self.canvas.set_line_dash([6, 4])
+            self.canvas.stroke_rect(cx0, cy0, cx1 - cx0, cy1 - cy0)
+            self.canvas.set_line_dash([])
         if self.cursor is not None:
             y, x, r = self.cursor
             cy, cx = self.view.to_canvas(y, x)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import html
 import math
+import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +36,13 @@ from ..data.multiroi import (
 )
 from ..data.trainingset import as_dataarray, volume_of
 from ..errors import InputError
+from ..inference.job import SuggestionRun
+from ..inference.uncertainty import Region, Suggestions
 from ..render import to_uint8
 from . import style
 from .imageview import ImageView
 from .state import Workspace
+from .uncertainty_view import UncertaintyControls
 
 TOOLS = ("brush", "eraser", "fill", "pan")
 
@@ -181,6 +185,45 @@ class LabelEditor(widgets.VBox):
             layout=widgets.Layout(width="auto"),
         )
         self.info = widgets.HTML("")
+        # -- where to label (uncertainty, suggestions, retrain) --
+        self.suggestions: Suggestions | None = None
+        self.suggestion_job: SuggestionRun | None = None
+        self.retrain_handler: Callable[[], Any] | None = None
+        self._region: Region | None = None
+        self._shown = threading.Event()  # set when the last suggestions are shown
+        self._shown.set()
+        self.suggest_count = widgets.IntSlider(value=3, min=1, max=10, description="")
+        self.suggest_button = widgets.Button(
+            description="Suggest where to label",
+            icon="lightbulb-o",
+            button_style="info",
+            tooltip="Run the model over the image and list the unlabelled slices and regions "
+            "where it is most unsure (rare classes count more)",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.retrain_button = widgets.Button(
+            description="Retrain",
+            icon="refresh",
+            tooltip="Fine-tune the model on the updated labels in the background (the Train "
+            "tab's graph continues), then refresh the suggestions",
+            layout=widgets.Layout(width="auto", display="none"),
+        )
+        self.suggest_status = widgets.HTML("")
+        self.suggestion_list = widgets.VBox([])
+        self.show_prediction = widgets.Checkbox(
+            value=True,
+            description="Show the model's prediction under the painting",
+            indent=False,
+            layout=widgets.Layout(width="auto"),
+        )
+        self.outline_check = widgets.Checkbox(
+            value=True,
+            description="Outline unsure areas",
+            indent=False,
+            layout=widgets.Layout(width="auto"),
+        )
+        self.uncertainty_controls = UncertaintyControls()
+        self.uncertainty_controls.bind(self.view)
 
         self.slice_row = style.labelled("Slice", self.slice_slider)
         source = style.section(
@@ -209,7 +252,19 @@ class LabelEditor(widgets.VBox):
             style.labelled("Contrast", self.contrast),
             style.labelled("Label opacity", self.opacity),
         )
-        side = widgets.VBox([source, tools, classes, display], layout=widgets.Layout(width="460px"))
+        guide = style.section(
+            "Where to label",
+            style.labelled("Suggestions", self.suggest_count, "How many slices to suggest"),
+            widgets.HBox([self.suggest_button, self.retrain_button]),
+            self.suggest_status,
+            self.suggestion_list,
+            self.show_prediction,
+            self.outline_check,
+            self.uncertainty_controls,
+        )
+        side = widgets.VBox(
+            [source, tools, classes, guide, display], layout=widgets.Layout(width="460px")
+        )
         box = style.panel(
             self.message,
             widgets.HBox([widgets.VBox([self.view, self.info]), side]),
@@ -231,6 +286,11 @@ class LabelEditor(widgets.VBox):
         self.unlabelled_volume_button.on_click(
             lambda _: self._ui(self.add_unlabelled, None, "volume")
         )
+        self.suggest_button.on_click(lambda _: self._ui(self.suggest_labels))
+        self.retrain_button.on_click(lambda _: self._ui(self.retrain))
+        self.show_prediction.observe(lambda _: self._render(), names="value")
+        self.outline_check.observe(lambda _: self._render(), names="value")
+        self.uncertainty_controls.on_change(self._render)
         self.image_select.observe(self._on_image_select, names="value")
         self.name_text.observe(self._on_name, names="value")
         if workspace is not None:
@@ -308,6 +368,9 @@ class LabelEditor(widgets.VBox):
         self._undo.clear()
         self._redo.clear()
         self._update_undo_buttons()
+        self.suggestions, self._region = None, None  # they were of another image
+        self.suggestion_list.children = []
+        self.suggest_status.value = ""
         finite = vol[np.isfinite(vol)] if np.issubdtype(vol.dtype, np.floating) else vol
         step = max(1, finite.size // 2_000_000)
         sample = finite.reshape(-1)[::step].astype(np.float32)
@@ -401,15 +464,38 @@ class LabelEditor(widgets.VBox):
         if self._data is None or self._quiet:
             return
         self.view.opacity = float(self.opacity.value)
+        self._set_guide_layers()
         self.view.show(self._slice_gray(), self._data[self.z], self.class_colors)
         self._update_info()
+
+    def _set_guide_layers(self) -> None:
+        """Prediction under the painting, uncertainty, unsure outline and the suggested box of
+        this slice, from the last suggestions (none when they are of another image)."""
+        s = self.suggestions
+        if s is None or self._image is None or s.uncertainty.shape != self._image.shape:
+            self.view.set_layers(
+                under=None, heat=None, outline_mask=None, region=None, redraw=False
+            )
+            return
+        u, pred = s.uncertainty, s.prediction
+        z = self.z
+        u_z = np.asarray(u.values if u.ndim == 2 else u.values[z])
+        p_z = np.asarray(pred.values if pred.ndim == 2 else pred.values[z])
+        r = self._region
+        self.view.set_layers(
+            under=p_z if self.show_prediction.value else None,
+            heat=u_z if self.uncertainty_controls.enabled else None,
+            outline_mask=s.uncertain_mask(z) if self.outline_check.value else None,
+            region=(r.y0, r.y1, r.x0, r.x1) if r is not None and r.z == z else None,
+            redraw=False,
+        )
 
     def _update_info(self) -> None:
         if self._data is None or self._image is None:
             self.info.value = ""
             return
         n = self._data.shape[0]
-        where = f"slice {self.z} / {n - 1} · " if n > 1 or self._image.ndim == 3 else ""
+        where = f"slice {self.z} (0 … {n - 1}) · " if n > 1 or self._image.ndim == 3 else ""
         tool = self.tool.value
         cls = self.class_names[self.current_class] if self.class_names else ""
         self.info.value = (
@@ -766,6 +852,154 @@ class LabelEditor(widgets.VBox):
         else:
             self._render()
         self._changed()
+
+    # -- where to label ------------------------------------------------------------------
+    def _model_inputs(self) -> tuple[Any, Any]:
+        """(model, its input image(s) for this image): the workspace model; a multi-input
+        model takes the inputs of the training set this image belongs to."""
+        ws = self.workspace
+        model = ws.model if ws is not None else None
+        if model is None:
+            raise InputError(
+                "No model to suggest with: generate one in New model (or load one in Models) "
+                "and train it on a few painted slices first."
+            )
+        if not model.trained:
+            raise InputError(
+                f"Model {model.name!r} is untrained: paint a few slices, train it (Train tab "
+                "or Retrain), then ask for suggestions."
+            )
+        image = self._image
+        assert image is not None and ws is not None
+        if model.spec.input_count == 1:
+            return model, image
+        for ts in ws.training_sets:
+            if any(im is image for im in ts.inputs):
+                return model, list(ts.inputs)
+        raise InputError(
+            f"Model {model.name!r} takes {model.spec.input_count} inputs: set up a training set "
+            "with this image and its other inputs in the Inputs tab first."
+        )
+
+    def suggest_labels(self, count: int | None = None, *, wait: bool = False) -> SuggestionRun:
+        """Start computing where to label next (same as clicking **Suggest where to label**):
+        a :class:`nbseg.SuggestionRun` in the background over the current labels; when it
+        ends the list, the prediction, the uncertainty and the outlines update. ``wait``:
+        block until then (scripts, tests)."""
+        self._require()
+        model, image = self._model_inputs()
+        if self.suggestion_job is not None and self.suggestion_job.running:
+            raise InputError("Suggestions are being computed; wait for them.")
+        assert self._image is not None and self._labels_da is not None
+        if count is not None:
+            self.suggest_count.value = int(count)
+        h, w = self._image.shape[-2:]
+        job = SuggestionRun(
+            model,
+            image,
+            self._labels_da,
+            count=int(self.suggest_count.value),
+            axis=str(self._image.dims[0]),
+            regions=3,
+            size=int(max(4, min(64, h // 2, w // 2))),
+            method=self.uncertainty_controls.method.value,
+        )
+        job.add_done_callback(lambda _: self._show_suggestions(job))
+        self.suggestion_job = job
+        self._shown.clear()
+        self.suggest_button.disabled = True
+        self.suggest_status.value = "<i>Looking for the unsure places …</i>"
+        job.start()
+        if wait:
+            job.wait()
+            self._shown.wait(30)
+        return job
+
+    def _show_suggestions(self, job: SuggestionRun) -> None:
+        """The job's done callback (in its thread): list the suggestions, redraw."""
+        try:
+            if job.status != "completed" or job.result is None:
+                self.suggest_status.value = ""
+                if job.status == "failed":
+                    self.message.error(job.error or "The suggestions failed.")
+                return
+            s = job.result
+            self.suggestions = s
+            self._region = None
+            volume = self._image is not None and self._image.ndim == 3
+            rows: list[widgets.Widget] = []
+            if volume:
+                for z, score in zip(s.slices, s.slice_scores):
+                    b = widgets.Button(
+                        description=f"Slice {z} · score {score:.2f}",
+                        icon="crosshairs",
+                        tooltip=f"Go to slice {z} (unsure areas outlined)",
+                        layout=widgets.Layout(width="auto"),
+                    )
+                    b.on_click(lambda _, z=z: self._ui(self.jump_to, z))
+                    rows.append(b)
+            for r in s.regions:
+                where = f"slice {r.z} · " if volume else ""
+                b = widgets.Button(
+                    description=f"Region {where}y {r.y0}–{r.y1}, x {r.x0}–{r.x1} · {r.score:.2f}",
+                    icon="square-o",
+                    tooltip="Go there (the region is outlined with a dashed box)",
+                    layout=widgets.Layout(width="auto"),
+                )
+                b.on_click(lambda _, r=r: self._ui(self.jump_to, r))
+                rows.append(b)
+            self.suggestion_list.children = rows
+            mean = float(np.asarray(s.uncertainty.values).mean())
+            self.suggest_status.value = (
+                f"<span style='font-size:12px'>{len(s.slices) if volume else 0} slices, "
+                f"{len(s.regions)} regions · mean uncertainty {mean:.2f} · click one to go "
+                "there</span>"
+                if rows
+                else "<span style='font-size:12px'>Every slice holds labels already.</span>"
+            )
+            self._render()
+        except Exception as err:  # shown in the panel, never raised into the job
+            self.message.error(err)
+        finally:
+            self.suggest_button.disabled = False
+            self._shown.set()
+
+    def jump_to(self, where: int | Region) -> None:
+        """Show a suggested slice (an index) or region (a :class:`nbseg.Region`: its slice,
+        with the box outlined), with the unsure areas outlined."""
+        if isinstance(where, Region):
+            self._region = where
+            z = where.z
+        else:
+            self._region = None
+            z = int(where)
+        if self._data is not None and self._data.shape[0] > 1:
+            self.set_slice(z)
+        else:
+            self._render()
+        self.message.show(
+            f"Slice {z}: paint the outlined unsure areas, then Retrain."
+            if self.retrain_handler is not None
+            else f"Slice {z}: paint the outlined unsure areas, then train again.",
+            "info",
+        )
+
+    def retrain(self) -> Any:
+        """Fine-tune the workspace model on the updated labels (same as **Retrain**: the
+        Deep Learning Tool trains in the background, continuing the Train tab's graph, then
+        refreshes the suggestions). Returns what the tool's handler returns (the run)."""
+        if self.retrain_handler is None:
+            raise InputError(
+                "Retrain needs the Deep Learning Tool (DeepLearningTool), which owns the "
+                "training; alone, call nbseg.train(model, TrainingSet(image, editor.labels))."
+            )
+        self._end_stroke()
+        return self.retrain_handler()
+
+    def set_retrain_handler(self, handler: Callable[[], Any] | None) -> None:
+        """What **Retrain** calls (the tool sets it); the button shows only with one."""
+        self.retrain_handler = handler
+        self.retrain_button.layout.display = None if handler is not None else "none"
 
     # -- pointer -------------------------------------------------------------------------
     def _on_pointer(self, kind: str, y: float, x: float, _info: dict[str, Any]) -> None:

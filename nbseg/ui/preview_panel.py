@@ -17,6 +17,7 @@ from ..render import to_uint8
 from . import style
 from .imageview import ImageView
 from .state import Workspace
+from .uncertainty_view import UncertaintyControls
 
 NO_MODEL = (
     "No model: create one in the New model tab, load one in the Models tab, or set workspace.model."
@@ -139,7 +140,10 @@ class PreviewPanel(widgets.VBox):
         )
         self.opacity = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05)
         self.view = ImageView(size, size)
+        self.uncertainty_controls = UncertaintyControls()
+        self.uncertainty_controls.bind(self.view)
         self.prediction: xr.DataArray | None = None
+        self.uncertainty: xr.DataArray | None = None
         box = style.panel(
             self.message,
             style.section(
@@ -149,6 +153,7 @@ class PreviewPanel(widgets.VBox):
                 self.slice_row,
                 widgets.HBox([self.preview_button]),
                 style.labelled("Overlay opacity", self.opacity),
+                self.uncertainty_controls,
             ),
             self.view,
             title="Preview",
@@ -159,6 +164,7 @@ class PreviewPanel(widgets.VBox):
         self.slice_slider.observe(lambda _: self._show_slice(), names="value")
         self.opacity.observe(lambda ch: self.view.set_opacity(labels=ch["new"]), names="value")
         self.inputs.on_change(self._on_input)
+        self.uncertainty_controls.on_change(self._on_uncertainty_toggle)
         self.workspace.observe(self._on_workspace)
         self._sync_model()
         self._on_input()
@@ -204,7 +210,18 @@ class PreviewPanel(widgets.VBox):
         if image is None:
             return
         self.prediction = None
+        self.uncertainty = None
+        self.view.set_layers(heat=None, redraw=False)
         self.view.show(image_slice(image, int(self.slice_slider.value)), None)
+        self.message.clear()  # a message about another slice would be stale
+
+    def _on_uncertainty_toggle(self) -> None:
+        """Off: hide the map; on (or another method): recompute the shown preview."""
+        if not self.uncertainty_controls.enabled:
+            self.uncertainty = None
+            self.view.set_layers(heat=None)
+        elif self.prediction is not None:
+            style.run_reporting(self.message, self.preview)
 
     # -- action --------------------------------------------------------------------------
     def preview(self, index: int | None = None) -> xr.DataArray:
@@ -219,10 +236,20 @@ class PreviewPanel(widgets.VBox):
         index = int(self.slice_slider.value)
         ref = images[0]
         dim = ref.dims[0] if ref.ndim == 3 else "z"
-        pred = preview(model, images if len(images) > 1 else images[0], index, dim=dim)
+        image = images if len(images) > 1 else images[0]
+        unc = None
+        if self.uncertainty_controls.enabled:
+            method = self.uncertainty_controls.method.value
+            pred, unc = preview(
+                model, image, index, dim=dim, return_uncertainty=True, uncertainty_method=method
+            )
+        else:
+            pred = preview(model, image, index, dim=dim)
         self.view.opacity = float(self.opacity.value)
+        self.view.set_layers(heat=None if unc is None else np.asarray(unc.values), redraw=False)
         self.view.show(image_slice(ref, index), np.asarray(pred.values), model.class_colors)
         self.prediction = pred
+        self.uncertainty = unc
         counts = np.bincount(
             np.asarray(pred.values).ravel() + 1, minlength=model.spec.class_count + 1
         )
@@ -230,6 +257,12 @@ class PreviewPanel(widgets.VBox):
             f"{name} {100 * c / max(1, pred.size):.0f} %"
             for name, c in zip(model.class_names, counts[1:])
         )
+        if unc is not None:
+            u = np.asarray(unc.values)
+            share += (
+                f"; uncertainty mean {float(u.mean()):.2f}, "
+                f"{100 * float((u > 0.5).mean()):.0f} % of pixels above 0.5"
+            )
         self.message.show(f"Preview of slice {index}: {share}.", "info")
         return pred
 

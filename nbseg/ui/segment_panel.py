@@ -31,6 +31,7 @@ from . import style
 from .imageview import ImageView
 from .preview_panel import NO_MODEL, InputPicker, image_slice
 from .state import Workspace
+from .uncertainty_view import UncertaintyControls
 
 WORKSPACE_MODEL = "__workspace__"
 NO_MASK = "__none__"
@@ -107,7 +108,10 @@ class SegmentPanel(widgets.VBox):
         self.write_check = widgets.Checkbox(value=False, description="Write to", indent=False)
         self.write_path = widgets.Text(placeholder="result.zarr or result.tif")
         self.view = ImageView(size, size)
+        self.uncertainty_controls = UncertaintyControls("Compute and show uncertainty")
+        self.uncertainty_controls.bind(self.view)
         self.result: xr.DataArray | None = None
+        self.uncertainty: xr.DataArray | None = None
         self.result_name: str | None = None
         self.status = "idle"
         self.elapsed_s: float | None = None
@@ -134,6 +138,7 @@ class SegmentPanel(widgets.VBox):
                 "Segment",
                 self.slice_row,
                 self.tta_check,
+                self.uncertainty_controls,
                 widgets.HBox([self.preview_button, self.segment_button, self.cancel_button]),
                 widgets.HBox([self.progress, self.progress_label]),
                 widgets.HBox([self.write_check, self.write_path]),
@@ -154,6 +159,7 @@ class SegmentPanel(widgets.VBox):
         self.model_select.observe(lambda _: self._sync_model(), names="value")
         self.slice_slider.observe(lambda _: self._on_slice(), names="value")
         self.inputs.on_change(self._on_input)
+        self.uncertainty_controls.on_change(self._on_slice)
         self.workspace.observe(self._on_workspace)
         self._refresh_models()
         self._on_input()
@@ -236,9 +242,14 @@ class SegmentPanel(widgets.VBox):
         res = self.result
         labels = None
         colors = None
+        heat = None
         if res is not None and res.shape == image.shape and self.result_name == f"{name}_segmented":
             labels = np.asarray(res.values if res.ndim == 2 else res.values[index])
             colors = list(res.attrs.get("class_colors", []))
+            u = self.uncertainty
+            if u is not None and self.uncertainty_controls.enabled and u.shape == image.shape:
+                heat = np.asarray(u.values if u.ndim == 2 else u.values[index])
+        self.view.set_layers(heat=heat, redraw=False)
         self.view.show(image_slice(image, index), labels, colors)
 
     def _refresh_masks(self) -> None:
@@ -281,14 +292,23 @@ class SegmentPanel(widgets.VBox):
         index = int(self.slice_slider.value)
         ref = images[0]
         dim = ref.dims[0] if ref.ndim == 3 else "z"
-        pred = preview(
-            model,
-            images if len(images) > 1 else images[0],
-            index,
-            dim=dim,
-            mask=mask,
-            tta=self.tta_check.value,
-        )
+        unc = None
+        image = images if len(images) > 1 else images[0]
+        tta = bool(self.tta_check.value)
+        if self.uncertainty_controls.enabled:
+            pred, unc = preview(
+                model,
+                image,
+                index,
+                dim=dim,
+                mask=mask,
+                tta=tta,
+                return_uncertainty=True,
+                uncertainty_method=self.uncertainty_controls.method.value,
+            )
+        else:
+            pred = preview(model, image, index, dim=dim, mask=mask, tta=tta)
+        self.view.set_layers(heat=None if unc is None else np.asarray(unc.values), redraw=False)
         self.view.show(image_slice(ref, index), np.asarray(pred.values), model.class_colors)
         return pred
 
@@ -309,12 +329,21 @@ class SegmentPanel(widgets.VBox):
             mask,
             progress=self._progress,
             tta=bool(self.tta_check.value),  # read on the kernel thread, not in the job
+            **(
+                {
+                    "return_uncertainty": True,
+                    "uncertainty_method": self.uncertainty_controls.method.value,
+                }
+                if self.uncertainty_controls.enabled
+                else {}
+            ),
         )
         job.add_done_callback(lambda _: self._finish(job, images[0], name, write_to))
         self.job = job
         self._done.clear()
         self.status = "running"
         self.result = None
+        self.uncertainty = None
         self.progress.value = 0
         self.progress.max = 1
         self.progress.bar_style = ""
@@ -370,6 +399,10 @@ class SegmentPanel(widgets.VBox):
             if job.status == "completed":
                 result = job.result
                 assert result is not None  # a completed segmentation has its labels
+                if isinstance(result, tuple):  # return_uncertainty=True
+                    result, unc = result
+                    unc.name = f"{name}_uncertainty"
+                    self.uncertainty = unc
                 result.name = name
                 written = write_result(result, write_to) if write_to else None
                 self.elapsed_s = time.monotonic() - self._t0
@@ -411,6 +444,4 @@ class SegmentPanel(widgets.VBox):
         self.cancel_button.disabled = True
 
     def _show_result(self, image: xr.DataArray, result: xr.DataArray, colors: list[str]) -> None:
-        index = int(self.slice_slider.value) if image.ndim == 3 else 0
-        labels = np.asarray(result.values if result.ndim == 2 else result.values[index])
-        self.view.show(image_slice(image, index), labels, colors)
+        self._on_slice()

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as widgets
+import numpy as np
 
+from ..data.trainingset import TrainingSet
+from ..errors import InputError
 from ..model import Model
 from ..store.library import ModelLibrary
 from ..training.job import TrainingRun
@@ -26,7 +29,7 @@ from .params_panel import TrainingParamsPanel
 from .preview_panel import PreviewPanel
 from .segment_panel import SegmentPanel
 from .state import Workspace
-from .style import css
+from .style import css, run_reporting
 from .training_panel import TrainingPanel
 
 TAB_TITLES = (
@@ -116,6 +119,8 @@ class DeepLearningTool(widgets.VBox):
             self.segmenter,
             self.labelling,
         ]
+        self._retrain_pending = False
+        self.labelling.set_retrain_handler(self.retrain)
         self.tabs = widgets.Tab(children=self.panels)
         for i, title in enumerate(TAB_TITLES):
             self.tabs.set_title(i, title)
@@ -148,6 +153,11 @@ class DeepLearningTool(widgets.VBox):
     def _on_event(self, event: str, value: Any) -> None:
         if event in ("model", "training_sets", "result", "params"):
             self._update_status()
+        if event == "result" and self._retrain_pending:
+            self._retrain_pending = False
+            lab = self.labelling
+            if self.workspace.model is not None and self.workspace.model.trained:
+                run_reporting(lab.message, lab.suggest_labels)
 
     def _update_status(self) -> None:
         ws = self.workspace
@@ -182,6 +192,38 @@ class DeepLearningTool(widgets.VBox):
         self.select("Train")
         self.training.start()
         return self.training.run
+
+    def retrain(self) -> TrainingRun | None:
+        """Same as **Retrain** in the Label tab: fine-tune the model on the labels painted
+        there (the Inputs tab's training sets when they use them, else the painted image and
+        labels with the validation split), in the background, continuing the Train tab's
+        graph and the model's history; when it ends the Label tab's suggestions refresh."""
+        ws = self.workspace
+        lab = self.labelling
+        if ws.model is None:
+            raise InputError("No model to retrain: generate one in New model or load one.")
+        if lab.labels is None or lab.image is None:
+            raise InputError("Nothing painted: choose an image in the Label tab and paint.")
+        if not (np.asarray(lab.labels.values) >= 0).any():
+            raise InputError("No voxel is labelled yet: paint a few strokes of each class.")
+        try:
+            sets = self.inputs.apply()
+        except InputError:
+            sets = []
+        if not any(ts.output.name == lab.name for ts in sets):
+            painted = TrainingSet(inputs=[lab.image], output=lab.labels, name="Label tab")
+            ws.set_training_sets([painted], ws.validation)
+        self._retrain_pending = True
+        run = self.training.start()
+        if run is None:
+            self._retrain_pending = False
+            raise InputError(self.training.message.text or "Training could not start.")
+        lab.message.show(
+            "Retraining in the background (see the Train tab); the suggestions refresh "
+            "when it ends.",
+            "info",
+        )
+        return run
 
     def stop(self) -> None:
         """Same as clicking **Stop**."""
