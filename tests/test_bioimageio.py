@@ -401,3 +401,19 @@ def test_library_exports_bioimageio(trained, tmp_path, offline):
     assert import_bioimageio(path).class_names == m.class_names
     with pytest.raises(InputError, match="exists"):
         lib.export_bioimageio("blobs", path)
+
+
+def test_missing_dependency_names_the_extra(trained, tmp_path, monkeypatch):
+    import sys
+
+    from nbseg.errors import ModelFileError
+
+    monkeypatch.setitem(sys.modules, "bioimageio.spec.model", None)
+    with pytest.raises(ModelFileError, match=r"pip install 'nbseg\[bioimageio\]'"):
+        export_bioimageio(trained[0], tmp_path / "m.zip")
+    (tmp_path / "p.zip").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "p.zip", "w") as zf:
+        zf.writestr("rdf.yaml", "type: model\n")
+    with pytest.raises(ModelFileError, match=r"nbseg\[bioimageio\]"):
+        import_bioimageio(tmp_path / "p.zip")
+    assert not (tmp_path / "m.zip").exists()
