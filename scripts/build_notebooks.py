@@ -256,6 +256,47 @@ print(
 )
 """),
     md("""
+## 4. Let the model say where to label next
+
+Choosing the slice to correct by eye is slow on a big volume. `nbseg.suggest` (the Label tab's
+**Suggest where to label**) runs the model once and scores every unlabelled slice by the
+*uncertainty* of its voxels — the normalised entropy of the predicted class probabilities,
+0 = sure, 1 = all classes equally likely — weighted by how rare each voxel's predicted class is
+(an unsure fibre counts more than unsure matrix). A slice scores a high quantile (90 %) of these
+values, so a slice with a sizeable unsure area beats one with a single unsure voxel; labelled
+slices are skipped and no two suggestions are neighbours. The errors should sit where the map
+is high — check it:
+"""),
+    code("""
+sugg = nbseg.suggest(tool.model, image, editor.labels, count=2)
+print("label next: slices", sugg.slices, "scores", [round(s, 2) for s in sugg.slice_scores])
+u = sugg.uncertainty.values
+errors = sugg.prediction.values != truth.values
+unsure = u > np.median(u)
+print(f"errors where unsure: {errors[unsure].mean():.1%}, where sure: {errors[~unsure].mean():.1%}")
+editor.suggest_labels(wait=True)  # the same in the Label tab: a list of slices and regions
+editor.jump_to(sugg.slices[0])  # what clicking one does: go there, unsure areas outlined
+"""),
+    md("""
+In the Label tab the suggested slice now shows the model's prediction faintly under your
+painting and the unsure areas outlined (tick **Show uncertainty** for the map itself). Paint
+that slice, then **Retrain**: the model is fine-tuned in the background on the updated labels
+(the Train tab's graph continues) and the suggestions refresh when it ends.
+"""),
+    code("""
+z = sugg.slices[0]
+for cls in (0, 1):
+    scribble(z, cls)
+tool.retrain()
+tool.wait()
+editor.suggestion_job.wait()  # the refreshed suggestions
+seg, guided = score()
+print(
+    f"fibre Dice {after['dice_fibre']:.3f} -> {guided['dice_fibre']:.3f} after painting suggested "
+    f"slice {z}; next suggestions: {editor.suggestions.slices}"
+)
+"""),
+    md("""
 **Try:** undo a stroke (`editor.undo()` or the ↶ button), add a third class for *voids*
 (`editor.new_class("void", "#ff00ff")` — the model then needs 3 classes), or fill a whole region
 with the fill tool. The labels are always available as `editor.labels` (an `xarray.DataArray`).
