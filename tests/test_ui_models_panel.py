@@ -138,3 +138,26 @@ def test_empty_library(tmp_path):
     assert panel.load_button.disabled and "Select a model" in panel.message.text
     panel.delete_button.click()
     assert "Select a model" in panel.message.text
+
+
+@pytest.mark.slow
+def test_export_to_bioimageio_from_the_model_list(setup):
+    import zipfile
+
+    from .helpers import blobs
+
+    panel, _ws, lib, tmp_path = setup
+    panel.models.value = "beta"
+    panel.export_format.value = "bioimageio"
+    panel.export_path.value = str(tmp_path / "beta.zip")
+    panel.export_button.click()  # untrained: refused with the reason, nothing written
+    assert "train" in panel.message.text.lower() and not (tmp_path / "beta.zip").exists()
+    image, labels, _ = blobs((3, 32, 32), labelled=(1,))
+    model = lib.load("beta")
+    params = nbseg.TrainingParams(patch_size=16, batch_size=4, epochs=1, precision="32")
+    nbseg.train(model, nbseg.TrainingSet(image, labels), params, 0.0, feedback=False)
+    lib.save(model, overwrite=True)
+    panel.export_button.click()
+    assert (tmp_path / "beta.zip").is_file(), panel.message.text
+    assert "bioimage.io" in panel.message.text
+    assert "rdf.yaml" in zipfile.ZipFile(tmp_path / "beta.zip").namelist()

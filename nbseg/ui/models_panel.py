@@ -66,6 +66,16 @@ class ModelsPanel(widgets.VBox):
         self.restore_button = widgets.Button(description="Restore")
         self.export_path = widgets.Text(placeholder="file or folder", layout=lay(width="320px"))
         self.export_button = widgets.Button(description="Export")
+        self.export_format = widgets.Dropdown(
+            options=[
+                (".nbseg file", "nbseg"),
+                ("bioimage.io package (.zip)", "bioimageio"),
+            ],
+            value="nbseg",
+            layout=lay(width="auto"),
+            tooltip="bioimage.io: a model-zoo package (TorchScript + ONNX weights, test "
+            "tensors, cover, docs) that ilastik, deepImageJ, Fiji and QuPath can run",
+        )
         self.import_path = widgets.Text(placeholder="a .nbseg file", layout=lay(width="320px"))
         self.import_button = widgets.Button(description="Import")
 
@@ -89,7 +99,10 @@ class ModelsPanel(widgets.VBox):
             [
                 widgets.HBox([self.new_name, self.rename_button, self.duplicate_button]),
                 widgets.HBox([self.delete_button, self.trash, self.restore_button]),
-                labelled("Export to", widgets.HBox([self.export_path, self.export_button])),
+                labelled(
+                    "Export to",
+                    widgets.HBox([self.export_path, self.export_format, self.export_button]),
+                ),
                 labelled("Import from", widgets.HBox([self.import_path, self.import_button])),
             ]
         )
@@ -287,6 +300,14 @@ class ModelsPanel(widgets.VBox):
         name, target = self._require(), self.export_path.value.strip()
         if not target:
             raise InputError("Type a file or folder to export to.")
+        if self.export_format.value == "bioimageio":
+            self.message.show(f"Exporting {name!r} as a bioimage.io package …", "info")
+            path = self.library.export_bioimageio(name, target)
+            self.message.show(
+                f"Exported {name!r} as a bioimage.io package to {path} (checked against the "
+                "network; upload it to the model zoo or open it in deepImageJ / ilastik)."
+            )
+            return
         path = self.library.export(name, target)
         self.message.show(f"Exported {name!r} to {path}.")
 
