@@ -4,6 +4,7 @@ import pytest
 import nbseg
 from nbseg.data.patches import (
     PreparedSet,
+    class_positions,
     extract,
     grid_boxes,
     overlaps,
@@ -72,3 +73,31 @@ def test_extract_3d():
     spec = nbseg.ModelSpec(input_dimension="3D")
     x, y = extract(_ps(), (0, 0, 0), (4, 16, 16), spec)
     assert x.shape == (1, 4, 16, 16) and y.shape == (4, 16, 16)
+
+
+def _rare_share(crops, ps, pshape, cls):
+    pz, py, px = pshape
+    seen = [ps.labels[z : z + pz, y : y + py, x : x + px] for _, (z, y, x) in crops]
+    return float(np.mean([(s == cls).any() for s in seen]))
+
+
+def test_class_balance_centres_patches_on_a_rare_class_and_respects_validation():
+    shape = (6, 128, 128)
+    lab = np.zeros(shape, np.int16)
+    lab[:, 100:104, 20:24] = 2  # a rare class: 0.1 % of the voxels, in one place
+    lab[:, :, 64:] = 1
+    ps = PreparedSet(image=np.zeros((1, *shape), np.float32), labels=lab, name="set")
+    pshape = (1, 32, 32)
+    plan = plan_patches([ps], pshape, 1.0, 0.2, seed=0)
+    uniform = random_train_boxes([ps], plan, pshape, 400, np.random.default_rng(0))
+    pos = [class_positions(ps)]
+    assert sorted(pos[0]) == [0, 1, 2] and len(pos[0][2]) == 6 * 16
+    balanced = random_train_boxes(
+        [ps], plan, pshape, 400, np.random.default_rng(0), class_balance=0.6, positions=pos
+    )
+    before = _rare_share(uniform, ps, pshape, 2)
+    after = _rare_share(balanced, ps, pshape, 2)
+    assert after > before + 0.1  # about 0.6 / 3 of the crops more hold the rare class
+    for _, box in balanced:  # still never on a validation patch, always inside the volume
+        assert not overlaps(np.asarray(box)[None], plan.val[0], pshape)[0]
+        assert (np.asarray(box) >= 0).all() and (np.asarray(box) + pshape <= shape).all()

@@ -247,18 +247,48 @@ def extract(
     return ps.image[:, z0, ys, xs], ps.labels[z0, ys, xs].astype(np.int64)
 
 
+#: at most this many voxel positions are kept per class and set for class-centred sampling
+_MAX_CLASS_POSITIONS = 200_000
+
+
+def class_positions(
+    ps: PreparedSet, rng: np.random.Generator | None = None
+) -> dict[int, np.ndarray]:
+    """Per labelled class: ``(n, 3)`` positions ``(z, y, x)`` of its voxels in ``ps`` (a
+    random subset of at most :data:`_MAX_CLASS_POSITIONS` for common classes)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    labels = ps.labels
+    out: dict[int, np.ndarray] = {}
+    for c in np.unique(labels):
+        if c < 0:
+            continue
+        flat = np.flatnonzero(labels == c)
+        if len(flat) > _MAX_CLASS_POSITIONS:
+            flat = np.sort(rng.choice(flat, _MAX_CLASS_POSITIONS, replace=False))
+        out[int(c)] = np.stack(np.unravel_index(flat, labels.shape), axis=1).astype(np.int64)
+    return out
+
+
 def random_train_boxes(
     sets: Sequence[PreparedSet],
     plan: PatchPlan,
     pshape: tuple[int, int, int],
     count: int,
     rng: np.random.Generator,
+    class_balance: float = 0.0,
+    positions: Sequence[dict[int, np.ndarray]] | None = None,
 ) -> list[tuple[int, np.ndarray]]:
     """``count`` random crops near the training grid patches, never touching validation boxes.
 
     Each crop is a grid patch shifted by up to half a patch in y and x (and z in 3D); shifts
     that would leave the volume, hold no labels or meet a validation patch fall back to the
     grid patch itself.
+
+    ``class_balance`` (0 … 1): that share of the crops is instead centred (± a quarter patch)
+    on a labelled voxel of a class drawn uniformly among the labelled classes (``positions``
+    from :func:`class_positions`), so a class with 0.5 % of the labels fills about
+    ``class_balance / K`` of the patches; a crop that would meet a validation patch falls
+    back to the grid crop.
     """
     owners = np.concatenate([np.full(len(t), i) for i, t in enumerate(plan.train)])
     base = np.concatenate(plan.train)
@@ -284,4 +314,36 @@ def random_train_boxes(
             pz, py, px = pshape
             ok = bool((ps.labels[z0 : z0 + pz, y0 : y0 + py, x0 : x0 + px] != UNLABELLED).any())
         out.append((i, cand if ok else b))
+    if class_balance > 0 and positions is not None:
+        _centre_on_classes(out, sets, plan, pshape, rng, float(class_balance), positions)
     return out
+
+
+def _centre_on_classes(
+    out: list[tuple[int, np.ndarray]],
+    sets: Sequence[PreparedSet],
+    plan: PatchPlan,
+    pshape: tuple[int, int, int],
+    rng: np.random.Generator,
+    share: float,
+    positions: Sequence[dict[int, np.ndarray]],
+) -> None:
+    """Replace ``share`` of the crops in ``out`` by class-centred ones (in place)."""
+    classes = sorted({c for per_set in positions for c in per_set})
+    if not classes:
+        return
+    size = np.asarray(pshape)
+    replace = np.flatnonzero(rng.random(len(out)) < share)
+    for k in replace:
+        c = classes[int(rng.integers(len(classes)))]
+        owners = [i for i, per_set in enumerate(positions) if c in per_set]
+        weights = np.array([len(positions[i][c]) for i in owners], np.float64)
+        i = owners[int(rng.choice(len(owners), p=weights / weights.sum()))]
+        pts = positions[i][c]
+        centre = pts[int(rng.integers(len(pts)))]
+        jitter = np.array([int(rng.integers(-(p // 4), p // 4 + 1)) if p > 1 else 0 for p in size])
+        cand = np.clip(centre - size // 2 + jitter, 0, np.asarray(sets[i].shape) - size)
+        if size[0] == 1:
+            cand[0] = centre[0]
+        if not overlaps(cand[None], plan.val[i], pshape)[0]:
+            out[int(k)] = (i, cand)

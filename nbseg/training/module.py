@@ -16,6 +16,7 @@ from ..data.augment import augment_batch
 from ..data.patches import (
     PatchPlan,
     PreparedSet,
+    class_positions,
     extract,
     patch_shape,
     plan_patches,
@@ -39,14 +40,30 @@ class _TrainPatches(Dataset):
         spec: ModelSpec,
         count: int,
         seed: int,
+        class_balance: float = 0.0,
     ) -> None:
         self.sets, self.plan, self.pshape, self.spec = sets, plan, pshape, spec
         self.count, self.seed = count, seed
+        self.class_balance = float(class_balance)
+        # voxels of each class, for class-centred patches: found once, only when asked for
+        self.positions = (
+            [class_positions(ps, np.random.default_rng([seed, i])) for i, ps in enumerate(sets)]
+            if self.class_balance > 0
+            else None
+        )
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         rng = np.random.default_rng([self.seed, epoch])
-        self.boxes = random_train_boxes(self.sets, self.plan, self.pshape, self.count, rng)
+        self.boxes = random_train_boxes(
+            self.sets,
+            self.plan,
+            self.pshape,
+            self.count,
+            rng,
+            class_balance=self.class_balance,
+            positions=self.positions,
+        )
 
     def __len__(self) -> int:
         return self.count
@@ -115,7 +132,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
         factor = max(1, params.augmentation.factor)
         self.train_patches = _TrainPatches(
-            self.sets, self.plan, self.pshape, spec, self.plan.train_count * factor, params.seed
+            self.sets,
+            self.plan,
+            self.pshape,
+            spec,
+            self.plan.train_count * factor,
+            params.seed,
+            class_balance=params.class_balance,
         )
         val_sets = self.plan.val_sets or self.sets
         self.val_patches = _FixedPatches(val_sets, self.plan.val, self.pshape, spec)

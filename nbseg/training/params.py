@@ -219,6 +219,17 @@ class TrainingParams(Settings):
     seed: int = setting(
         0, Int(), "Random seed", "Seed of patch sampling, augmentation and weights", group=_RUN
     )
+    class_balance: float = setting(
+        0.0,
+        Float(0.0, 1.0),
+        "Rare-class sampling",
+        "Share of the training patches centred on a labelled voxel of a class drawn uniformly "
+        "(rare classes over-sampled, as nnU-Net's foreground sampling); 0 = patches anywhere "
+        "on the labelled area",
+        group=_RUN,
+        widget="slider",
+        step=0.05,
+    )
     full_labels_only: bool = setting(
         False,
         Bool(),
