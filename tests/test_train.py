@@ -503,3 +503,30 @@ def test_runs_continue_one_checkpoint_cache_named_by_run_and_epoch():
     other = nbseg.generate_model(nbseg.ModelSpec(parameters={"filters": 8, "depth": 2}))
     with pytest.raises(nbseg.InputError, match="another network"):
         nbseg.train(other, ts, params, checkpoints=cache)
+
+
+def test_a_class_never_predicted_right_is_reported_during_training():
+    import types
+    import warnings
+
+    import torch
+
+    from nbseg.training.module import SegmentationModule
+
+    fake = types.SimpleNamespace(
+        spec=types.SimpleNamespace(class_count=3),
+        class_names=["matrix", "fibre", "void"],
+        missed_class_epochs=SegmentationModule.missed_class_epochs,
+    )
+    missed = torch.tensor([[50, 2, 0], [3, 40, 0], [4, 1, 0]])  # 'void' never right
+    fine = torch.tensor([[50, 2, 0], [3, 40, 0], [4, 0, 1]])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for cm in (missed, missed, fine, missed, missed):  # a hit resets the count
+            SegmentationModule._warn_missed_classes(fake, cm)
+        assert not seen
+        SegmentationModule._warn_missed_classes(fake, missed)
+        SegmentationModule._warn_missed_classes(fake, missed)  # once per class and run
+    assert len(seen) == 1 and issubclass(seen[0].category, UserWarning)
+    text = str(seen[0].message)
+    assert "'void'" in text and "3 epochs" in text and "class_balance" in text

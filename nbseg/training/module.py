@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -367,6 +368,35 @@ class SegmentationModule(pl.LightningModule):
             if not math.isnan(v):
                 logged[f"val_{k}"] = v
         self.log_dict(logged)
+        self._warn_missed_classes(cm)
+
+    #: a class validated on but never predicted right for this many epochs is reported
+    missed_class_epochs = 3
+
+    def _warn_missed_classes(self, cm: torch.Tensor) -> None:
+        """Warn (once per class and run) when a class present in the validation patches got
+        no voxel right for :attr:`missed_class_epochs` epochs in a row: the user sees a class
+        at Dice 0 during training, with what to do, not after it."""
+        counts = getattr(self, "_missed", None)
+        if counts is None:
+            counts = self._missed = [0] * self.spec.class_count
+            self._missed_warned: set[int] = set()
+        present = cm.sum(1) > 0
+        hit = torch.diagonal(cm) > 0
+        for c in range(self.spec.class_count):
+            counts[c] = counts[c] + 1 if bool(present[c]) and not bool(hit[c]) else 0
+            if counts[c] >= self.missed_class_epochs and c not in self._missed_warned:
+                self._missed_warned.add(c)
+                name = self.class_names[c] if c < len(self.class_names) else str(c)
+                share = float(cm[c].sum() / max(1, int(cm.sum())))
+                warnings.warn(
+                    f"Class {name!r} ({share:.2%} of the validation voxels) has not been "
+                    f"predicted right once in {counts[c]} epochs (validation Dice 0): label "
+                    "more of it, raise 'Rare-class sampling' (class_balance) or its class "
+                    "weight, or train longer.",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     def configure_optimizers(self) -> Any:
         opt = build_optimizer(self.params, self.network.parameters())
