@@ -8,6 +8,9 @@ The headless API (scripts, tests and the widgets all use it)::
     tset = nbseg.TrainingSet(inputs=image, output=labels)
     result = nbseg.train(model, [tset], nbseg.TrainingParams(epochs=20))
     labels = nbseg.segment(model, image)
+
+    image = nbseg.open_image("scan.tif")              # lazily, coords in physical units
+    nbseg.segment(model, image, out="labels.ome.zarr")  # streamed into OME-Zarr labels
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .data.multiroi import (
 from .data.trainingset import Normalisation, TrainingSet
 from .errors import InputError, ModelFileError, NbsegError, ParamsError, SpecError, TrainingError
 from .evaluation import evaluate, overlay, show
+from .formats import open_image, save_labels
 from .inference.job import SegmentationRun
 from .inference.settings import InferenceSettings
 from .inference.sliding import preview, segment
@@ -94,9 +98,11 @@ __all__ = [
     "load_config",
     "load_model",
     "multi_roi",
+    "open_image",
     "overlay",
     "preview",
     "progress",
+    "save_labels",
     "segment",
     "show",
     "suggest_regions",

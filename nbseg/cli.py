@@ -13,8 +13,10 @@
                        [--author NAME ...] [--license SPDX] [--sample IMAGE]
 
 ``MODEL`` is a ``.nbseg`` file or the name of a model in the library (``$NBSEG_MODELS`` or
-``~/.nbseg/models``, or ``--root``). Array files are ``.zarr``, ``.tif``/``.tiff``, ``.npy``
-or ``.nc`` (``path.zarr:variable`` picks a variable of a dataset). Errors print one line
+``~/.nbseg/models``, or ``--root``). Inputs are any file :func:`nbseg.open_image` reads (OME-Zarr,
+zarr, TIFF stacks, a folder or glob of slices, HDF5, NIfTI, MRC, netCDF, ``.npy``;
+``path.zarr:variable`` / ``path.h5:dataset`` picks an array of a file); outputs ``.ome.zarr``
+(an OME-Zarr label image), ``.zarr``, ``.tif``, ``.nii.gz``, ``.nc`` or ``.npy``. Errors print one line
 ``nbseg: error: ...`` and exit with status 1 (2 for a bad command line).
 
 ``nbseg train --devices 2 --strategy ddp`` trains with Lightning's DDP (one process per device;
@@ -40,7 +42,14 @@ from .config import TrainerOptions, load_config
 from .errors import InputError, NbsegError, ParamsError
 from .inference.sliding import segment
 from .inference.uncertainty import suggest_regions, suggest_slices, uncertainty
-from .io import ARRAY_SUFFIXES, check_output_path, check_overwrite, read_array, write_array
+from .io import (
+    ARRAY_SUFFIXES,
+    array_suffix,
+    check_output_path,
+    check_overwrite,
+    read_array,
+    write_array,
+)
 from .model import Model, load_model
 from .progress import Progress
 from .settings import add_arguments, parsed_overrides
@@ -225,8 +234,8 @@ def _open_model(ref: str, args: argparse.Namespace) -> Model:
 
 
 def _array_ref(text: str) -> str | dict[str, str]:
-    """``path`` or ``path.zarr:variable`` / ``path.nc:variable``."""
-    for suffix in (".zarr:", ".nc:"):
+    """``path`` or ``path.zarr:variable`` / ``path.nc:variable`` / ``path.h5:dataset``."""
+    for suffix in (".zarr:", ".nc:", ".h5:", ".hdf5:", ".hdf:"):
         if suffix in text:
             path, variable = text.split(suffix, 1)
             return {"path": path + suffix[:-1], "variable": variable}
@@ -237,17 +246,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
 
     out = Path(args.output)
-    suffix = out.suffix.lower()
-    if suffix not in ARRAY_SUFFIXES:
-        raise CliError(f"{str(out)!r}: write the labels as .zarr, .tif, .npy or .nc.")
+    suffix = array_suffix(out)
+    if suffix is None:
+        raise CliError(f"{str(out)!r}: write the labels as {', '.join(ARRAY_SUFFIXES)}.")
     # refuse before any work: an existing output without --overwrite, an output in an input
     check_overwrite(out, args.overwrite, how="pass --overwrite")
     refs = [_array_ref(args.input)] + ([_array_ref(args.mask)] if args.mask else [])
     check_output_path(out, refs)
     unc_out = Path(args.uncertainty) if getattr(args, "uncertainty", None) else None
     if unc_out is not None:
-        if unc_out.suffix.lower() not in ARRAY_SUFFIXES:
-            raise CliError(f"--uncertainty {str(unc_out)!r}: write it as .zarr, .tif, .npy or .nc.")
+        if array_suffix(unc_out) is None:
+            raise CliError(
+                f"--uncertainty {str(unc_out)!r}: write it as {', '.join(ARRAY_SUFFIXES)}."
+            )
         if unc_out.expanduser().resolve() == out.expanduser().resolve():
             raise CliError("--uncertainty: give a path other than OUTPUT.")
         check_overwrite(unc_out, args.overwrite, how="pass --overwrite")
@@ -271,7 +282,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     if args.device:
         kw["device"] = args.device
-    if suffix == ".zarr" and _streaming_available():
+    if suffix in (".zarr", ".ome.zarr") and _streaming_available():
         # streamed chunk by chunk into the store: the volume never has to fit in memory
         labels = segment(model, image, mask, out=str(out), overwrite=args.overwrite, **kw)
         _print(f"segmented {tuple(labels.shape)} in {time.perf_counter() - t0:.1f} s -> {out}")
@@ -284,7 +295,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 **{k: v for k, v in kw.items() if k != "progress"},
                 **_unc_target(unc_out, args.overwrite),
             )
-            if not str(unc_out).lower().endswith(".zarr"):
+            if array_suffix(unc_out) != ".zarr":
                 write_array(u, unc_out, overwrite=args.overwrite, name="uncertainty")
             _print(f"uncertainty -> {unc_out}")
         return 0
@@ -306,7 +317,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def _unc_target(path: Path, overwrite: bool) -> dict[str, Any]:
     """``uncertainty()`` keywords that stream into ``path`` when it is a zarr store."""
-    if str(path).lower().endswith(".zarr"):
+    if array_suffix(path) == ".zarr":
         return {"out": str(path), "overwrite": overwrite}
     return {}
 
@@ -460,8 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("segment", help="segment a volume with a model")
     s.add_argument("model", help="a .nbseg file or a library model name")
-    s.add_argument("input", help="image file (.zarr[:var], .tif, .npy, .nc[:var])")
-    s.add_argument("output", help="labels file (.zarr, .tif, .npy, .nc)")
+    s.add_argument(
+        "input",
+        help="image: .ome.zarr, .zarr[:var], .tif (stack), a slice folder or glob, .h5[:dataset], "
+        ".nii.gz, .mrc, .nc[:var], .npy",
+    )
+    s.add_argument("output", help="labels file (.ome.zarr, .zarr, .tif, .nii.gz, .nc, .npy)")
     s.add_argument("--mask", help="mask file: only voxels inside are segmented (-1 outside)")
     s.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
     s.add_argument(
@@ -484,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("suggest", help="the slices (and boxes) most worth labelling next")
     g.add_argument("model", help="a .nbseg file or a library model name")
-    g.add_argument("input", help="image file (.zarr[:var], .tif, .npy, .nc[:var])")
+    g.add_argument("input", help="image file (any format nbseg.open_image reads)")
     g.add_argument("--labels", help="the multi-ROI so far: its labelled slices are skipped")
     g.add_argument("--mask", help="mask file: suggestions only inside it")
     g.add_argument("--count", type=int, default=3, help="how many slices (default 3)")

@@ -16,7 +16,7 @@ Example::
     training_sets:
       - dataset: fibres            # an embedded sample (fibres, multiphase, membranes)
         dataset_options: {shape: [16, 96, 96]}
-      - inputs: [ct.tif]           # or files: .zarr, .tif/.tiff, .npy, .nc
+      - inputs: [ct.tif]           # or .ome.zarr, .zarr, slices/, .h5, .nii.gz, .mrc, .nc, .npy
         output: labels.npy         # the multi-ROI (-1 = unlabelled)
         mask: {path: data.zarr, variable: mask}   # a variable of a zarr / netCDF dataset
     validation: 0.2                # a fraction, or a list of training sets (ground truth)
@@ -47,7 +47,8 @@ from . import datasets
 from .data.trainingset import TrainingSet
 from .datasets import SAMPLES
 from .errors import NbsegError, ParamsError, SpecError
-from .io import ARRAY_SUFFIXES, read_array
+from .formats import FORMATS_TEXT
+from .io import is_input_path, read_array
 from .model import Model, generate_model, load_model
 from .models.registry import get_architecture
 from .models.spec import ModelSpec
@@ -177,10 +178,10 @@ class TrainingSetConfig:
                 raise ConfigError(
                     f"{where}.{sub}: expected a path or {{path: ..., variable: ...}}, got {ref!r}."
                 )
-            if Path(os.fspath(path)).suffix.lower() not in ARRAY_SUFFIXES:
+            if not is_input_path(path):
                 raise ConfigError(
-                    f"{where}.{sub}: {str(path)!r} is not a supported file; use one of "
-                    f"{', '.join(ARRAY_SUFFIXES)}."
+                    f"{where}.{sub}: {str(path)!r} is not a supported file; nbseg reads "
+                    f"{FORMATS_TEXT}."
                 )
 
     def to_dict(self) -> dict[str, Any]:

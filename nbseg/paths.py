@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import InputError
+from .ngff import image_root_of
 
 __all__ = ["check_output_path", "check_overwrite", "source_paths"]
 
@@ -83,7 +84,8 @@ def _resolved(p: Path) -> Path:
 def check_output_path(out: str | os.PathLike[str], inputs: Iterable[Any]) -> Path:
     """Refuse (:class:`InputError`) an output path that is, contains or lies inside one of
     the ``inputs`` (paths, ``{"path": ...}`` refs or DataArrays read from files; symlinks
-    resolved), before anything is written. Returns ``out`` as a Path."""
+    resolved), before anything is written; a label image ``<image>/labels/<name>`` of an
+    OME-Zarr image that is an input is allowed. Returns ``out`` as a Path."""
     out_p = Path(os.fspath(out)).expanduser()
     target = _resolved(out_p)
     for item in inputs:
@@ -92,6 +94,8 @@ def check_output_path(out: str | os.PathLike[str], inputs: Iterable[Any]) -> Pat
             if target == s:
                 how = "is"
             elif s in target.parents:
+                if target.parent == s / "labels" and image_root_of(target) == s:
+                    continue  # a label image added to an OME-Zarr image leaves the image be
                 how = "lies inside"
             elif target in s.parents:
                 how = "contains"

@@ -27,12 +27,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "nbseg.devices",
             "nbseg.jobs",
             "nbseg.paths",
+            "nbseg.ngff",
         ),
     ),
     ("data, models", ("nbseg.data", "nbseg.models", "nbseg.datasets", "nbseg.render")),
     ("training, inference", ("nbseg.training", "nbseg.inference")),
     ("model, store", ("nbseg.model", "nbseg.store", "nbseg.evaluation")),
-    ("io, config", ("nbseg.io", "nbseg.config")),
+    ("io, config", ("nbseg.io", "nbseg.formats", "nbseg.config")),
     ("ui, cli", ("nbseg.ui", "nbseg.cli", "nbseg")),
 ]
 

@@ -107,7 +107,7 @@ def test_from_objects_writes_in_memory_data(tmp_path):
         ({"model_file": "x.nbseg"}, "exactly one of 'model'"),
         ({"training_sets": []}, "training_sets: give a non-empty list"),
         ({"training_sets": [{"dataset": "cats"}]}, r"training_sets\[0\].dataset: unknown sample"),
-        ({"training_sets": [{"input": "a.png", "output": "b.npy"}]}, r"inputs\[0\]: 'a.png'"),
+        ({"training_sets": [{"input": "a.txt", "output": "b.npy"}]}, r"inputs\[0\]: 'a.txt'"),
         ({"training_sets": [{"input": "a.npy"}]}, r"training_sets\[0\]: no 'output'"),
         ({"validation": 1.5}, r"validation=1.5"),
         ({"trainer": {"strategy": "magic"}}, r"trainer.strategy='magic'"),

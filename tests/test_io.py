@@ -11,7 +11,7 @@ from nbseg.io import ARRAY_SUFFIXES, check_output_path, read_array, write_array
 
 from .helpers import blobs, ready_model
 
-SUFFIXES = [".npy", ".tif", ".tiff", ".zarr", ".nc"]
+SUFFIXES = [".npy", ".tif", ".tiff", ".zarr", ".nc", ".ome.zarr", ".nii", ".nii.gz"]
 DTYPES = ["int16", "uint8", "float32", "bool", "int64"]
 
 
@@ -32,7 +32,7 @@ def _labels(dtype="int16", dims=("z", "y", "x")):
 def test_load_array_is_read_array_and_suffixes_are_shared():
     assert load_array is read_array
     assert set(SUFFIXES) == set(ARRAY_SUFFIXES)
-    assert nbseg.config.ARRAY_SUFFIXES is ARRAY_SUFFIXES
+    assert nbseg.config.is_input_path is nbseg.io.is_input_path
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -65,7 +65,7 @@ def test_round_trip_2d_numpy_and_other_dims(tmp_path, suffix):
     back = read_array(write_array(arr, tmp_path / f"a{suffix}"))
     assert back.dims == ("y", "x")
     np.testing.assert_array_equal(back.values, arr)
-    if suffix != ".npy":
+    if suffix not in (".npy", ".nii", ".nii.gz"):  # NIfTI: spatial dims only
         probs = xr.DataArray(np.zeros((2, 3, 4), np.float32), dims=("class", "y", "x"))
         probs = probs.assign_coords({"class": ["a", "b"]})
         back = read_array(write_array(probs, tmp_path / f"p{suffix}", name="probabilities"))

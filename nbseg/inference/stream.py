@@ -18,7 +18,10 @@ network, labels equal). Tiles that straddle a block border are predicted once pe
 meet; block borders fall on tile starts, so that is one extra tile per axis and block.
 
 With ``out=`` the blocks are written into a zarr store (an xarray dataset with the input's
-coords, one chunk per block) and a lazy DataArray over it is returned. Without ``out=`` (a
+coords, one chunk per block) and a lazy DataArray over it is returned; an ``out`` ending in
+``.ome.zarr`` (or ``<image>/labels/<name>`` inside an OME-Zarr image) is an OME-Zarr label
+image instead: level 0 block by block, then the downsampled levels chunk by chunk and the NGFF
+metadata (:mod:`nbseg.ngff`), so memory stays flat either way. Without ``out=`` (a
 dask-backed image), the result is a **lazy** dask-backed DataArray of the same blocks: nothing
 is computed until it is written (``.to_zarr``) or loaded. Peak memory is the working set of
 the blocks running at once (one per dask thread/worker), whatever the volume size.
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import xarray as xr
 
+from .. import ngff
 from ..data.trainingset import as_dataarray
 from ..errors import InputError
 from ..jobs import Cancelled
@@ -416,6 +420,53 @@ def _check_out(out: Any, overwrite: bool) -> Path:
     return path
 
 
+def _is_ome_out(out: Any) -> bool:
+    """``out`` names an OME-Zarr label image: ``*.ome.zarr``, or a path without a suffix inside
+    an OME-Zarr image (``<image>/labels/<name>``)."""
+    if not isinstance(out, (str, os.PathLike)):
+        return False
+    p = Path(os.fspath(out))
+    return ngff.is_ome_zarr_path(p) or (not p.suffix and ngff.image_root_of(p) is not None)
+
+
+def _check_ome_out(out: Any, overwrite: bool) -> Path:
+    path = Path(os.fspath(out))
+    root = ngff.image_root_of(path)
+    if root is None:
+        return _check_out(out, overwrite)
+    labels = root / "labels"
+    if path.absolute().parent != labels.absolute():
+        raise InputError(
+            f"out={str(path)!r} lies inside the OME-Zarr image {str(root)!r}; a label image goes "
+            f"to {str(labels / path.name)!r}."
+        )
+    if not labels.exists():
+        return path  # the labels group is created with the label image
+    return _check_out(out, overwrite)
+
+
+def _ome_level0(
+    path: Path, root: Path | None, ref: xr.DataArray, dtype: Any, chunks: tuple[int, ...]
+) -> Any:
+    """The full-resolution array of a new OME-Zarr label image at ``path`` (inside the image
+    ``root`` when given: its NGFF version, its shape checked, its labels group made)."""
+    import zarr
+
+    version = ngff.DEFAULT_VERSION
+    if root is not None:
+        fmt = ngff.zarr_format_of(root)
+        version = "0.5" if fmt == 3 else "0.4"
+        image = ngff.image_level0_shape(root)
+        mine = {str(d): int(n) for d, n in zip(ref.dims, ref.shape)}
+        if any(image.get(d) != n for d, n in mine.items()):
+            raise InputError(
+                f"out={str(path)!r}: the image segmented has shape {mine} but the OME-Zarr image "
+                f"{str(root)!r} has {image}; its labels must have its full-resolution shape."
+            )
+        zarr.open_group(str(root / "labels"), mode="a", zarr_format=fmt)
+    return ngff.create_level0(path, ref.shape, [str(d) for d in ref.dims], dtype, chunks, version)
+
+
 # -- entry point ---------------------------------------------------------------------------
 def segment_streaming(
     model: Model,
@@ -445,7 +496,9 @@ def segment_streaming(
         never a file, a non-empty non-zarr folder or one of the inputs). The labels (int16,
         ``-1`` outside the mask) or probabilities (float32, leading ``class`` dim) are variable
         ``labels`` / ``probabilities`` of an xarray dataset with the image's coords and attrs,
-        chunked by block. Returns ``xr.open_zarr(out)[name]`` (lazy). Without ``out`` returns a
+        chunked by block. ``*.ome.zarr`` (or ``<image>/labels/<name>`` inside an OME-Zarr
+        image): an OME-Zarr label image with the model's class names and colours, the voxel
+        size from the image's coords, and downsampled levels (labels only). Returns ``xr.open_zarr(out)[name]`` (lazy). Without ``out`` returns a
         lazy dask-backed DataArray (nothing computed yet, ``progress`` is not called).
     client
         A ``dask.distributed.Client`` to run the blocks on (the default client if one is
@@ -471,7 +524,16 @@ def segment_streaming(
     overlap, probabilities = s.overlap, s.probabilities
     if out is not None and isinstance(out, (str, os.PathLike)):
         check_output_path(out, [*images, mask])  # before anything is touched
-    path = _check_out(out, overwrite) if out is not None else None
+    ome = _is_ome_out(out)
+    if ome and probabilities:
+        raise InputError(
+            f"out={os.fspath(out)!r}: an OME-Zarr output holds a label image; write "
+            "probabilities to a .zarr store."
+        )
+    if out is None:
+        path = None
+    else:
+        path = _check_ome_out(out, overwrite) if ome else _check_out(out, overwrite)
 
     two_d = ref.ndim == 2
     size = ref.shape  # 2 or 3 dims (checked_inputs)
@@ -550,19 +612,24 @@ def segment_streaming(
 
     out_chunks = ((k,) if probabilities else ()) + (tuple(bshape[1:]) if two_d else bshape)
     out_shape = ((k,) if probabilities else ()) + tuple(ref.shape)
-    template = xr.Dataset(
-        {
-            name: xr.DataArray(
-                da.zeros(out_shape, dtype=dtype, chunks=out_chunks), dims=dims, attrs=attrs
-            )
-        },
-        coords=coords,
-    )
-    encoding = {name: {"chunks": out_chunks, "_FillValue": None}}
-    with warnings.catch_warnings():  # consolidated metadata is not yet in the zarr v3 spec
-        warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
-        template.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=True)
-    target = zarr.open_group(str(path), mode="r+")[name]
+    assert path is not None
+    root = ngff.image_root_of(path) if ome else None
+    if ome:  # an OME-Zarr label image: level 0 block by block, then the pyramid
+        target = _ome_level0(path, root, ref, dtype, out_chunks)
+    else:
+        template = xr.Dataset(
+            {
+                name: xr.DataArray(
+                    da.zeros(out_shape, dtype=dtype, chunks=out_chunks), dims=dims, attrs=attrs
+                )
+            },
+            coords=coords,
+        )
+        encoding = {name: {"chunks": out_chunks, "_FillValue": None}}
+        with warnings.catch_warnings():  # consolidated metadata is not yet in the zarr v3 spec
+            warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+            template.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=True)
+        target = zarr.open_group(str(path), mode="r+")[name]
     writes = [
         dask.delayed(_write_block)(
             res,
@@ -577,6 +644,26 @@ def segment_streaming(
         _compute(writes, blocks, client, progress, f"nbseg-write-{token}-", stop_event)
     finally:
         set_mmap_threshold(RELAXED_MMAP_THRESHOLD)
+    if ome:
+        sdims = [str(d) for d in ref.dims]
+        meta = {"dims": sdims, "name": name, "dtype": np.dtype(dtype).name, "attrs": attrs}
+        geometry = ngff.geometry_of(ref)
+        if root is not None and not geometry.known:  # an image without coords: the OME-Zarr's
+            geometry = ngff.image_geometry(root)
+        ngff.finish_multiscale(
+            path,
+            sdims,
+            geometry,
+            label=True,
+            class_names=list(model.class_names),
+            colors=list(model.class_colors),
+            nbseg_meta=ngff.json_safe(meta),
+            source="../../" if root is not None else None,
+            name=name,
+        )
+        if root is not None:
+            ngff.add_label_to_image(root, path.name)
+        return xr.DataArray(da.from_zarr(target), dims=dims, coords=coords, attrs=attrs, name=name)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
         return xr.open_zarr(str(path), consolidated=True)[name]
