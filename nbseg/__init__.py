@@ -32,15 +32,23 @@ from .data.trainingset import Normalisation, TrainingSet
 from .errors import InputError, ModelFileError, NbsegError, ParamsError, SpecError, TrainingError
 from .evaluation import evaluate, overlay, show
 from .formats import open_image, save_labels
-from .inference.job import SegmentationRun
+from .inference.job import SegmentationRun, SuggestionRun
 from .inference.settings import InferenceSettings
 from .inference.sliding import preview, segment
-from .inference.uncertainty import Region, suggest_regions, suggest_slices, uncertainty
+from .inference.uncertainty import (
+    Region,
+    Suggestions,
+    suggest,
+    suggest_regions,
+    suggest_slices,
+    uncertainty,
+)
 from .model import Model, generate_model, load_model
 from .models.registry import architectures, get_architecture
 from .models.spec import ModelSpec
 from .store.library import ModelLibrary
 from .training.callbacks import CheckpointCache, FeedbackRegion, TrainingListener
+from .training.fingerprint import DataFingerprint, TrainingBudgetPlan, plan_training
 from .training.job import TrainingRun
 from .training.params import TrainingParams
 from .training.run import TrainingInterrupted, TrainingResult, train
@@ -65,6 +73,7 @@ __all__ = [
     "UNLABELLED",
     "AugmentationParams",
     "CheckpointCache",
+    "DataFingerprint",
     "DeepLearningTool",
     "FeedbackRegion",
     "InferenceSettings",
@@ -79,6 +88,9 @@ __all__ = [
     "Region",
     "SegmentationRun",
     "SpecError",
+    "SuggestionRun",
+    "Suggestions",
+    "TrainingBudgetPlan",
     "TrainingConfig",
     "TrainingError",
     "TrainingInterrupted",
@@ -100,11 +112,13 @@ __all__ = [
     "multi_roi",
     "open_image",
     "overlay",
+    "plan_training",
     "preview",
     "progress",
     "save_labels",
     "segment",
     "show",
+    "suggest",
     "suggest_regions",
     "suggest_slices",
     "train",

@@ -56,6 +56,7 @@ from .settings import add_arguments, parsed_overrides
 from .store.export import example_input, export_bioimageio, export_onnx, export_torchscript
 from .store.library import ModelLibrary
 from .training.callbacks import TrainingListener
+from .training.fingerprint import plan_training
 from .training.params import TrainingParams
 from .training.run import TrainingInterrupted
 
@@ -171,6 +172,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = cfg.build_model()
     if cfg.spec is not None and model.spec.name == "model":
         model.spec.name = out.stem  # a new model is named after its file
+    if args.plan is not None:
+        try:
+            plan = plan_training(
+                cfg.build_training_sets(), model.spec, cfg.params, budget_minutes=args.plan
+            )
+            planned = plan.params
+            if params:  # the explicit flags win over the plan
+                planned = TrainingParams.from_dict(_merged(planned.to_dict(), params))
+        except NbsegError as err:
+            raise CliError(f"--plan: {err}") from None
+        cfg.params = planned
+        if rank0:
+            for line in plan.describe().splitlines():
+                _print(f"plan: {line}")
     if rank0:
         _print(f"model: {model!r}")
         kw = cfg.trainer.trainer_kwargs()
@@ -467,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(t, TrainerOptions, title="trainer (overrides 'trainer:')")
     add_arguments(t, TrainingParams, title="training parameters (override 'params:')")
     t.add_argument("--out", help="output model file (overrides 'output:')")
+    t.add_argument(
+        "--plan",
+        type=float,
+        metavar="MINUTES",
+        help="plan patch size, batch size, epochs, time budget and rare-class sampling from the "
+        "data and this machine for a budget of MINUTES (nbseg.plan_training); the flags above "
+        "still override the plan",
+    )
     t.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("segment", help="segment a volume with a model")

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..data.augment import AugmentationParams
-from ..errors import ParamsError
+from ..errors import InputError, ParamsError
 from ..settings import PatchSize
+from ..training.fingerprint import PlanningRun, TrainingBudgetPlan
 from ..training.params import TrainingParams
 from . import style
 from .forms import SettingsForm, value_widgets
@@ -102,6 +104,22 @@ class TrainingParamsPanel(widgets.VBox):
             description="Load", icon="folder-open", tooltip="Read parameters from the file"
         )
         self.message = style.MessageBox()
+        self.plan_budget = widgets.BoundedFloatText(
+            value=5.0, min=0.5, max=10_000.0, step=0.5, layout=widgets.Layout(width="90px")
+        )
+        self.plan_button = widgets.Button(
+            description="Plan from the data",
+            icon="magic",
+            tooltip="Choose patch size, batch size, epochs, time budget and rare-class sampling "
+            "from the training sets, the model and this machine (times a few training steps); "
+            "every value stays editable",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.plan_text = widgets.HTML("")
+        self.plan_job: PlanningRun | None = None
+        self.plan: TrainingBudgetPlan | None = None
+        self._plan_shown = threading.Event()
+        self._plan_shown.set()
 
         sections = self.form.sections(skip=("Basic",))
         sections += self.augmentation_form.sections()
@@ -117,6 +135,16 @@ class TrainingParamsPanel(widgets.VBox):
                 ),
             ),
             self.memory_label,
+            style.section(
+                "Plan from the data",
+                widgets.HBox(
+                    [
+                        style.labelled("Time budget (min)", self.plan_budget),
+                        self.plan_button,
+                    ]
+                ),
+                self.plan_text,
+            ),
             self.advanced_toggle,
             self.advanced_box,
             style.section(
@@ -134,6 +162,7 @@ class TrainingParamsPanel(widgets.VBox):
             w.observe(self._on_change, "value")
         self.validation_percent.observe(self._on_validation, "value")
         self.advanced_toggle.observe(lambda _: self._sync_advanced(), "value")
+        self.plan_button.on_click(lambda _: style.run_reporting(self.message, self.plan_from_data))
         self.save_button.on_click(lambda _: self.save())
         self.load_button.on_click(lambda _: self.load())
         self.workspace.observe(self._on_workspace)
@@ -179,6 +208,70 @@ class TrainingParamsPanel(widgets.VBox):
             self._last_sent = params
             self.workspace.set_params(params)
         self.update_memory()
+
+    # -- plan from the data ------------------------------------------------------------------
+    def plan_from_data(self, *, wait: bool = False) -> PlanningRun:
+        """Same as **Plan from the data**: plan patch size, batch size, epochs, time budget
+        and rare-class sampling for the workspace's training sets and model
+        (:func:`nbseg.plan_training`, in the background); the planned values fill the fields
+        (editable) and the reasons are listed. ``wait``: block until they are shown."""
+        ws = self.workspace
+        if ws.model is None:
+            raise InputError("No model: generate one in New model or load one in Models first.")
+        if not ws.training_sets:
+            raise InputError(
+                "No training set: choose images and labels in the Inputs tab (Apply) first."
+            )
+        if self.plan_job is not None and self.plan_job.running:
+            raise InputError("A plan is being made; wait for it.")
+        base = self.params()
+        job = PlanningRun(
+            list(ws.training_sets),
+            ws.model.spec,
+            base,
+            budget_minutes=float(self.plan_budget.value),
+        )
+        job.add_done_callback(lambda _: self._show_plan(job))
+        self.plan_job = job
+        self._plan_shown.clear()
+        self.plan_button.disabled = True
+        self.plan_text.value = "<i>Timing a few training steps on this machine …</i>"
+        try:
+            job.start()
+        except Exception:
+            self.plan_button.disabled = False
+            self._plan_shown.set()
+            raise
+        if wait:
+            job.wait()
+            self._plan_shown.wait(30)
+        return job
+
+    def _show_plan(self, job: PlanningRun) -> None:
+        try:
+            if job.status != "completed" or job.result is None:
+                self.plan_text.value = ""
+                self.message.error(job.error or "The plan failed.")
+                return
+            plan = job.result
+            self.plan = plan
+            self.set_params(plan.params)
+            rows = "".join(
+                f"<li><b>{html.escape(TrainingParams.setting(f).label)}</b> = "
+                f"{html.escape(str(getattr(plan.params, f)))}: {html.escape(why)}</li>"
+                for f, why in plan.reasons.items()
+            )
+            fp = plan.fingerprint
+            self.plan_text.value = (
+                f"<div style='font-size:12px'>{fp.labelled_voxels:,} labelled voxels on "
+                f"{fp.labelled_slices} slices, {plan.step_seconds:.2f} s per step on "
+                f"{html.escape(plan.device)}:<ul style='margin:2px 0 0 0'>{rows}</ul></div>"
+            )
+        except Exception as err:  # shown in the panel, never raised into the job
+            self.message.error(err)
+        finally:
+            self.plan_button.disabled = False
+            self._plan_shown.set()
 
     # -- events ----------------------------------------------------------------------------
     def _on_change(self, _change: Any = None) -> None:
