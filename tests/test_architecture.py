@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data, models", ("nbseg.data", "nbseg.models", "nbseg.datasets", "nbseg.render")),
     ("training, inference", ("nbseg.training", "nbseg.inference")),
     ("model, store", ("nbseg.model", "nbseg.store", "nbseg.evaluation")),
-    ("io, config", ("nbseg.io", "nbseg.formats", "nbseg.config")),
+    ("io, config", ("nbseg.io", "nbseg.formats", "nbseg.config", "nbseg.project")),
     ("ui, cli", ("nbseg.ui", "nbseg.cli", "nbseg")),
 ]
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -38,6 +40,9 @@ from ..data.trainingset import as_dataarray, volume_of
 from ..errors import InputError
 from ..inference.job import SuggestionRun
 from ..inference.uncertainty import Region, Suggestions
+from ..io import read_array
+from ..paths import check_output_path
+from ..project import labels_for_image, save_label_file
 from ..render import to_uint8
 from . import style
 from .imageview import ImageView
@@ -45,6 +50,10 @@ from .state import Workspace
 from .uncertainty_view import UncertaintyControls
 
 TOOLS = ("brush", "eraser", "fill", "pan")
+#: the planes a volume can be shown and painted in, and the axis of ``(z, y, x)`` each cuts
+PLANES = {"xy": 0, "xz": 1, "yz": 2}
+#: the dims of a plane's rows and columns
+PLANE_AXES = {"xy": ("y", "x"), "xz": ("z", "x"), "yz": ("z", "y")}
 
 Box = tuple[int, int, int, int]
 
@@ -59,16 +68,26 @@ class Patch:
     changed: np.ndarray
     old: np.ndarray
     new: np.ndarray
+    axis: int | None = None  # the axis of the plane the edit was made in (one slice of it)
 
     @classmethod
     def from_arrays(
-        cls, index: tuple[slice, slice, slice], before: np.ndarray, after: np.ndarray
+        cls,
+        index: tuple[slice, slice, slice],
+        before: np.ndarray,
+        after: np.ndarray,
+        axis: int | None = None,
     ) -> Patch | None:
         mask = before != after
         if not mask.any():
             return None
         return cls(
-            index, mask.shape, np.packbits(mask), _compact(before[mask]), _compact(after[mask])
+            index,
+            mask.shape,
+            np.packbits(mask),
+            _compact(before[mask]),
+            _compact(after[mask]),
+            axis,
         )
 
     @property
@@ -82,6 +101,25 @@ class Patch:
     def apply(self, data: np.ndarray, undo: bool) -> None:
         region = data[self.index]
         region[self.mask()] = self.old if undo else self.new
+
+
+def plane_of(volume: np.ndarray, plane: str, k: int) -> np.ndarray:
+    """The ``plane`` (``"xy"``, ``"xz"``, ``"yz"``) at position ``k`` of a ``(z, y, x)``
+    array, as a view (writing into it writes the volume): ``xy`` is ``[k]`` (rows y, columns
+    x), ``xz`` is ``[:, k]`` (rows z, columns x), ``yz`` is ``[:, :, k]`` (rows z, columns y)."""
+    axis = PLANES[plane]
+    if axis == 0:
+        return volume[k]
+    return volume[:, k] if axis == 1 else volume[:, :, k]
+
+
+def plane_index(plane: str, k: int, rows: slice, cols: slice) -> tuple[slice, slice, slice]:
+    """The ``(z, y, x)`` index of the ``rows`` × ``cols`` box of ``plane`` at ``k``."""
+    one = slice(k, k + 1)
+    axis = PLANES[plane]
+    if axis == 0:
+        return (one, rows, cols)
+    return (rows, one, cols) if axis == 1 else (rows, cols, one)
 
 
 def _compact(values: np.ndarray) -> np.ndarray:
@@ -138,7 +176,9 @@ class LabelEditor(widgets.VBox):
         self._vol: np.ndarray | None = None
         self._data: np.ndarray | None = None
         self._labels_da: xr.DataArray | None = None
-        self.z = 0
+        self.z = 0  # position of the shown slice along the plane's axis
+        self._positions: dict[str, int] = {}  # the last position shown in each plane
+        self._shown_plane = "xy"
         self._undo: deque[Patch] = deque()
         self._redo: list[Patch] = []
         self._stroke: dict[str, Any] | None = None
@@ -152,6 +192,16 @@ class LabelEditor(widgets.VBox):
         self.name_text = widgets.Text(value=name, continuous_update=False)
         self.slice_slider = widgets.IntSlider(
             value=0, min=0, max=0, description="", continuous_update=True
+        )
+        self.plane_buttons = widgets.ToggleButtons(
+            options=list(PLANES),
+            value="xy",
+            tooltips=[
+                "Slices along z (rows y, columns x)",
+                "Slices along y (rows z, columns x)",
+                "Slices along x (rows z, columns y)",
+            ],
+            style={"button_width": "44px"},
         )
         self.contrast = widgets.FloatRangeSlider(
             value=(0.0, 1.0), min=0.0, max=1.0, step=0.001, continuous_update=True
@@ -224,8 +274,39 @@ class LabelEditor(widgets.VBox):
         )
         self.uncertainty_controls = UncertaintyControls()
         self.uncertainty_controls.bind(self.view)
+        # -- save / load the multi-ROI --
+        self.labels_path = widgets.Text(
+            placeholder="labels.zarr · .tif · .nc · .ome.zarr · .nii.gz",
+            continuous_update=False,
+        )
+        self.overwrite_check = widgets.Checkbox(
+            value=False,
+            description="Overwrite",
+            indent=False,
+            tooltip="Replace the file when it exists (written atomically: a failed save "
+            "leaves the old file)",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.save_labels_button = widgets.Button(
+            description="Save labels",
+            icon="save",
+            tooltip="Write the labels with their class names and colours to the path",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.load_labels_button = widgets.Button(
+            description="Load labels",
+            icon="folder-open",
+            tooltip="Read labels of this image's geometry from the path (the current ones "
+            "stay in the workspace when they have unsaved edits)",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.saved_path: str | None = None
+        self._edits = 0  # completed edits since the labels were loaded or saved
 
         self.slice_row = style.labelled("Slice", self.slice_slider)
+        self.plane_row = style.labelled(
+            "Plane", self.plane_buttons, "Show and paint xy, xz or yz slices of the volume"
+        )
         source = style.section(
             "Image and labels",
             style.labelled("Image", self.image_select, "An image of the workspace"),
@@ -248,6 +329,7 @@ class LabelEditor(widgets.VBox):
         )
         display = style.section(
             "View",
+            self.plane_row,
             self.slice_row,
             style.labelled("Contrast", self.contrast),
             style.labelled("Label opacity", self.opacity),
@@ -262,8 +344,13 @@ class LabelEditor(widgets.VBox):
             self.outline_check,
             self.uncertainty_controls,
         )
+        files = style.section(
+            "Save and load",
+            style.labelled("Path", self.labels_path, "Where the labels are saved or read"),
+            widgets.HBox([self.save_labels_button, self.load_labels_button, self.overwrite_check]),
+        )
         side = widgets.VBox(
-            [source, tools, classes, guide, display], layout=widgets.Layout(width="460px")
+            [source, tools, classes, guide, display, files], layout=widgets.Layout(width="460px")
         )
         box = style.panel(
             self.message,
@@ -274,6 +361,8 @@ class LabelEditor(widgets.VBox):
         self.add_class("nbseg-panel")
 
         self.slice_slider.observe(self._on_slice, names="value")
+        self.plane_buttons.observe(self._on_plane, names="value")
+        self.class_select.observe(self._on_class_select, names="value")
         self.contrast.observe(lambda _: self._render(), names="value")
         self.opacity.observe(self._on_opacity, names="value")
         self.tool.observe(self._on_tool, names="value")
@@ -287,6 +376,8 @@ class LabelEditor(widgets.VBox):
             lambda _: self._ui(self.add_unlabelled, None, "volume")
         )
         self.suggest_button.on_click(lambda _: self._ui(self.suggest_labels))
+        self.save_labels_button.on_click(lambda _: self._ui(self._save_from_ui))
+        self.load_labels_button.on_click(lambda _: self._ui(self._load_from_ui))
         self.retrain_button.on_click(lambda _: self._ui(self.retrain))
         self.show_prediction.observe(lambda _: self._render(), names="value")
         self.outline_check.observe(lambda _: self._render(), names="value")
@@ -329,8 +420,18 @@ class LabelEditor(widgets.VBox):
         return int(self.class_select.value if self.class_select.value is not None else 0)
 
     @property
+    def plane(self) -> str:
+        """The plane shown and painted: ``"xy"``, ``"xz"`` or ``"yz"``."""
+        return str(self.plane_buttons.value)
+
+    @property
     def slice_count(self) -> int:
-        return 0 if self._data is None else int(self._data.shape[0])
+        """Slices along the shown plane's axis."""
+        return 0 if self._data is None else int(self._data.shape[PLANES[self.plane]])
+
+    def _plane_labels(self, k: int | None = None, plane: str | None = None) -> np.ndarray:
+        """The labels of the shown plane (or of ``plane`` at ``k``), a view into the volume."""
+        return plane_of(self._require(), plane or self.plane, self.z if k is None else k)
 
     def load(self, image: Any, labels: Any = None) -> None:
         """Edit ``labels`` (default: the workspace's ``name`` labels when they fit, else new
@@ -368,6 +469,7 @@ class LabelEditor(widgets.VBox):
         self._undo.clear()
         self._redo.clear()
         self._update_undo_buttons()
+        self._edits = 0
         self.suggestions, self._region = None, None  # they were of another image
         self.suggestion_list.children = []
         self.suggest_status.value = ""
@@ -384,12 +486,18 @@ class LabelEditor(widgets.VBox):
             self.contrast.min, self.contrast.max = lo, hi
             self.contrast.step = (hi - lo) / 1000
             self.contrast.value = (float(plo), float(max(phi, plo + (hi - lo) / 1000)))
-            self.slice_slider.max = max(0, self._data.shape[0] - 1)
-            self.z = self._data.shape[0] // 2  # a volume opens on its middle slice
+            if image.ndim == 2:
+                self.plane_buttons.value = "xy"
+            self._positions = {}
+            self._shown_plane = self.plane
+            n = self._data.shape[PLANES[self.plane]]
+            self.slice_slider.max = max(0, n - 1)
+            self.z = n // 2  # a volume opens on its middle slice
             self.slice_slider.value = self.z
         finally:
             self._quiet = False
         self.slice_row.layout.display = None if image.ndim == 3 else "none"
+        self.plane_row.layout.display = None if image.ndim == 3 else "none"
         self._rebuild_classes()
         self._register()
         self._refresh_images()
@@ -408,6 +516,7 @@ class LabelEditor(widgets.VBox):
 
     def _changed(self) -> None:
         """After a completed edit: the workspace panels re-read the labels."""
+        self._edits += 1
         if self.workspace is not None and self._labels_da is not None:
             if self.workspace.labels.get(self.name) is not self._labels_da:
                 self.workspace.labels[self.name] = self._labels_da
@@ -454,18 +563,109 @@ class LabelEditor(widgets.VBox):
             self.workspace.remove("labels", old)
         self._register()
 
+    # -- files ---------------------------------------------------------------------------
+    @property
+    def unsaved(self) -> bool:
+        """Whether the labels were edited since they were loaded, saved or created."""
+        return self._edits > 0
+
+    def _path_of(self, path: str | os.PathLike[str] | None, what: str) -> str:
+        text = str(self.labels_path.value if path is None else os.fspath(path)).strip()
+        if not text:
+            raise InputError(
+                f"Type the path to {what} in 'Path' (labels.zarr, labels.tif, labels.nc, "
+                f"labels.ome.zarr or labels.nii.gz)."
+            )
+        return text
+
+    def save_labels(
+        self, path: str | os.PathLike[str] | None = None, overwrite: bool | None = None
+    ) -> Path:
+        """Write the labels (class ids, ``-1`` unlabelled, the image's dims and coords, class
+        names and colours) to ``path`` (default: the *Path* field): ``.zarr``, ``.tif``,
+        ``.nc``, and ``.ome.zarr`` / ``.nii.gz`` where :mod:`nbseg.formats` writes them.
+        Atomic: a failed save leaves the old file. An existing file is replaced only with
+        ``overwrite=True`` (default: the *Overwrite* box); the image's own file never."""
+        labels = self._require_labels()
+        self._end_stroke()
+        text = self._path_of(path, "save the labels to")
+        allow = bool(self.overwrite_check.value) if overwrite is None else bool(overwrite)
+        if Path(text).expanduser().exists() and not allow:
+            raise InputError(
+                f"{text!r} already exists: tick 'Overwrite' (or pass overwrite=True) to replace "
+                "it, or type a new path. Nothing was written."
+            )
+        check_output_path(text, [self._image])
+        written = save_label_file(labels, text, overwrite=allow)
+        self._edits = 0
+        self.saved_path = str(written)
+        if path is not None:
+            self.labels_path.value = text
+        n = int((np.asarray(labels.values) >= 0).sum())
+        self.message.show(
+            f"Saved labels {self.name!r} ({len(self.class_names)} classes, {n:,} labelled "
+            f"voxels) to {str(written)!r}.",
+            "info",
+        )
+        return written
+
+    def load_labels(self, path: str | os.PathLike[str] | None = None) -> xr.DataArray:
+        """Read labels from ``path`` (default: the *Path* field) and edit them over the
+        current image: they must have its geometry (shape, and dims when named alike); class
+        names and colours come from the file. Nothing changes when the file cannot be used.
+        Current labels with unsaved edits stay in the workspace as ``"<name> (before
+        load)"``. Returns the loaded labels (:attr:`labels`)."""
+        self._end_stroke()
+        image = self._image
+        if image is None:
+            raise InputError("No image loaded: choose the image the labels belong to first.")
+        text = self._path_of(path, "read the labels from")
+        roi = labels_for_image(read_array(text), image, repr(text))
+        backup = None
+        old = self._labels_da
+        if old is not None and self.unsaved and (np.asarray(old.values) >= 0).any():
+            backup = f"{self.name} (before load)"
+        self.load(image, roi)  # validates before it replaces anything
+        if backup is not None and self.workspace is not None and old is not None:
+            kept = old.copy()
+            kept.name = backup
+            self.workspace.labels[backup] = kept
+            self.workspace.emit("labels", backup)
+        self.saved_path = text
+        if path is not None:
+            self.labels_path.value = text
+        n = int((self._require() >= 0).sum())
+        note = (
+            f" The labels painted before are kept in the workspace as {backup!r}."
+            if backup is not None
+            else ""
+        )
+        self.message.show(
+            f"Loaded labels from {text!r}: {len(self.class_names)} classes "
+            f"({', '.join(self.class_names)}), {n:,} labelled voxels.{note}",
+            "info",
+        )
+        assert self._labels_da is not None
+        return self._labels_da
+
+    def _save_from_ui(self) -> None:
+        self.save_labels()
+
+    def _load_from_ui(self) -> None:
+        self.load_labels()
+
     # -- rendering -----------------------------------------------------------------------
     def _slice_gray(self) -> np.ndarray:
         lo, hi = self.contrast.value
         assert self._vol is not None  # an image is loaded (see _render)
-        return to_uint8(self._vol[self.z], lo, hi)
+        return to_uint8(plane_of(self._vol, self.plane, self.z), lo, hi)
 
     def _render(self) -> None:
         if self._data is None or self._quiet:
             return
         self.view.opacity = float(self.opacity.value)
         self._set_guide_layers()
-        self.view.show(self._slice_gray(), self._data[self.z], self.class_colors)
+        self.view.show(self._slice_gray(), self._plane_labels(), self.class_colors)
         self._update_info()
 
     def _set_guide_layers(self) -> None:
@@ -478,15 +678,24 @@ class LabelEditor(widgets.VBox):
             )
             return
         u, pred = s.uncertainty, s.prediction
-        z = self.z
-        u_z = np.asarray(u.values if u.ndim == 2 else u.values[z])
-        p_z = np.asarray(pred.values if pred.ndim == 2 else pred.values[z])
+        z, plane = self.z, self.plane
+        uv, pv = np.asarray(u.values), np.asarray(pred.values)
+        u_z = uv if uv.ndim == 2 else plane_of(uv, plane, z)
+        p_z = pv if pv.ndim == 2 else plane_of(pv, plane, z)
+        outline = None
+        if self.outline_check.value:
+            if plane == "xy":
+                outline = s.uncertain_mask(z)
+            else:  # the level uncertain_mask uses, on this plane
+                outline = u_z > max(0.5, float(np.quantile(uv, 0.9)))
         r = self._region
         self.view.set_layers(
             under=p_z if self.show_prediction.value else None,
             heat=u_z if self.uncertainty_controls.enabled else None,
-            outline_mask=s.uncertain_mask(z) if self.outline_check.value else None,
-            region=(r.y0, r.y1, r.x0, r.x1) if r is not None and r.z == z else None,
+            outline_mask=outline,
+            region=(
+                (r.y0, r.y1, r.x0, r.x1) if r is not None and r.z == z and plane == "xy" else None
+            ),
             redraw=False,
         )
 
@@ -494,8 +703,11 @@ class LabelEditor(widgets.VBox):
         if self._data is None or self._image is None:
             self.info.value = ""
             return
-        n = self._data.shape[0]
-        where = f"slice {self.z} (0 … {n - 1}) · " if n > 1 or self._image.ndim == 3 else ""
+        where = ""
+        if self._image.ndim == 3:
+            n = self.slice_count
+            axis = str(self._image.dims[PLANES[self.plane]])
+            where = f"{self.plane} plane · {axis} = {self.z} (slice {self.z + 1} of {n}) · "
         tool = self.tool.value
         cls = self.class_names[self.current_class] if self.class_names else ""
         self.info.value = (
@@ -506,6 +718,46 @@ class LabelEditor(widgets.VBox):
         if self._quiet:
             return
         self._ui(self.set_slice, int(change["new"]))
+
+    def _on_plane(self, change: dict[str, Any]) -> None:
+        if self._quiet:
+            return
+        self._ui(self.set_plane, str(change["new"]))
+        if self.plane != self._shown_plane:  # refused: show the plane that is shown
+            self._quiet = True
+            try:
+                self.plane_buttons.value = self._shown_plane
+            finally:
+                self._quiet = False
+
+    def _on_class_select(self, change: dict[str, Any]) -> None:
+        if not self._quiet:
+            self._update_info()
+
+    def set_plane(self, plane: str, index: int | None = None) -> None:
+        """Show and paint ``plane`` (``"xy"``, ``"xz"`` or ``"yz"``) of the volume at
+        ``index`` along its axis (default: where it was last shown, else the middle)."""
+        if plane not in PLANES:
+            raise InputError(f"Plane {plane!r} does not exist; choose one of {', '.join(PLANES)}.")
+        data = self._require()
+        if plane != "xy" and (self._image is None or self._image.ndim != 3):
+            raise InputError(f"A 2D image has only the xy plane; {plane!r} needs a volume.")
+        self._end_stroke()
+        self._positions[self._shown_plane] = self.z
+        n = data.shape[PLANES[plane]]
+        k = self._positions.get(plane, n // 2) if index is None else int(index)
+        if not 0 <= k < n:
+            raise InputError(f"Slice {k} is outside 0 … {n - 1} along the {plane} plane's axis.")
+        self._quiet = True
+        try:
+            self.plane_buttons.value = plane
+            self.slice_slider.max = max(0, n - 1)
+            self.slice_slider.value = k
+        finally:
+            self._quiet = False
+        self.z = k
+        self._shown_plane = plane
+        self._render()
 
     def _on_opacity(self, change: dict[str, Any]) -> None:
         self.view.set_opacity(labels=float(change["new"]))
@@ -518,8 +770,9 @@ class LabelEditor(widgets.VBox):
         self._update_info()
 
     def set_slice(self, z: int) -> None:
-        """Show slice ``z`` (along the first dim of a volume)."""
-        n = self._require().shape[0]
+        """Show slice ``z`` along the shown plane's axis (z for the xy plane)."""
+        self._require()
+        n = self.slice_count
         if not 0 <= z < n:
             raise InputError(f"Slice {z} is outside 0 … {n - 1}.")
         self._end_stroke()
@@ -658,7 +911,8 @@ class LabelEditor(widgets.VBox):
         return self._labels_da
 
     def _slice_index(self, z: int | None) -> int:
-        n = self._require().shape[0]
+        self._require()
+        n = self.slice_count
         if z is None:
             return self.z
         if not 0 <= int(z) < n:
@@ -669,9 +923,10 @@ class LabelEditor(widgets.VBox):
         self._end_stroke()
         self._stroke = {
             "z": z,
+            "plane": self.plane,
             "value": int(value),
             "radius": max(float(radius), 0.5),
-            "before": self._require()[z].copy(),
+            "before": self._plane_labels(z).copy(),
             "last": None,
             "box": None,
         }
@@ -683,10 +938,11 @@ class LabelEditor(widgets.VBox):
             return None
         p0 = s["last"] if s["last"] is not None else (y, x)
         s["last"] = (y, x)
-        box = _stamp_segment(self._require()[s["z"]], p0, (y, x), s["radius"], s["value"])
+        sl = self._plane_labels(s["z"], s["plane"])
+        box = _stamp_segment(sl, p0, (y, x), s["radius"], s["value"])
         if box is not None:
             s["box"] = box if s["box"] is None else _union(s["box"], box)
-            if s["z"] == self.z:
+            if s["z"] == self.z and s["plane"] == self.plane:
                 self.view.redraw_region(box)
         return box
 
@@ -696,9 +952,10 @@ class LabelEditor(widgets.VBox):
         if s is None or s["box"] is None:
             return 0
         y0, y1, x0, x1 = s["box"]
-        z = s["z"]
-        index = (slice(z, z + 1), slice(y0, y1), slice(x0, x1))
-        patch = Patch.from_arrays(index, s["before"][None, y0:y1, x0:x1], self._require()[index])
+        axis = PLANES[s["plane"]]
+        index = plane_index(s["plane"], s["z"], slice(y0, y1), slice(x0, x1))
+        before = np.expand_dims(s["before"][y0:y1, x0:x1], axis)
+        patch = Patch.from_arrays(index, before, self._require()[index], axis)
         if patch is None:
             return 0
         self._push(patch)
@@ -741,12 +998,14 @@ class LabelEditor(widgets.VBox):
         return self._end_stroke()
 
     def fill(self, z: int | None, y: int, x: int, cls: int | None = None) -> int:
-        """Give the connected region (4-connected, on slice ``z``) of the label at ``(y, x)``
-        class ``cls``. Returns the number of voxels changed."""
+        """Give the connected region (4-connected, on slice ``z`` of the shown plane) of the
+        label at ``(y, x)`` (row, column of the plane) class ``cls``. Returns the number of
+        voxels changed."""
         z = self._slice_index(z)
         cls = self.current_class if cls is None else int(cls)
         self._check_class(cls)
-        sl = self._require()[z]
+        plane = self.plane
+        sl = self._plane_labels(z)
         h, w = sl.shape
         y, x = int(y), int(x)
         if not (0 <= y < h and 0 <= x < w):
@@ -762,8 +1021,9 @@ class LabelEditor(widgets.VBox):
         before = sl[ys, xs].copy()
         sl[ys, xs][region[ys, xs]] = cls
         self._end_stroke()
-        index = (slice(z, z + 1), ys, xs)
-        patch = Patch.from_arrays(index, before[None], self._require()[index])
+        axis = PLANES[plane]
+        index = plane_index(plane, z, ys, xs)
+        patch = Patch.from_arrays(index, np.expand_dims(before, axis), self._require()[index], axis)
         if patch is None:
             return 0
         self._push(patch)
@@ -781,8 +1041,12 @@ class LabelEditor(widgets.VBox):
         if scope not in ("slice", "volume"):
             raise InputError(f"scope must be 'slice' or 'volume', got {scope!r}.")
         self._end_stroke()
-        zs = slice(self.z, self.z + 1) if scope == "slice" else slice(None)
-        index = (zs, slice(None), slice(None))
+        everything = (slice(None), slice(None), slice(None))
+        index = (
+            plane_index(self.plane, self.z, slice(None), slice(None))
+            if scope == "slice"
+            else everything
+        )
         region = data[index]
         mask = region == UNLABELLED
         n = int(mask.sum())
@@ -795,6 +1059,7 @@ class LabelEditor(widgets.VBox):
             np.packbits(mask),
             np.array([UNLABELLED], np.int16),
             np.array([cls], np.int16),
+            PLANES[self.plane] if scope == "slice" else None,
         )
         region[mask] = cls
         self._push(patch)
@@ -846,9 +1111,13 @@ class LabelEditor(widgets.VBox):
 
     def _after_history(self, patch: Patch) -> None:
         self._update_undo_buttons()
-        zs = patch.index[0]
-        if zs.start is not None and zs.stop - zs.start == 1 and zs.start != self.z:
-            self.set_slice(zs.start)
+        axis = patch.axis if patch.axis is not None else 0
+        ks = patch.index[axis]
+        one = ks.start is not None and ks.stop - ks.start == 1
+        if one and patch.axis is not None and axis != PLANES[self.plane]:
+            self.set_plane(next(p for p, a in PLANES.items() if a == axis), ks.start)
+        elif one and axis == PLANES[self.plane] and ks.start != self.z:
+            self.set_slice(ks.start)
         else:
             self._render()
         self._changed()
@@ -974,7 +1243,10 @@ class LabelEditor(widgets.VBox):
             self._region = None
             z = int(where)
         if self._data is not None and self._data.shape[0] > 1:
-            self.set_slice(z)
+            if self.plane != "xy":
+                self.set_plane("xy", z)  # suggestions are slices along z
+            else:
+                self.set_slice(z)
         else:
             self._render()
         self.message.show(
@@ -1026,7 +1298,7 @@ class LabelEditor(widgets.VBox):
                     if kind == "out":
                         self.view.redraw_region(None, cursor=None)
             elif tool == "fill" and kind == "down":
-                h, w = self._data.shape[1:]
+                h, w = self._plane_labels().shape
                 if 0 <= y < h and 0 <= x < w:
                     self.fill(self.z, math.floor(y), math.floor(x))
         except Exception as err:  # shown in the panel, never raised into the comm
