@@ -194,7 +194,7 @@ def test_segment_errors_no_model_untrained_bad_path_and_model_file(data, tmp_pat
     panel.write_check.value = True
     panel.write_path.value = str(tmp_path / "out.png")
     panel.segment_button.click()
-    assert ".zarr, .tif or .tiff" in panel.message.text and panel.status == "idle"
+    assert ".ome.zarr" in panel.message.text and panel.status == "idle"
     panel.write_path.value = str(tmp_path / "nope" / "out.zarr")
     panel.segment_button.click()
     assert "does not exist" in panel.message.text and panel.status == "idle"

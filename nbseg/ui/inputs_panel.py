@@ -24,6 +24,7 @@ from ..render import to_uint8
 from ..training.callbacks import FeedbackRegion
 from . import style
 from .imageview import ImageView
+from .open_data import OpenDataControl
 from .state import Workspace, max_class
 
 _COL = "170px"
@@ -173,7 +174,22 @@ class InputsPanel(widgets.VBox):
         self.summary = widgets.HTML()
         self.message = style.MessageBox()
 
+        self.open_data = OpenDataControl(self.workspace, self.message)
+        self.open_toggle = widgets.ToggleButton(
+            value=False,
+            description="Open data from a file",
+            icon="folder-open",
+            tooltip="TIFF / OME-TIFF stacks, slice folders, OME-Zarr, zarr, HDF5, NIfTI, MRC, "
+            "netCDF, .npy — big files are opened lazily",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.open_data.layout.display = "none"
+        self.open_toggle.observe(
+            lambda ch: setattr(self.open_data.layout, "display", None if ch["new"] else "none"),
+            names="value",
+        )
         box = style.panel(
+            style.section("Open data", self.open_toggle, self.open_data),
             style.section(
                 "Training sets",
                 self.header,

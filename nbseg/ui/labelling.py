@@ -46,6 +46,7 @@ from ..project import labels_for_image, save_label_file
 from ..render import to_uint8
 from . import style
 from .imageview import ImageView
+from .open_data import OpenDataControl
 from .state import Workspace
 from .uncertainty_view import UncertaintyControls
 
@@ -307,10 +308,24 @@ class LabelEditor(widgets.VBox):
         self.plane_row = style.labelled(
             "Plane", self.plane_buttons, "Show and paint xy, xz or yz slices of the volume"
         )
+        self.open_data = OpenDataControl(workspace or Workspace(), self.message)
+        self.open_toggle = widgets.ToggleButton(
+            value=False,
+            description="Open data from a file",
+            icon="folder-open",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.open_data.layout.display = "none"
+        self.open_toggle.observe(
+            lambda ch: setattr(self.open_data.layout, "display", None if ch["new"] else "none"),
+            names="value",
+        )
         source = style.section(
             "Image and labels",
             style.labelled("Image", self.image_select, "An image of the workspace"),
             style.labelled("Labels name", self.name_text, "Name of the multi-ROI"),
+            self.open_toggle,
+            self.open_data,
         )
         if workspace is None:
             source.layout.display = "none"

@@ -6,7 +6,8 @@ the shown slice; *Segment* starts a :class:`nbseg.SegmentationRun` (:func:`nbseg
 background job), shows its progress records in an IntProgress and stops it at the next batch
 of tiles on *Cancel* (:meth:`nbseg.SegmentationRun.stop`). The result becomes
 :attr:`SegmentPanel.result` and the workspace labels ``"<image>_segmented"``; it can also be
-written to a ``.zarr`` store or a ``.tif`` file (:func:`nbseg.io.write_array`).
+written to any format of :func:`nbseg.save_labels` (OME-Zarr label image, ImageJ TIFF, NIfTI,
+zarr, netCDF).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
+from ..formats import WRITE_SUFFIXES, output_suffix, save_labels
 from ..inference.job import SegmentationRun
 from ..inference.sliding import preview
-from ..io import write_array
 from ..model import Model, load_model
 from ..progress import Progress
 from . import style
@@ -41,10 +42,15 @@ def check_write_path(path: str | Path) -> Path:
     """The output path, or an InputError saying what is wrong with it."""
     text = str(path).strip()
     if not text:
-        raise InputError("'Write to' is ticked but no path is given; type a .zarr or .tif path.")
+        raise InputError(
+            "'Write to' is ticked but no path is given; type e.g. labels.ome.zarr or labels.tif."
+        )
     path = Path(text).expanduser()
-    if path.suffix.lower() not in (".zarr", ".tif", ".tiff"):
-        raise InputError(f"Cannot write {text!r}: the file name must end in .zarr, .tif or .tiff.")
+    if output_suffix(path) is None:
+        raise InputError(
+            f"Cannot write {text!r}: the name must end in one of {', '.join(WRITE_SUFFIXES)} "
+            "(or be <image>.ome.zarr/labels/<name>)."
+        )
     if path.exists():
         raise InputError(f"{text!r} already exists; choose another path or delete it first.")
     if not path.parent.exists():
@@ -53,10 +59,11 @@ def check_write_path(path: str | Path) -> Path:
 
 
 def write_result(result: xr.DataArray, path: str | Path) -> Path:
-    """Write labels to ``.zarr`` or ``.tif``/``.tiff`` (:func:`nbseg.io.write_array`, atomic);
-    refuses to overwrite."""
+    """Write labels with :func:`nbseg.save_labels` (any of its formats: OME-Zarr label image,
+    ImageJ TIFF, NIfTI, zarr, netCDF; class names and colours kept, atomic); refuses to
+    overwrite."""
     path = check_write_path(path)
-    return write_array(result, path, name=str(result.name or "labels"))
+    return save_labels(result, path)
 
 
 class SegmentPanel(widgets.VBox):
@@ -106,7 +113,7 @@ class SegmentPanel(widgets.VBox):
             "3D): smoother, often more accurate results",
         )
         self.write_check = widgets.Checkbox(value=False, description="Write to", indent=False)
-        self.write_path = widgets.Text(placeholder="result.zarr or result.tif")
+        self.write_path = widgets.Text(placeholder="labels.ome.zarr, labels.tif, labels.nii.gz …")
         self.view = ImageView(size, size)
         self.uncertainty_controls = UncertaintyControls("Compute and show uncertainty")
         self.uncertainty_controls.bind(self.view)
