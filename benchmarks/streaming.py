@@ -9,10 +9,18 @@ warmed-up baseline, wall time, voxels/s, tiles predicted (streaming predicts a t
 block it meets: compare with the in-memory count). ``--in-memory`` adds the same run with the volume
 loaded into memory and segmented without ``out=`` (the in-memory path), for comparison.
 
+``--sources zarr,tiff,slices`` also writes each volume as a multi-page TIFF and as a folder of
+one TIFF per slice and segments them as ``nbseg.open_image`` opens them (lazily: tifffile's
+zarr store, one dask task per slice file); the table then gives each source's throughput
+relative to the zarr source of the same size. ``--open N`` times ``nbseg.open_image`` on a
+folder of N slices and on a sparse 4 GB multi-page TIFF, each in a fresh process.
+
     python benchmarks/streaming.py                       # 2D model, 3 synthetic sizes
     python benchmarks/streaming.py --dim 3D --sizes 32,64,128,256
     python benchmarks/streaming.py --ct                  # ../shared/data/ct volumes
     python benchmarks/streaming.py --client              # on a dask.distributed LocalCluster
+    python benchmarks/streaming.py --yx 512 --sizes 64,256,1024 --sources zarr,tiff,slices
+    python benchmarks/streaming.py --open 1000 --sizes ''   # only the opening times
 """
 
 from __future__ import annotations
@@ -86,6 +94,58 @@ def write_synthetic(path: Path, shape: tuple[int, int, int], chunks: tuple[int, 
         arr[z0:z1] = np.clip(slab, 0, 255).astype(np.uint8)
 
 
+def write_tiff_stack(zarr_path: Path, path: Path) -> None:
+    """The zarr volume as one multi-page TIFF, written slab by slab."""
+    import numpy as np
+    import tifffile
+    import zarr
+
+    arr = zarr.open_array(str(zarr_path), mode="r")
+
+    def pages():
+        step = arr.chunks[0]
+        for z0 in range(0, arr.shape[0], step):
+            yield from np.asarray(arr[z0 : z0 + step])
+
+    tifffile.imwrite(path, pages(), shape=arr.shape, dtype=arr.dtype, metadata={"axes": "ZYX"})
+
+
+def write_slice_folder(zarr_path: Path, folder: Path) -> None:
+    """The zarr volume as a folder of one 2D TIFF per slice."""
+    import tifffile
+    import zarr
+
+    arr = zarr.open_array(str(zarr_path), mode="r")
+    folder.mkdir()
+    for z in range(arr.shape[0]):
+        tifffile.imwrite(folder / f"slice_{z:05d}.tif", arr[z])
+
+
+def open_child(args: argparse.Namespace) -> None:
+    """Time nbseg.open_image on a folder of ``--open`` slices and a sparse 4 GB TIFF."""
+    import numpy as np
+    import tifffile
+
+    import nbseg
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "slices"
+        folder.mkdir()
+        page = np.zeros((args.yx, args.yx), np.uint16)
+        for z in range(args.open):
+            tifffile.imwrite(folder / f"slice_{z:05d}.tif", page)
+        big = Path(tmp) / "big.tif"  # 4,000 pages of 1024² uint8: 4 GB, sparse on disk
+        tifffile.imwrite(big, shape=(4000, 1024, 1024), dtype="uint8", metadata={"axes": "ZYX"})
+        nbseg.open_image(Path(tmp) / "slices" / "slice_00000.tif")  # imports, once
+        for name, path in (("folder", folder), ("tiff", big)):
+            t0 = time.perf_counter()
+            img = nbseg.open_image(path)
+            out[name] = {"s": time.perf_counter() - t0, "shape": list(img.shape)}
+            out[name]["bytes"] = int(img.nbytes)
+    print(json.dumps(out))
+
+
 def write_ct(path: Path, tif: Path, chunks: tuple[int, int, int]) -> tuple[int, int, int]:
     import tifffile
     import zarr
@@ -117,10 +177,13 @@ def child(args: argparse.Namespace) -> None:
         from distributed import Client, LocalCluster
 
         client = Client(LocalCluster(n_workers=1, threads_per_worker=2, processes=False))
-    src = xr.DataArray(
-        __import__("dask.array").array.from_zarr(zarr.open_array(args.volume, mode="r")),
-        dims=("z", "y", "x"),
-    )
+    if args.source == "zarr":
+        src = xr.DataArray(
+            __import__("dask.array").array.from_zarr(zarr.open_array(args.volume, mode="r")),
+            dims=("z", "y", "x"),
+        )
+    else:  # a multi-page TIFF or a folder of slices, opened lazily
+        src = nbseg.open_image(args.volume)
     if args.in_memory:
         src = src.load()
     tiles = []
@@ -130,21 +193,27 @@ def child(args: argparse.Namespace) -> None:
     if args.in_memory:
         nbseg.segment(model, src, overlap=args.overlap)
     else:
-        out = Path(args.volume).with_suffix(".labels.zarr")
+        out = Path(args.volume).with_name(Path(args.volume).stem + ".labels.zarr")
         nbseg.segment(model, src, out=str(out), overlap=args.overlap, client=client)
     wall = time.perf_counter() - t0
     peak = _status()["VmHWM"]
+    if not args.in_memory:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)  # big volumes: one labels store at a time
     if client is not None:
         client.close()
     print(json.dumps({"growth": peak - base, "base": base, "wall": wall, "tiles": sum(tiles)}))
 
 
-def run_child(volume: Path, args: argparse.Namespace, in_memory: bool) -> dict:
+def run_child(volume: Path, args: argparse.Namespace, in_memory: bool, source: str) -> dict:
     cmd = [
         sys.executable,
         __file__,
         "--child",
         str(volume),
+        "--source",
+        source,
         "--dim",
         args.dim,
         "--filters",
@@ -183,12 +252,27 @@ def main() -> None:
     ap.add_argument(
         "--torch-threads", type=int, default=0, help="torch threads (default: nbseg's choice)"
     )
+    ap.add_argument(
+        "--sources",
+        default="zarr",
+        help="volume sources, comma separated: zarr, tiff (multi-page), slices (a folder)",
+    )
+    ap.add_argument("--open", type=int, default=0, help="time opening a folder of N slices")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--source", default="zarr", help=argparse.SUPPRESS)
+    ap.add_argument("--open-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.open_child:
+        open_child(args)
+        return
     if args.child:
         args.volume = args.child
         child(args)
         return
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    unknown = set(sources) - {"zarr", "tiff", "slices"}
+    if unknown:
+        raise SystemExit(f"--sources: unknown {sorted(unknown)}; use zarr, tiff, slices")
     if not Path("/proc/self/clear_refs").exists():
         raise SystemExit("needs Linux (/proc/self/clear_refs) to measure peak memory")
     rows = []
@@ -203,39 +287,86 @@ def main() -> None:
                 shape = write_ct(path, tif, (32, 128, 128))
                 volumes.append((tif.stem, path, shape))
         else:
-            for nz in (int(s) for s in args.sizes.split(",")):
+            for nz in (int(s) for s in args.sizes.split(",") if s.strip()):
                 shape = (nz, args.yx, args.yx)
                 path = Path(tmp) / f"synthetic_{nz}.zarr"
                 write_synthetic(path, shape, (16, 128, 128))
                 volumes.append((f"synthetic {nz}x{args.yx}x{args.yx}", path, shape))
+        zarr_rate: dict[str, float] = {}
         for name, path, shape in volumes:
-            modes = [False, True] if args.in_memory else [False]
-            for in_memory in modes:
-                r = run_child(path, args, in_memory)
+            runs = [("zarr", path, False)]
+            if args.in_memory:
+                runs.append(("zarr", path, True))
+            if "tiff" in sources:
+                tif = path.with_suffix(".tif")
+                write_tiff_stack(path, tif)
+                runs.append(("tiff", tif, False))
+            if "slices" in sources:
+                folder = path.with_suffix(".slices")
+                write_slice_folder(path, folder)
+                runs.append(("slices", folder, False))
+            if "zarr" not in sources:
+                runs = [r for r in runs if r[0] != "zarr" or r[2]]
+            for source, src_path, in_memory in runs:
+                r = run_child(src_path, args, in_memory, source)
                 vox = shape[0] * shape[1] * shape[2]
+                rate = vox / r["wall"]
+                if source == "zarr" and not in_memory:
+                    zarr_rate[name] = rate
                 rows.append(
                     (
                         name,
-                        "in-memory" if in_memory else "streamed",
+                        ("in-memory" if in_memory else "streamed") + f" ({source})",
                         vox,
                         vox * 4 / 2**20,
                         r["growth"] / 2**20,
                         r["wall"],
                         vox / r["wall"],
                         r["tiles"],
+                        rate / zarr_rate[name] if name in zarr_rate and not in_memory else None,
                     )
                 )
+    if args.open:
+        res = subprocess.run(
+            [sys.executable, __file__, "--open-child", "--open", str(args.open), "--yx", "512"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise SystemExit(f"child failed:\n{res.stderr[-3000:]}")
+        opened = json.loads(res.stdout.strip().splitlines()[-1])
+        for key, what in (("folder", f"folder of {args.open} slices of 512²"), ("tiff", "TIFF")):
+            o = opened[key]
+            print(
+                f"open_image({what}, {o['bytes'] / 1e9:.1f} GB as {tuple(o['shape'])}): "
+                f"{o['s']:.3f} s (lazy)"
+            )
+    if not rows:
+        return
     print(
         f"model: unet {args.dim} filters={args.filters} depth={args.depth} window={args.patch} "
         f"overlap={args.overlap} torch threads={args.torch_threads or 'default'}"
         f"{' (distributed client)' if args.client else ''}"
     )
-    head = ("volume", "mode", "voxels", "f32 MiB", "peak RSS MiB", "wall s", "voxels/s", "tiles")
+    head = (
+        "volume",
+        "mode (source)",
+        "voxels",
+        "f32 MiB",
+        "peak RSS MiB",
+        "wall s",
+        "voxels/s",
+        "vs zarr",
+        "tiles",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         print(
             f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.0f} | {r[4]:.0f} | {r[5]:.1f} | {r[6]:,.0f} "
+            f"| {'' if r[8] is None else f'{r[8]:.2f}'} "
             f"| {'n/a (workers hold copies)' if args.client else f'{r[7]:,}'} |"
         )
 

@@ -624,3 +624,25 @@ def test_cli_segments_a_tiff_stack_into_ome_zarr(tmp_path, capsys):
     np.testing.assert_array_equal(open_image(nii).values, back.values)
     assert main(["segment", str(model_path), str(folder), str(tmp_path / "s.png")]) == 1
     assert ".ome.zarr" in capsys.readouterr().err
+
+
+def test_a_training_config_reads_a_slice_folder_and_an_ome_zarr(tmp_path):
+    import yaml
+
+    image, labels, _ = blobs((4, 32, 32), labelled=(1, 2))
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    for i, page in enumerate(image.values):
+        tifffile.imwrite(folder / f"z{i}.tif", page)
+    save_labels(labels, tmp_path / "labels.ome.zarr", class_names=["background", "blob"])
+    config = {
+        "model": {"architecture": "unet", "class_count": 2, "parameters": {"filters": 4}},
+        "training_sets": [{"input": "scan", "output": "labels.ome.zarr", "name": "scan"}],
+        "validation": 0,
+        "params": {"patch_size": 16, "batch_size": 2, "epochs": 1},
+        "output": "m.nbseg",
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    (tset,) = nbseg.load_config(tmp_path / "train.yaml").build_training_sets()
+    np.testing.assert_array_equal(np.asarray(tset.output.values), labels.values)
+    np.testing.assert_array_equal(np.asarray(tset.input_list[0].values), image.values)

@@ -118,7 +118,9 @@ def segment(
         Stream block by block into a zarr store at ``out`` (block shape ``chunks``, on the
         ``dask.distributed`` ``client`` if given; an existing store is replaced only with
         ``overwrite=True``; never one of the inputs). Dask-backed images stream too; without
-        ``out`` the result is then a lazy dask-backed DataArray. See
+        ``out`` the result is then a lazy dask-backed DataArray. ``out="x.ome.zarr"`` (or
+        ``IMAGE.ome.zarr/labels/NAME``) writes an OME-Zarr label image instead (class names,
+        colours, downsampled levels; :func:`nbseg.open_image` reads it back). See
         :mod:`nbseg.inference.stream`.
     stop_event
         Set it (from any thread) to stop after the current batch of tiles (in memory) or
