@@ -10,10 +10,11 @@ the files it names::
     labels/0.zarr     every multi-ROI, with class names and colours
     masks/0.zarr      every mask
 
-Images read from a file (:func:`nbseg.io.read_array` records the path in
-``encoding["source"]``; the tool also keeps it in ``attrs["source_path"]``) are stored by
-path: the file must still hold an array of that shape when the project is saved, and is read
-again (absolute path first, then the path relative to the project) when it is opened.
+Images read from a file (:func:`nbseg.open_image` and :func:`nbseg.io.read_array` record the
+path in ``encoding["source"]``, which xarray keeps through renames and copies but not through
+computations) are stored by path: the file must still hold an array of that shape and dims
+when the project is saved (else the image is stored in the project), and is read again
+(absolute path first, then the path relative to the project) when it is opened.
 
 :func:`save_project` writes the whole folder beside the target and swaps it in (the old
 project stays whole until the new one is complete; it is replaced only with
@@ -69,8 +70,6 @@ PROJECT_SUFFIX = ".nbseg-project"
 PROJECT_FILE = "project.yaml"
 #: the version of the project.yaml layout this nbseg writes (and the newest it reads)
 FORMAT_VERSION = 1
-#: the attribute that names the file an image was opened from
-SOURCE_ATTR = "source_path"
 
 
 @dataclass
@@ -172,19 +171,18 @@ def project_path(path: str | os.PathLike[str]) -> Path:
 def image_source(image: xr.DataArray) -> Path | None:
     """The file ``image`` was read from, when that file still holds an array of its shape
     and dims (so the project can refer to it instead of copying it); else None."""
-    for src in (image.encoding.get("source"), image.attrs.get(SOURCE_ATTR)):
-        if not isinstance(src, (str, os.PathLike)) or not str(src):
-            continue
-        p = Path(os.fspath(src)).expanduser()
-        if not p.exists():
-            continue
-        try:
-            on_disk = read_array(p)
-        except NbsegError:
-            continue
-        if on_disk.shape == image.shape and tuple(on_disk.dims) == tuple(image.dims):
-            return Path(os.path.abspath(p))
-    return None
+    src = image.encoding.get("source")
+    if not isinstance(src, (str, os.PathLike)) or not str(src):
+        return None
+    p = Path(os.fspath(src)).expanduser()
+    if not p.exists():
+        return None
+    try:
+        on_disk = read_array(p)
+    except NbsegError:
+        return None
+    same = on_disk.shape == image.shape and tuple(on_disk.dims) == tuple(image.dims)
+    return Path(os.path.abspath(p)) if same and on_disk.dtype == image.dtype else None
 
 
 # -- label files -------------------------------------------------------------------------------
@@ -332,9 +330,8 @@ def _write_contents(project: Project, folder: Path, final: Path) -> None:
 
 
 def _plain(da: xr.DataArray) -> xr.DataArray:
-    """A copy to write: attrs that only describe where the array came from are dropped."""
+    """A copy to write (without the encoding of the file it may have come from)."""
     out = da.copy(deep=False)
-    out.attrs = {k: v for k, v in da.attrs.items() if k != SOURCE_ATTR}
     out.encoding = {}
     return out
 
@@ -518,5 +515,4 @@ def _read_source(entry: dict[str, Any], p: Path, shown: str) -> tuple[xr.DataArr
             f"{da.shape}, but the project was saved with shape {shape}; put the original file "
             "back."
         )
-    da.attrs[SOURCE_ATTR] = str(found)
     return da, found

@@ -10,7 +10,7 @@ import pytest
 
 import nbseg
 from nbseg.models.registry import architectures, get_architecture
-from nbseg.ui.inputs_panel import InputsPanel
+from nbseg.ui.inputs_panel import NO_MASK, InputsPanel
 from nbseg.ui.model_generator import ModelGeneratorPanel
 from nbseg.ui.params_panel import TrainingParamsPanel
 from nbseg.ui.state import Workspace
@@ -273,7 +273,7 @@ def test_inputs_default_row_builds_training_set():
     assert row.inputs[0].value == "img"
     # only multi-ROIs and masks of the image's geometry are offered
     assert list(row.output.options) == ["lab"]
-    assert [v for _, v in row.mask.options] == [None, "inside"]
+    assert [v for _, v in row.mask.options][:2] == [NO_MASK, "inside"]
     assert len(ws.training_sets) == 1
     ts = ws.training_sets[0]
     assert ts.input_list[0] is ws.images["img"]

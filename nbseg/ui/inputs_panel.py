@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+import xarray as xr
 
 from ..data.trainingset import TrainingSet, volume_of
 from ..errors import InputError
@@ -28,7 +29,12 @@ from .open_data import OpenDataControl
 from .state import Workspace, max_class
 
 _COL = "170px"
+_TITLE_COL = "60px"
 _NONE = "(none)"
+#: the Mask dropdown's value for no mask (a Dropdown shows a None value as blank)
+NO_MASK = "__none__"
+#: the prefix of Mask options that make a mask from a class of a multi-ROI
+FROM_LABELS = "__from_labels__"
 
 
 def _dropdown(tooltip: str) -> widgets.Dropdown:
@@ -51,12 +57,13 @@ class TrainingSetRow(widgets.HBox):
     """One training (or ground-truth) set: input(s), output multi-ROI, optional mask.
 
     Attributes: ``inputs`` (list of Dropdowns, one per model input), ``output``, ``mask``
-    (value None = no mask), ``remove_button``, ``title``.
+    (value :data:`NO_MASK` = no mask; :attr:`mask_name` gives None then), ``remove_button``,
+    ``title``. Cells have the widths of the panel's column headers.
     """
 
     def __init__(self, index: int, on_change: Callable[[TrainingSetRow], None]) -> None:
         self._on_change = on_change
-        self.title = widgets.Label(layout=widgets.Layout(width="60px"))
+        self.title = widgets.Label(layout=widgets.Layout(width=_TITLE_COL))
         self.inputs: list[widgets.Dropdown] = []
         self.inputs_box = widgets.HBox()
         self.output = _dropdown("Output multi-ROI (same geometry as the input)")
@@ -66,6 +73,7 @@ class TrainingSetRow(widgets.HBox):
         )
         super().__init__([self.title, self.inputs_box, self.output, self.mask, self.remove_button])
         self.add_class("nbseg-set-row")
+        self.add_class("nbseg-compact")  # no 150 px label column: cells line up with headers
         self.output.observe(lambda _: self._on_change(self), "value")
         self.mask.observe(lambda _: self._on_change(self), "value")
         self.set_index(index)
@@ -85,6 +93,20 @@ class TrainingSetRow(widgets.HBox):
     @property
     def input_names(self) -> list[str | None]:
         return [dd.value for dd in self.inputs]
+
+    @property
+    def mask_name(self) -> str | None:
+        """The chosen workspace mask, or None for *(none)*."""
+        value = self.mask.value
+        return None if value in (None, NO_MASK) else str(value)
+
+    def key(self) -> tuple[tuple[str | None, ...], str | None]:
+        """What the set trains on: (input images, output multi-ROI)."""
+        return tuple(self.input_names), self.output.value
+
+    def describe(self) -> str:
+        names = ", ".join(str(n) for n in self.input_names)
+        return f"{names} → {self.output.value}"
 
 
 class InputsPanel(widgets.VBox):
@@ -115,6 +137,7 @@ class InputsPanel(widgets.VBox):
         self.sets: list[TrainingSet] = []
         self._valid = False  # whether the last apply succeeded
         self.validation_sets: list[TrainingSet] = []
+        self._derived: dict[str, tuple[str, int]] = {}  # mask made from (labels, class id)
 
         self.rows: list[TrainingSetRow] = []
         self.rows_box = widgets.VBox()
@@ -258,8 +281,9 @@ class InputsPanel(widgets.VBox):
         def head(text: str, width: str = _COL) -> widgets.HTML:
             return widgets.HTML(f"<b>{html.escape(text)}</b>", layout=widgets.Layout(width=width))
 
+        self.header.add_class("nbseg-compact")
         self.header.children = (
-            head("", "60px"),
+            head("", _TITLE_COL),
             *(head(n) for n in self._input_labels()),
             head("Output multi-ROI"),
             head("Mask"),
@@ -290,6 +314,61 @@ class InputsPanel(widgets.VBox):
         self._layout_rows()
         self._auto_apply()
 
+    def restore(self, sets: Sequence[Any], validation: float | Sequence[Any]) -> list[TrainingSet]:
+        """Show ``sets`` as the training-set rows and ``validation`` (a fraction, or sets as
+        ground-truth rows), then apply (a saved project's inputs). A set is anything with
+        ``inputs`` (image names), ``output`` (a multi-ROI name) and ``mask`` (a mask name or
+        None), e.g. :class:`nbseg.project.SetRef`. Names the workspace lacks, or choices the
+        rows cannot offer, are an InputError naming them, and the rows stay as they were."""
+        gt = list(validation) if not isinstance(validation, float | int) else []
+        self._updating = True
+        try:
+            rows = [self._restored_row(i, ref, "training set") for i, ref in enumerate(sets)]
+            vrows = [self._restored_row(i, ref, "ground-truth set") for i, ref in enumerate(gt)]
+            self.rows, self.validation_rows = rows, vrows
+            if isinstance(validation, float | int):
+                self.validation_mode.value = "split"
+                self.validation_percent.value = float(validation) * 100.0
+            else:
+                self.validation_mode.value = "sets"
+        finally:
+            self._updating = False
+        self._layout_rows()
+        return self.apply()
+
+    def _restored_row(self, index: int, ref: Any, what: str) -> TrainingSetRow:
+        ws = self.workspace
+        where = f"{what} {index + 1}"
+        row = TrainingSetRow(index, self._row_changed)
+        row.remove_button.on_click(lambda _, r=row: self.remove_row(r))
+        self._refresh_row(row)
+        for k, (dd, name) in enumerate(zip(row.inputs, ref.inputs)):
+            if name not in dd.options:
+                raise InputError(
+                    f"{where}: input {k + 1} is image {name!r}, which the workspace does not "
+                    f"hold (images: {sorted(ws.images)})."
+                )
+            dd.value = name
+            self._refresh_row(row)
+        if ref.output not in row.output.options:
+            raise InputError(
+                f"{where}: labels {ref.output!r} do not fit image {row.input_names[0]!r}"
+                + (
+                    f": {self._why_no_output(str(row.input_names[0]))}."
+                    if row.input_names[0] in ws.images
+                    else "."
+                )
+            )
+        row.output.value = ref.output
+        mask = ref.mask if ref.mask is not None else NO_MASK
+        if mask not in [v for _, v in row.mask.options]:
+            raise InputError(
+                f"{where}: mask {ref.mask!r} is not a workspace mask of image "
+                f"{row.input_names[0]!r}'s geometry (masks: {sorted(ws.masks)})."
+            )
+        row.mask.value = mask
+        return row
+
     def _layout_rows(self) -> None:
         self.rows_box.children = tuple(self.rows)
         self.validation_rows_box.children = tuple(self.validation_rows)
@@ -314,9 +393,79 @@ class InputsPanel(widgets.VBox):
                 dd.value = options[0]
         first = row.inputs[0].value if row.inputs else None
         labels = ws.compatible("labels", first) if first else []
+        if prefer_unused and row.output.value is None:
+            # a new row: labels not yet used with this image first (no silent copy of a set)
+            taken = {
+                r.output.value
+                for r in (*self.rows, *self.validation_rows)
+                if r is not row and r.inputs and r.inputs[0].value == first
+            }
+            labels = [n for n in labels if n not in taken] + [n for n in labels if n in taken]
         _set_options(row.output, labels)
-        masks = ws.compatible("masks", first) if first else []
-        _set_options(row.mask, [(_NONE, None), *[(m, m) for m in masks]])
+        _set_options(row.mask, self._mask_options(first))
+
+    def _mask_options(self, image: str | None) -> list[tuple[str, str]]:
+        """*(none)*, the workspace masks of the image's geometry, and a mask from each class
+        of each multi-ROI of that geometry (made when chosen, kept up to date)."""
+        ws = self.workspace
+        options = [(_NONE, NO_MASK)]
+        if not image or image not in ws.images:
+            return options
+        options += [(m, m) for m in ws.compatible("masks", image)]
+        shape = ws.images[image].shape
+        for name, roi in ws.labels.items():
+            if roi.shape != shape:
+                continue
+            for k, cls in enumerate(roi.attrs.get("class_names", [])):
+                made = _derived_name(name, str(cls))
+                if made not in ws.masks:
+                    options.append((f"from {name}: {cls}", f"{FROM_LABELS}{name}\x1f{k}"))
+        return options
+
+    def make_mask(self, labels: str, cls: int | str) -> str:
+        """Add a mask made of class ``cls`` (id or name) of the workspace multi-ROI
+        ``labels`` to the workspace (what a Mask choice *from <labels>: <class>* does); it is
+        kept up to date while the labels are painted. Returns its name."""
+        ws = self.workspace
+        if labels not in ws.labels:
+            raise InputError(
+                f"No multi-ROI {labels!r} in the workspace (it has {sorted(ws.labels)}); paint "
+                "one in the Label tab first."
+            )
+        names = [str(n) for n in ws.labels[labels].attrs.get("class_names", [])]
+        k = names.index(cls) if isinstance(cls, str) and cls in names else cls
+        if not isinstance(k, int) or not 0 <= k < len(names):
+            raise InputError(
+                f"Class {cls!r} is not a class of {labels!r} (classes: {names}); choose one."
+            )
+        name = _derived_name(labels, names[k])
+        self._derived[name] = (labels, k)
+        ws.masks[name] = self._derived_mask(labels, k, name)
+        return name
+
+    def _derived_mask(self, labels: str, k: int, name: str) -> xr.DataArray:
+        roi = self.workspace.labels[labels]
+        return xr.DataArray(
+            np.asarray(roi.values) == k, dims=roi.dims, coords=roi.coords, name=name
+        )
+
+    def _update_derived(self, labels: str) -> bool:
+        """Recompute the masks made from ``labels``; True when one is used by a row."""
+        ws = self.workspace
+        used = {r.mask_name for r in (*self.rows, *self.validation_rows)}
+        hit = False
+        for name, (source, k) in list(self._derived.items()):
+            if source != labels:
+                continue
+            if labels not in ws.labels or name not in ws.masks:
+                del self._derived[name]
+                continue
+            roi = ws.labels[labels]
+            if roi.shape != ws.masks[name].shape or k >= len(roi.attrs.get("class_names", [])):
+                continue
+            ws.masks[name] = self._derived_mask(labels, k, name)
+            hit = hit or name in used
+        return hit
 
     def refresh(self) -> None:
         """Recompute every dropdown from the workspace (keeps choices still valid)."""
@@ -330,6 +479,19 @@ class InputsPanel(widgets.VBox):
 
     def _row_changed(self, row: TrainingSetRow) -> None:
         if self._updating:
+            return
+        choice = row.mask.value
+        if isinstance(choice, str) and choice.startswith(FROM_LABELS):
+            labels, k = choice[len(FROM_LABELS) :].rsplit("\x1f", 1)
+            made = style.run_reporting(self.message, self.make_mask, labels, int(k))
+            self._updating = True
+            try:
+                self._refresh_row(row)
+                row.mask.value = made if made is not None else NO_MASK
+            finally:
+                self._updating = False
+            if made is not None:
+                self.workspace.emit("masks", made)  # the other panels offer it; applies
             return
         self._updating = True
         try:
@@ -392,9 +554,9 @@ class InputsPanel(widgets.VBox):
                 f"{where}: no output multi-ROI fits image {image!r} (shape "
                 f"{ws.images[image].shape}): {self._why_no_output(image)}."
             )
-        mask = ws.masks.get(row.mask.value)
+        mask = ws.masks.get(row.mask_name) if row.mask_name is not None else None
         label = f"{what} {row.index + 1} ({', '.join(names)} → {row.output.value}" + (
-            f", mask {row.mask.value})" if mask is not None else ")"
+            f", mask {row.mask_name})" if mask is not None else ")"
         )
         ts = TrainingSet(
             inputs=[ws.images[n] for n in names],
@@ -445,7 +607,36 @@ class InputsPanel(widgets.VBox):
         self._update_feedback_options()
         self._send_feedback()
         self._show_summary(sets, validation)
+        repeats = self.repeated_sets()
+        if repeats:
+            self.message.show(" ".join(repeats), "warning")
         return sets
+
+    def repeated_sets(self) -> list[str]:
+        """Warnings for rows that train on the same image(s) and labels as an earlier row,
+        and for ground-truth sets that are training sets (empty when there is none)."""
+        out = []
+        seen: dict[Any, int] = {}
+        for r in self.rows:
+            key = r.key()
+            if key in seen:
+                out.append(
+                    f"Set {r.index + 1} repeats set {seen[key] + 1} ({r.describe()}): it adds "
+                    "the same data twice. Choose another image or labels, or remove it."
+                )
+            else:
+                seen[key] = r.index
+        if self.validation_mode.value == "sets":
+            for r in self.validation_rows:
+                key = r.key()
+                if key in seen:
+                    out.append(
+                        f"Ground-truth set {r.index + 1} is training set {seen[key] + 1} "
+                        f"({r.describe()}): validating on the training data cannot show "
+                        "over-fitting. Paint separate ground-truth labels (Label tab, another "
+                        "labels name) and choose them, or use '% split'."
+                    )
+        return out
 
     def _show_summary(self, sets: list[TrainingSet], validation: float | list[TrainingSet]) -> None:
         items = "".join(
@@ -619,11 +810,12 @@ class InputsPanel(widgets.VBox):
             if event == "images" and not self.rows and self.workspace.images:
                 self.add_row()
                 return
+            derived_in_use = event == "labels" and self._update_derived(str(value))
             before = self._choices()
             self.refresh()
             # re-validate when a choice changed or an array in use was replaced/edited (the
             # Label tab emits "labels" after every stroke: unrelated arrays cost nothing)
-            changed = self._choices() != before or value in before
+            changed = self._choices() != before or value in before or derived_in_use
             if event == "model" or changed or not self._valid:
                 self._auto_apply()
         elif event == "training_sets":
@@ -664,6 +856,11 @@ class InputsPanel(widgets.VBox):
             self._updating = False
         self._last_feedback = region
         self._show_slice()
+
+
+def _derived_name(labels: str, cls: str) -> str:
+    """The workspace name of the mask made of class ``cls`` of the multi-ROI ``labels``."""
+    return f"{labels}: {cls}"
 
 
 def _compact(box: widgets.Box) -> widgets.Box:

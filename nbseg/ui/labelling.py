@@ -564,6 +564,8 @@ class LabelEditor(widgets.VBox):
             self._ui(self.load, image)
 
     def _on_name(self, change: dict[str, Any]) -> None:
+        if self._quiet:
+            return
         new = str(change["new"]).strip()
         if not new:
             self.message.error("The labels need a name; type one in 'Labels name'.")
@@ -662,6 +664,32 @@ class LabelEditor(widgets.VBox):
         )
         assert self._labels_da is not None
         return self._labels_da
+
+    def mark_saved(self, where: str | None = None) -> None:
+        """The labels are safe (e.g. in a saved project): no unsaved edits any more."""
+        self._edits = 0
+        if where is not None:
+            self.saved_path = where
+
+    def edit(self, image: str, labels: str | None = None) -> None:
+        """Edit the workspace multi-ROI called ``labels`` (default: the current name) over
+        the workspace image called ``image`` (new unlabelled ones when there are none of its
+        geometry); the name is what the workspace, the Inputs tab and projects call them."""
+        ws = self.workspace
+        if ws is None or image not in ws.images:
+            have = sorted(ws.images) if ws is not None else []
+            raise InputError(f"No image {image!r} in the workspace (images: {have}).")
+        name = str(labels).strip() if labels is not None else self.name
+        if not name:
+            raise InputError("The labels need a name; give one.")
+        self._end_stroke()
+        self.name = name
+        self._quiet = True
+        try:
+            self.name_text.value = name
+        finally:
+            self._quiet = False
+        self.load(ws.images[image])
 
     def _save_from_ui(self) -> None:
         self.save_labels()

@@ -2,13 +2,17 @@
 
 Each panel also works on its own (``nbseg.ui.TrainingPanel(workspace)`` …); the tool only
 composes them and offers the few calls a notebook needs to script what a click does
-(:meth:`train`, :meth:`stop`, :meth:`wait`).
+(:meth:`train`, :meth:`stop`, :meth:`wait`), and keeps the whole workspace in a project
+folder (:meth:`save_project`, :meth:`open_project`; the format is :mod:`nbseg.project`).
 """
 
 from __future__ import annotations
 
+import functools
 import html
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -17,6 +21,9 @@ import numpy as np
 from ..data.trainingset import TrainingSet
 from ..errors import InputError
 from ..model import Model
+from ..project import Project, SetRef
+from ..project import open_project as read_project
+from ..project import save_project as write_project
 from ..store.library import ModelLibrary
 from ..training.job import TrainingRun
 from ..training.params import TrainingParams
@@ -29,8 +36,20 @@ from .params_panel import TrainingParamsPanel
 from .preview_panel import PreviewPanel
 from .segment_panel import SegmentPanel
 from .state import Workspace
-from .style import css, run_reporting
+from .style import MessageBox, css, labelled, run_reporting
 from .training_panel import TrainingPanel
+
+
+class _ClassOrInstanceMethod:
+    """A method that gets the class and the instance (None when called on the class)."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+        return functools.wraps(self.func)(functools.partial(self.func, owner, obj))
+
 
 TAB_TITLES = (
     "Models",
@@ -133,7 +152,52 @@ class DeepLearningTool(widgets.VBox):
             "<span style='font-size:16px;font-weight:600'>nbseg · Deep Learning Tool</span>"
             "</div>"
         )
-        super().__init__([css(), header, self.status, self.tabs])
+        # -- the project: the whole workspace in one folder --
+        self.project_path = widgets.Text(placeholder="work.nbseg-project", continuous_update=False)
+        self.project_overwrite = widgets.Checkbox(
+            value=False,
+            description="Overwrite",
+            indent=False,
+            tooltip="Replace the project folder when it exists (the old one stays whole until "
+            "the new one is complete)",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.save_project_button = widgets.Button(
+            description="Save project",
+            icon="save",
+            tooltip="Save images (by path when read from a file), labels, masks, training sets, "
+            "validation, parameters, feedback region and the model into the project folder",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.open_project_button = widgets.Button(
+            description="Open project",
+            icon="folder-open",
+            tooltip="Restore everything saved in the project folder (replaces this workspace)",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.project_message = MessageBox()
+        self.project_bar = widgets.VBox(
+            [
+                widgets.HBox(
+                    [
+                        labelled("Project", self.project_path, "A .nbseg-project folder"),
+                        self.save_project_button,
+                        self.open_project_button,
+                        self.project_overwrite,
+                    ],
+                    layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
+                ),
+                self.project_message,
+            ]
+        )
+        self.project_bar.add_class("nbseg-project-bar")
+        self.save_project_button.on_click(
+            lambda _: run_reporting(self.project_message, self.save_project)
+        )
+        self.open_project_button.on_click(
+            lambda _: run_reporting(self.project_message, self.open_project)
+        )
+        super().__init__([css(), header, self.project_bar, self.status, self.tabs])
         self.add_class("nbseg-panel")
         self.add_class("nbseg-tool")
         if tab is not None:
@@ -225,6 +289,179 @@ class DeepLearningTool(widgets.VBox):
         )
         return run
 
+    # -- projects --------------------------------------------------------------------------------
+    def save_project(
+        self, path: str | os.PathLike[str] | None = None, overwrite: bool | None = None
+    ) -> Path:
+        """Save the whole workspace into the project folder ``path`` (default: the *Project*
+        field; ``.nbseg-project`` added when it has no suffix), atomically: images (by path
+        when read from a file, else as arrays), every multi-ROI (class names and colours) and
+        mask, the Inputs tab's training sets and validation, the training parameters, the
+        feedback region, the model (``model.nbseg``, with its history) and which image the
+        Label tab shows. An existing folder is replaced only with ``overwrite=True``
+        (default: the *Overwrite* box). Returns the folder. Same as **Save project**."""
+        if self.training.running:
+            raise InputError(
+                "Training is running: stop it or wait for it to end, then save the project "
+                "(the model changes every batch)."
+            )
+        text = self.project_path.value if path is None else os.fspath(path)
+        if not str(text).strip():
+            raise InputError(
+                "Type the project folder in 'Project' (e.g. work.nbseg-project), then save."
+            )
+        allow = bool(self.project_overwrite.value) if overwrite is None else bool(overwrite)
+        project = self._project()
+        written = write_project(project, text, overwrite=allow)
+        self.project_path.value = str(written) if path is not None else self.project_path.value
+        self.labelling.mark_saved()
+        parts = [
+            f"{len(project.images)} image(s)",
+            f"{len(project.labels)} labels",
+            f"{len(project.masks)} mask(s)",
+            f"{len(project.training_sets)} training set(s)",
+            "the model" if project.model is not None else "no model",
+        ]
+        self.project_message.show(f"Saved the project to {str(written)!r}: {', '.join(parts)}.")
+        return written
+
+    def _project(self) -> Project:
+        ws = self.workspace
+        inputs = self.inputs
+        sets = [_ref(r) for r in inputs.rows]
+        validation: float | list[SetRef]
+        if inputs.validation_mode.value == "sets":
+            validation = [r for r in (_ref(v) for v in inputs.validation_rows) if r is not None]
+        else:
+            validation = float(inputs.validation_percent.value) / 100.0
+        lab = self.labelling
+        image_name = next(
+            (n for n, im in ws.images.items() if lab.image is not None and im is lab.image), None
+        )
+        view: dict[str, Any] = {"tab": TAB_TITLES[self.tabs.selected_index or 0]}
+        if image_name is not None:
+            view["label"] = {
+                "image": image_name,
+                "labels": lab.name,
+                "plane": lab.plane,
+                "slice": lab.z,
+                "path": lab.labels_path.value,
+            }
+        return Project(
+            images=dict(ws.images),
+            labels=dict(ws.labels),
+            masks=dict(ws.masks),
+            model=ws.model,
+            params=ws.params,
+            training_sets=[r for r in sets if r is not None],
+            validation=validation,
+            feedback=ws.feedback,
+            view=view,
+        )
+
+    def _open_project(
+        owner: type[DeepLearningTool],
+        tool: DeepLearningTool | None,
+        path: str | os.PathLike[str] | None = None,
+    ) -> DeepLearningTool:
+        """Restore a project saved by :meth:`save_project`.
+
+        ``DeepLearningTool.open_project(path)`` returns a new tool showing it;
+        ``tool.open_project(path)`` (and **Open project**, path from the *Project* field)
+        replaces the tool's workspace by it. The project is read completely first: when a
+        file is missing or wrong nothing changes (an :class:`nbseg.InputError` says what).
+        Returns the tool."""
+        if path is None:
+            if tool is None or not tool.project_path.value.strip():
+                raise InputError("Give the project folder to open (e.g. work.nbseg-project).")
+            path = tool.project_path.value
+        if tool is not None and tool.training.running:
+            raise InputError(
+                "Training is running: stop it or wait for it to end before opening a project."
+            )
+        project = read_project(path)
+        if tool is None:
+            tool = owner(
+                workspace=Workspace(
+                    images=project.images,
+                    labels=project.labels,
+                    masks=project.masks,
+                    model=project.model,
+                    params=project.params,
+                )
+            )
+        else:
+            tool._replace_workspace(project)
+        tool._restore(project)
+        return tool
+
+    open_project = _ClassOrInstanceMethod(_open_project)
+    del _open_project
+
+    def _replace_workspace(self, project: Project) -> None:
+        ws = self.workspace
+        fresh = Workspace(images=project.images, labels=project.labels, masks=project.masks)
+        for mine, theirs in (
+            (ws.images, fresh.images),
+            (ws.labels, fresh.labels),
+            (ws.masks, fresh.masks),
+        ):
+            mine.clear()
+            mine.update(theirs)
+        ws.result = None
+        ws.feedback = None
+        for event in ("images", "labels", "masks"):
+            ws.emit(event, None)
+        ws.set_model(project.model)
+        if project.params is not None:
+            ws.set_params(project.params)
+
+    def _restore(self, project: Project) -> None:
+        """The project's inputs, feedback region and views (after its data and model)."""
+        ws = self.workspace
+        notes: list[str] = []
+        if project.training_sets:
+            try:
+                self.inputs.restore(project.training_sets, project.validation)
+            except InputError as err:
+                self.inputs.message.error(err)
+                notes.append(f"the Inputs tab says: {err}")
+        elif not isinstance(project.validation, list):
+            self.inputs.validation_percent.value = float(project.validation) * 100.0
+        if project.feedback is not None and ws.training_sets:
+            ws.set_feedback(project.feedback)
+        view = project.view if isinstance(project.view, dict) else {}
+        label = view.get("label")
+        lab = self.labelling
+        if isinstance(label, dict) and label.get("image") in ws.images:
+            try:
+                lab.edit(str(label["image"]), str(label.get("labels") or lab.name))
+                if label.get("plane") in ("xz", "yz") and lab.image is not None:
+                    lab.set_plane(str(label["plane"]), None)
+                if isinstance(label.get("slice"), int):
+                    lab.set_slice(int(label["slice"]))
+                if isinstance(label.get("path"), str):
+                    lab.labels_path.value = label["path"]
+            except InputError as err:
+                lab.message.error(err)
+        lab.mark_saved()
+        if view.get("tab") in TAB_TITLES:
+            self.select(str(view["tab"]))
+        assert project.path is not None  # read from a folder
+        self.project_path.value = str(project.path)
+        where = str(project.path)
+        text = (
+            f"Opened the project {where!r}: {len(project.images)} image(s), "
+            f"{len(project.labels)} labels, {len(project.masks)} mask(s), "
+            f"{len(project.training_sets)} training set(s), "
+            + ("the model" if project.model is not None else "no model")
+            + "."
+        )
+        if notes:
+            self.project_message.show(text + " Not restored: " + "; ".join(notes), "warning")
+        else:
+            self.project_message.show(text, "info")
+
     def stop(self) -> None:
         """Same as clicking **Stop**."""
         self.training.stop()
@@ -232,3 +469,11 @@ class DeepLearningTool(widgets.VBox):
     def wait(self, timeout: float | None = None) -> TrainingResult | None:
         """Block until the current training ends; returns its result."""
         return self.training.wait(timeout)
+
+
+def _ref(row: Any) -> SetRef | None:
+    """A training-set row as names (None while a choice is missing)."""
+    names = row.input_names
+    if not names or any(n is None for n in names) or row.output.value is None:
+        return None
+    return SetRef([str(n) for n in names], str(row.output.value), row.mask_name)
