@@ -121,3 +121,98 @@ def test_suggestion_layers_follow_the_plane_and_a_suggested_slice_returns_to_xy(
     assert (ed.view.layers["outline"] == (np.arange(32) == 10)[None, :]).all()
     ed.jump_to(Region(2, 8, 12, 0, 8, 0.9))
     assert ed.plane == "xy" and ed.z == 2 and ed.view.layers["region"] == (8, 12, 0, 8)
+
+
+# -- Preview and Segment with AI ------------------------------------------------------------
+def _ws(shape=(6, 32, 32), dim="2D"):
+    from nbseg.ui.state import Workspace
+
+    from .helpers import blobs, ready_model
+
+    image, _, _ = blobs(shape)
+    return Workspace(images={"vol": image}, model=ready_model(dim)), image
+
+
+def test_preview_plane_is_the_plane_of_the_volume_segmentation():
+    import nbseg
+    from nbseg.inference.planes import preview_plane
+
+    for dim, shape in (("2D", (6, 32, 32)), ("3D", (8, 16, 16))):
+        ws, image = _ws(shape, dim)
+        full = nbseg.segment(ws.model, image)
+        for plane, axis in (("xz", "y"), ("yz", "x")):
+            for k in (0, 5, shape[1] - 1):
+                got = preview_plane(ws.model, image, plane, k)
+                assert got.dims == ("z", "x" if plane == "xz" else "y")
+                assert (got.values == full.isel({axis: k}).values).all(), (dim, plane, k)
+        xy = preview_plane(ws.model, image, "xy", 3)
+        assert (xy.values == nbseg.preview(ws.model, image, 3).values).all()
+
+
+def test_preview_plane_refuses_what_does_not_fit():
+    from nbseg.errors import InputError
+    from nbseg.inference.planes import preview_plane
+
+    ws, image = _ws()
+    with pytest.raises(InputError, match="choose one of xy, xz, yz"):
+        preview_plane(ws.model, image, "zx", 0)
+    with pytest.raises(InputError, match=r"index=32 is outside 0 … 31 along 'x'"):
+        preview_plane(ws.model, image, "yz", 32)
+    with pytest.raises(InputError, match="only the xy plane"):
+        preview_plane(ws.model, image.isel(z=0), "xz", 0)
+
+
+def test_preview_panel_shows_the_yz_plane_and_drops_a_stale_preview():
+    import nbseg
+    from nbseg.ui.preview_panel import PreviewPanel, image_slice
+
+    ws, image = _ws()
+    panel = PreviewPanel(ws)
+    assert panel.plane_row.layout.display is None
+    panel.plane_buttons.value = "yz"
+    assert panel.slice_slider.max == 31 and panel.slice_slider.value == 16
+    assert panel.view._gray.shape == (6, 32)
+    panel.slice_slider.value = 5
+    panel.preview_button.click()
+    assert panel.message.text.startswith("Preview of the yz plane at x = 5:"), panel.message.text
+    pred = panel.prediction
+    assert pred.dims == ("z", "y")
+    full = nbseg.segment(ws.model, image)
+    assert (pred.values == full.isel(x=5).values).all()
+    assert (panel.view._labels == pred.values).all()
+    assert (panel.view._gray == image_slice(image, 5, "yz")).all()
+    assert (image_slice(image, 5, "yz") == image_slice(image.transpose("x", "z", "y"), 5)).all()
+    panel.slice_slider.value = 6  # another slice: the preview and its message are dropped
+    assert panel.prediction is None and panel.message.text == "" and panel.view._labels is None
+    panel.preview(index=2, plane="xz")
+    assert panel.message.text.startswith("Preview of the xz plane at y = 2:")
+    assert (panel.prediction.values == full.isel(y=2).values).all()
+    panel.plane_buttons.value = "xy"  # another plane: the middle slice, nothing stale
+    assert panel.slice_slider.max == 5 and panel.slice_slider.value == 3
+    assert panel.prediction is None and panel.message.text == ""
+    panel.plane_buttons.value = "xz"
+    panel.uncertainty_controls.show.value = True
+    panel.preview(index=7)
+    assert panel.uncertainty.dims == ("z", "x") and panel.view.layers["heat"].shape == (6, 32)
+
+
+def test_segment_panel_shows_the_result_in_every_plane():
+    import nbseg
+    from nbseg.ui.segment_panel import SegmentPanel
+
+    ws, image = _ws()
+    panel = SegmentPanel(ws)
+    panel.start()
+    result = panel.wait(60)
+    assert panel.status == "done", panel.message.text
+    panel.plane_buttons.value = "xz"
+    assert panel.slice_slider.max == 31 and panel.slice_slider.value == 16
+    panel.slice_slider.value = 9
+    assert (panel.view._labels == result.values[:, 9, :]).all()
+    panel.plane_buttons.value = "yz"
+    panel.slice_slider.value = 30
+    assert (panel.view._labels == result.values[:, :, 30]).all()
+    assert panel.view._gray.shape == (6, 32)
+    pred = panel.preview_slice(4)
+    full = nbseg.segment(ws.model, image)
+    assert pred.dims == ("z", "y") and (pred.values == full.isel(x=4).values).all()

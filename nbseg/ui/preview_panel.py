@@ -12,10 +12,11 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
-from ..inference.sliding import preview
+from ..inference.planes import preview_plane
 from ..render import to_uint8
 from . import style
 from .imageview import ImageView
+from .labelling import PLANES, plane_of
 from .state import Workspace
 from .uncertainty_view import UncertaintyControls
 
@@ -107,13 +108,43 @@ class InputPicker(widgets.VBox):
                 )
 
 
-def image_slice(image: xr.DataArray, index: int) -> np.ndarray:
-    """Grey uint8 of slice ``index`` (first dim of a volume; a 2D image is its own slice)."""
-    plane = image.values if image.ndim == 2 else image.isel({image.dims[0]: index}).values
-    plane = np.asarray(plane, dtype=np.float32)
-    if not np.isfinite(plane).all():
-        plane = np.nan_to_num(plane)
-    return to_uint8(plane)
+def image_slice(image: xr.DataArray, index: int, plane: str = "xy") -> np.ndarray:
+    """Grey uint8 of slice ``index`` of ``plane`` (``"xy"``: along the first dim of a volume,
+    ``"xz"`` / ``"yz"``: along the second / third; a 2D image is its own slice)."""
+    if image.ndim == 2:
+        values = image.values
+    else:
+        values = image.isel({image.dims[PLANES[plane]]: index}).values
+    values = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(values).all():
+        values = np.nan_to_num(values)
+    return to_uint8(values)
+
+
+def plane_toggle() -> widgets.ToggleButtons:
+    """The xy / xz / yz choice of the Preview and Segment panels (as the Label tab's)."""
+    return widgets.ToggleButtons(
+        options=list(PLANES),
+        value="xy",
+        tooltips=[
+            "Slices along z (rows y, columns x)",
+            "Slices along y (rows z, columns x): every z slice cut along one row",
+            "Slices along x (rows z, columns y): every z slice cut along one column",
+        ],
+        style={"button_width": "44px"},
+    )
+
+
+def slice_text(image: xr.DataArray, plane: str, index: int) -> str:
+    """``"slice 3"`` (xy) or ``"the xz plane at y = 12"``, for messages."""
+    if image.ndim == 2 or plane == "xy":
+        return f"slice {index}"
+    return f"the {plane} plane at {image.dims[PLANES[plane]]} = {index}"
+
+
+def result_plane(values: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """The ``plane`` at ``index`` of a ``(z, y, x)`` result (a 2D result is itself)."""
+    return values if values.ndim == 2 else plane_of(values, plane, index)
 
 
 class PreviewPanel(widgets.VBox):
@@ -132,11 +163,16 @@ class PreviewPanel(widgets.VBox):
         self.inputs = InputPicker(self.workspace)
         self.slice_slider = widgets.IntSlider(value=0, min=0, max=0, continuous_update=False)
         self.slice_row = style.labelled("Slice", self.slice_slider)
+        self.plane_buttons = plane_toggle()
+        self.plane_row = style.labelled(
+            "Plane", self.plane_buttons, "Show xy, xz or yz slices of the volume"
+        )
         self.preview_button = widgets.Button(
             description="Preview",
             icon="eye",
             button_style="primary",
-            tooltip="Predict the shown slice with the model",
+            tooltip="Predict the shown slice with the model (xz / yz: every z slice is "
+            "predicted where the plane cuts it)",
         )
         self.opacity = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05)
         self.view = ImageView(size, size)
@@ -144,12 +180,14 @@ class PreviewPanel(widgets.VBox):
         self.uncertainty_controls.bind(self.view)
         self.prediction: xr.DataArray | None = None
         self.uncertainty: xr.DataArray | None = None
+        self._axis: tuple[str, int] | None = None  # (plane, slices along its axis) shown
         box = style.panel(
             self.message,
             style.section(
                 "Model and input",
                 self.model_info,
                 self.inputs,
+                self.plane_row,
                 self.slice_row,
                 widgets.HBox([self.preview_button]),
                 style.labelled("Overlay opacity", self.opacity),
@@ -162,6 +200,7 @@ class PreviewPanel(widgets.VBox):
         self.add_class("nbseg-panel")
         self.preview_button.on_click(lambda _: style.run_reporting(self.message, self.preview))
         self.slice_slider.observe(lambda _: self._show_slice(), names="value")
+        self.plane_buttons.observe(lambda _: self._on_input(), names="value")
         self.opacity.observe(lambda ch: self.view.set_opacity(labels=ch["new"]), names="value")
         self.inputs.on_change(self._on_input)
         self.uncertainty_controls.on_change(self._on_uncertainty_toggle)
@@ -196,12 +235,23 @@ class PreviewPanel(widgets.VBox):
         image = self.workspace.images.get(names[0]) if names and names[0] else None
         if image is None:
             return
-        n = image.shape[0] if image.ndim == 3 else 1
+        if image.ndim == 2:
+            self.plane_buttons.value = "xy"  # observed: comes back here once
+        plane = self.plane
+        n = image.shape[PLANES[plane]] if image.ndim == 3 else 1
+        moved = self._axis is not None and self._axis[0] != plane
+        self._axis = (plane, n)
         self.slice_slider.max = max(0, n - 1)
-        if self.slice_slider.value > n - 1:
+        if moved or self.slice_slider.value > n - 1:  # another plane: its middle slice
             self.slice_slider.value = n // 2
         self.slice_row.layout.display = None if image.ndim == 3 else "none"
+        self.plane_row.layout.display = None if image.ndim == 3 else "none"
         self._show_slice()
+
+    @property
+    def plane(self) -> str:
+        """The plane shown: ``"xy"``, ``"xz"`` or ``"yz"``."""
+        return str(self.plane_buttons.value)
 
     def _show_slice(self) -> None:
         """Show the grey slice; a preview of another slice is dropped."""
@@ -212,7 +262,7 @@ class PreviewPanel(widgets.VBox):
         self.prediction = None
         self.uncertainty = None
         self.view.set_layers(heat=None, redraw=False)
-        self.view.show(image_slice(image, int(self.slice_slider.value)), None)
+        self.view.show(image_slice(image, int(self.slice_slider.value), self.plane), None)
         self.message.clear()  # a message about another slice would be stale
 
     def _on_uncertainty_toggle(self) -> None:
@@ -224,30 +274,36 @@ class PreviewPanel(widgets.VBox):
             style.run_reporting(self.message, self.preview)
 
     # -- action --------------------------------------------------------------------------
-    def preview(self, index: int | None = None) -> xr.DataArray:
-        """Predict slice ``index`` (default: the slider's) and show it over the image."""
+    def preview(self, index: int | None = None, plane: str | None = None) -> xr.DataArray:
+        """Predict slice ``index`` (default: the slider's) of ``plane`` (default: the
+        *Plane* choice; ``"xz"`` / ``"yz"`` cut every z slice, see
+        :func:`nbseg.inference.planes.preview_plane`) and show it over the image."""
 
         model = self.workspace.model
         if model is None:
             raise InputError(NO_MODEL)
         images = self.inputs.images()
+        if plane is not None:
+            if plane not in PLANES:
+                raise InputError(f"Plane {plane!r}: choose one of {', '.join(PLANES)}.")
+            self.plane_buttons.value = plane
         if index is not None:
             self.slice_slider.value = int(index)
         index = int(self.slice_slider.value)
+        plane = self.plane
         ref = images[0]
-        dim = ref.dims[0] if ref.ndim == 3 else "z"
         image = images if len(images) > 1 else images[0]
         unc = None
         if self.uncertainty_controls.enabled:
             method = self.uncertainty_controls.method.value
-            pred, unc = preview(
-                model, image, index, dim=dim, return_uncertainty=True, uncertainty_method=method
+            pred, unc = preview_plane(
+                model, image, plane, index, return_uncertainty=True, uncertainty_method=method
             )
         else:
-            pred = preview(model, image, index, dim=dim)
+            pred = preview_plane(model, image, plane, index)
         self.view.opacity = float(self.opacity.value)
         self.view.set_layers(heat=None if unc is None else np.asarray(unc.values), redraw=False)
-        self.view.show(image_slice(ref, index), np.asarray(pred.values), model.class_colors)
+        self.view.show(image_slice(ref, index, plane), np.asarray(pred.values), model.class_colors)
         self.prediction = pred
         self.uncertainty = unc
         counts = np.bincount(
@@ -263,7 +319,8 @@ class PreviewPanel(widgets.VBox):
                 f"; uncertainty mean {float(u.mean()):.2f}, "
                 f"{100 * float((u > 0.5).mean()):.0f} % of pixels above 0.5"
             )
-        self.message.show(f"Preview of slice {index}: {share}.", "info")
+        where = slice_text(ref, plane, index)
+        self.message.show(f"Preview of {where}: {share}.", "info")
         return pred
 
 

@@ -25,12 +25,13 @@ import xarray as xr
 from ..errors import InputError
 from ..formats import WRITE_SUFFIXES, output_suffix, save_labels
 from ..inference.job import SegmentationRun
-from ..inference.sliding import preview
+from ..inference.planes import preview_plane
 from ..model import Model, load_model
 from ..progress import Progress
 from . import style
 from .imageview import ImageView
-from .preview_panel import NO_MODEL, InputPicker, image_slice
+from .labelling import PLANES
+from .preview_panel import NO_MODEL, InputPicker, image_slice, plane_toggle, result_plane
 from .state import Workspace
 from .uncertainty_view import UncertaintyControls
 
@@ -93,6 +94,11 @@ class SegmentPanel(widgets.VBox):
         self.mask_select = widgets.Dropdown(options=[("(none)", NO_MASK)], value=NO_MASK)
         self.slice_slider = widgets.IntSlider(value=0, min=0, max=0, continuous_update=False)
         self.slice_row = style.labelled("Preview slice", self.slice_slider)
+        self.plane_buttons = plane_toggle()
+        self.plane_row = style.labelled(
+            "Plane", self.plane_buttons, "Show xy, xz or yz slices of the image and the result"
+        )
+        self._axis: tuple[str, int] | None = None  # (plane, slices along its axis) shown
         self.preview_button = widgets.Button(description="Preview slice", icon="eye")
         self.segment_button = widgets.Button(
             description="Segment",
@@ -143,6 +149,7 @@ class SegmentPanel(widgets.VBox):
             ),
             style.section(
                 "Segment",
+                self.plane_row,
                 self.slice_row,
                 self.tta_check,
                 self.uncertainty_controls,
@@ -165,6 +172,7 @@ class SegmentPanel(widgets.VBox):
         self.cancel_button.on_click(lambda _: self.cancel())
         self.model_select.observe(lambda _: self._sync_model(), names="value")
         self.slice_slider.observe(lambda _: self._on_slice(), names="value")
+        self.plane_buttons.observe(lambda _: self._on_input(), names="value")
         self.inputs.on_change(self._on_input)
         self.uncertainty_controls.on_change(self._on_slice)
         self.workspace.observe(self._on_workspace)
@@ -235,10 +243,23 @@ class SegmentPanel(widgets.VBox):
         self._refresh_masks()
         if image is None:
             return
-        n = image.shape[0] if image.ndim == 3 else 1
+        if image.ndim == 2:
+            self.plane_buttons.value = "xy"  # observed: comes back here once
+        plane = self.plane
+        n = image.shape[PLANES[plane]] if image.ndim == 3 else 1
+        moved = self._axis is not None and self._axis[0] != plane
+        self._axis = (plane, n)
         self.slice_slider.max = max(0, n - 1)
+        if moved:  # another plane: its middle slice
+            self.slice_slider.value = n // 2
         self.slice_row.layout.display = None if image.ndim == 3 else "none"
+        self.plane_row.layout.display = None if image.ndim == 3 else "none"
         self._on_slice()
+
+    @property
+    def plane(self) -> str:
+        """The plane shown: ``"xy"``, ``"xz"`` or ``"yz"``."""
+        return str(self.plane_buttons.value)
 
     def _on_slice(self) -> None:
         """Show the slice, with the segmentation result over it when it is of this image."""
@@ -246,18 +267,19 @@ class SegmentPanel(widgets.VBox):
         if image is None:
             return
         index = int(self.slice_slider.value) if image.ndim == 3 else 0
+        plane = self.plane
         res = self.result
         labels = None
         colors = None
         heat = None
         if res is not None and res.shape == image.shape and self.result_name == f"{name}_segmented":
-            labels = np.asarray(res.values if res.ndim == 2 else res.values[index])
+            labels = result_plane(np.asarray(res.values), plane, index)
             colors = list(res.attrs.get("class_colors", []))
             u = self.uncertainty
             if u is not None and self.uncertainty_controls.enabled and u.shape == image.shape:
-                heat = np.asarray(u.values if u.ndim == 2 else u.values[index])
+                heat = result_plane(np.asarray(u.values), plane, index)
         self.view.set_layers(heat=heat, redraw=False)
-        self.view.show(image_slice(image, index), labels, colors)
+        self.view.show(image_slice(image, index, plane), labels, colors)
 
     def _refresh_masks(self) -> None:
         name, _ = self._first_image()
@@ -290,33 +312,39 @@ class SegmentPanel(widgets.VBox):
         return model, images, mask
 
     # -- preview ---------------------------------------------------------------------------
-    def preview_slice(self, index: int | None = None) -> xr.DataArray:
-        """Predict one slice (default: the slider's) and show it over the image."""
+    def preview_slice(self, index: int | None = None, plane: str | None = None) -> xr.DataArray:
+        """Predict one slice (default: the slider's) of ``plane`` (default: the *Plane*
+        choice; ``"xz"`` / ``"yz"`` cut every z slice, see
+        :func:`nbseg.inference.planes.preview_plane`) and show it over the image."""
 
         model, images, mask = self._checked()
+        if plane is not None:
+            if plane not in PLANES:
+                raise InputError(f"Plane {plane!r}: choose one of {', '.join(PLANES)}.")
+            self.plane_buttons.value = plane
         if index is not None:
             self.slice_slider.value = int(index)
         index = int(self.slice_slider.value)
+        plane = self.plane
         ref = images[0]
-        dim = ref.dims[0] if ref.ndim == 3 else "z"
         unc = None
         image = images if len(images) > 1 else images[0]
         tta = bool(self.tta_check.value)
         if self.uncertainty_controls.enabled:
-            pred, unc = preview(
+            pred, unc = preview_plane(
                 model,
                 image,
+                plane,
                 index,
-                dim=dim,
                 mask=mask,
                 tta=tta,
                 return_uncertainty=True,
                 uncertainty_method=self.uncertainty_controls.method.value,
             )
         else:
-            pred = preview(model, image, index, dim=dim, mask=mask, tta=tta)
+            pred = preview_plane(model, image, plane, index, mask=mask, tta=tta)
         self.view.set_layers(heat=None if unc is None else np.asarray(unc.values), redraw=False)
-        self.view.show(image_slice(ref, index), np.asarray(pred.values), model.class_colors)
+        self.view.show(image_slice(ref, index, plane), np.asarray(pred.values), model.class_colors)
         return pred
 
     # -- segment ---------------------------------------------------------------------------
