@@ -209,3 +209,13 @@ def test_project_files_that_are_wrong_are_refused(tmp_path):
     (folder / PROJECT_FILE).write_text(yaml.safe_dump(doc))
     with pytest.raises(InputError, match="is incomplete: its labels 'l' file"):
         open_project(folder)
+
+
+def test_a_project_without_a_label_view_shows_its_first_image_in_the_label_tab(tmp_path):
+    image, labels, _ = blobs((4, 32, 32), seed=2)
+    folder = save_project(Project(images={"b": image}, labels={"lb": labels}), tmp_path / "x")
+    current = DeepLearningTool(images={"a": blobs((4, 24, 24))[0]})
+    current.open_project(folder)
+    lab = current.labelling
+    assert lab.image is current.workspace.images["b"] and lab.name == "lb"
+    assert (lab.labels.values == labels.values).all() and "a" not in current.workspace.images

@@ -444,6 +444,10 @@ class DeepLearningTool(widgets.VBox):
                     lab.labels_path.value = label["path"]
             except InputError as err:
                 lab.message.error(err)
+        elif ws.images and not any(im is lab.image for im in ws.images.values()):
+            first = next(iter(ws.images))  # the shown image is gone: the first one, as at start
+            fits = ws.compatible("labels", first)
+            run_reporting(lab.message, lab.edit, first, fits[0] if fits else lab.name)
         lab.mark_saved()
         if view.get("tab") in TAB_TITLES:
             self.select(str(view["tab"]))
