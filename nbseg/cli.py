@@ -173,9 +173,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.spec is not None and model.spec.name == "model":
         model.spec.name = out.stem  # a new model is named after its file
     if args.plan is not None:
+        kw = cfg.trainer.trainer_kwargs()
+        several = kw.get("devices", 1) not in (1, "1", None, "auto") or kw.get("num_nodes", 1) > 1
+        if several or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            raise CliError(
+                "--plan times training steps on one device, and several processes would plan "
+                "different epochs: plan on one device (nbseg train CFG --plan M) and pass the "
+                "planned values to the multi-device run."
+            )
+        validation = cfg.build_validation()
         try:
             plan = plan_training(
-                cfg.build_training_sets(), model.spec, cfg.params, budget_minutes=args.plan
+                cfg.build_training_sets(),
+                model.spec,
+                cfg.params,
+                budget_minutes=args.plan,
+                validation=validation if isinstance(validation, float) else 0.0,
             )
             planned = plan.params
             if params:  # the explicit flags win over the plan
@@ -487,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="MINUTES",
         help="plan patch size, batch size, epochs, time budget and rare-class sampling from the "
-        "data and this machine for a budget of MINUTES (nbseg.plan_training); the flags above "
-        "still override the plan",
+        "data and this machine for a budget of MINUTES (nbseg.plan_training): the plan replaces "
+        "those five values of the config's params; the flags above still override the plan "
+        "(one device only)",
     )
     t.set_defaults(fn=cmd_train)
 

@@ -36,12 +36,19 @@ def test_plan_fits_the_data_and_scales_the_epochs_with_it():
     big_img, big_lab, _ = blobs((12, 256, 256), labelled=tuple(range(12)))
     big = plan_training(nbseg.TrainingSet(big_img, big_lab), _spec(), step_seconds=0.1)
     factor = nbseg.TrainingParams().augmentation.factor  # augmented copies per patch
-    assert big.params.patch_size == 128 and big.steps_per_epoch == 12 * 4 * factor // 8
+    # 12 labelled slices x 4 patches, 80 % for training (validation 0.2), x factor / batch 8
+    assert big.params.patch_size == 128
+    assert big.steps_per_epoch == -(-round(12 * 4 * 0.8) * factor // 8)
     assert big.params.epochs == 3000 // big.steps_per_epoch  # same budget, more data per epoch
     short = plan_training(
         nbseg.TrainingSet(big_img, big_lab), _spec(), step_seconds=0.1, budget_minutes=0.5
     )
     assert short.params.epochs == 300 // big.steps_per_epoch and short.params.max_minutes == 0.5
+    sparse_lab = big_lab.copy(data=np.full(big_lab.shape, -1, np.int16))
+    sparse_lab[:, 10:14, 10:60] = 0  # a stroke in one corner of every slice: 1 patch each
+    sparse = plan_training(nbseg.TrainingSet(big_img, sparse_lab), _spec(), step_seconds=0.1)
+    assert sparse.steps_per_epoch == -(-round(12 * 0.8) * factor // 8)
+    assert sparse.params.epochs > big.params.epochs  # fewer patches: more epochs, same time
     assert set(plan.reasons) == {
         "patch_size",
         "batch_size",
@@ -125,3 +132,22 @@ def test_nbseg_train_plan_flag_plans_and_the_flags_still_win(tmp_path, capsys):
     assert model.params.epochs == 1  # --epochs overrides the planned epochs
     assert main(["train", str(path), "--plan", "0"]) == 1
     assert "--plan" in capsys.readouterr().err
+
+
+def test_plan_keeps_edits_made_while_it_was_timed(monkeypatch):
+    from nbseg.training import fingerprint as fpmod
+
+    image, labels, _ = blobs((4, 48, 48), labelled=(1,))
+    model = nbseg.generate_model(_spec(), seed=0)
+    ws = nbseg.ui.Workspace(images={"img": image}, labels={"lab": labels}, model=model)
+    panel = nbseg.ui.TrainingParamsPanel(ws)
+    ws.set_training_sets([nbseg.TrainingSet(image, labels)])
+    real = fpmod.plan_training
+
+    def slow_plan(*args, **kw):  # the user edits the learning rate while the plan is timed
+        panel.fields["learning_rate"].value = 5e-4
+        return real(*args, step_seconds=0.1, **kw)
+
+    monkeypatch.setattr(fpmod, "plan_training", slow_plan)
+    panel.plan_from_data(wait=True)
+    assert ws.params.learning_rate == 5e-4 and ws.params.max_minutes == 5.0

@@ -101,3 +101,27 @@ def test_class_balance_centres_patches_on_a_rare_class_and_respects_validation()
     for _, box in balanced:  # still never on a validation patch, always inside the volume
         assert not overlaps(np.asarray(box)[None], plan.val[0], pshape)[0]
         assert (np.asarray(box) >= 0).all() and (np.asarray(box) + pshape <= shape).all()
+
+
+def test_crops_with_separate_validation_sets_are_not_refused():
+    """Ground-truth validation sets are other volumes: their boxes never veto a crop of a
+    training set (two training sets and one validation set used to raise an IndexError)."""
+    shape = (4, 96, 96)
+    lab = np.zeros(shape, np.int16)
+    lab[:, 70:74, 10:14] = 2
+    lab[:, :, 48:] = 1
+    sets = [
+        PreparedSet(image=np.zeros((1, *shape), np.float32), labels=lab.copy(), name=f"s{i}")
+        for i in range(2)
+    ]
+    val = PreparedSet(image=np.zeros((1, *shape), np.float32), labels=lab.copy(), name="gt")
+    pshape = (1, 32, 32)
+    plan = plan_patches(sets, pshape, 1.0, [val], seed=0)
+    pos = [class_positions(ps) for ps in sets]
+    crops = random_train_boxes(
+        sets, plan, pshape, 300, np.random.default_rng(1), class_balance=0.6, positions=pos
+    )
+    grid = {(i, tuple(b)) for i, bs in enumerate(plan.train) for b in bs}
+    moved = [c for c in crops if (c[0], tuple(c[1])) not in grid]
+    assert len(moved) > 150  # random and class-centred crops are kept, not all reset to grid
+    assert _rare_share(crops, sets[0], pshape, 2) > 0.15

@@ -308,7 +308,7 @@ def random_train_boxes(
         cand = np.clip(b + shift[k], 0, np.asarray(ps.shape) - np.asarray(pshape))
         if pshape[0] == 1:
             cand[0] = b[0]
-        ok = not overlaps(cand[None], plan.val[i], pshape)[0]
+        ok = not overlaps(cand[None], _val_boxes(plan, i), pshape)[0]
         if ok:
             z0, y0, x0 = cand
             pz, py, px = pshape
@@ -317,6 +317,14 @@ def random_train_boxes(
     if class_balance > 0 and positions is not None:
         _centre_on_classes(out, sets, plan, pshape, rng, float(class_balance), positions)
     return out
+
+
+def _val_boxes(plan: PatchPlan, i: int) -> np.ndarray:
+    """The validation boxes inside training set ``i`` (none when validation is done on
+    separate ground-truth sets: ``plan.val`` then holds their boxes, in other volumes)."""
+    if plan.val_sets is not None:
+        return np.zeros((0, 3), np.int64)
+    return plan.val[i]
 
 
 def _centre_on_classes(
@@ -345,5 +353,5 @@ def _centre_on_classes(
         cand = np.clip(centre - size // 2 + jitter, 0, np.asarray(sets[i].shape) - size)
         if size[0] == 1:
             cand[0] = centre[0]
-        if not overlaps(cand[None], plan.val[i], pshape)[0]:
+        if not overlaps(cand[None], _val_boxes(plan, i), pshape)[0]:
             out[int(k)] = (i, cand)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..data.multiroi import UNLABELLED
+from ..data.patches import PreparedSet, grid_boxes, patch_shape
 from ..data.trainingset import TrainingSet
 from ..devices import torch_device
 from ..errors import InputError
@@ -147,16 +148,30 @@ def _fitting_patch(fp: DataFingerprint, divisor: int) -> int:
     for p in PATCHES_3D if three_d else PATCHES_2D:
         if p <= smallest and p % divisor == 0:
             return p
-    return max(divisor, (smallest // divisor) * divisor)
+    if smallest < divisor:
+        raise InputError(
+            f"The smallest training image is {smallest} voxels across, less than the "
+            f"network's size divisor {divisor}: use larger images or a shallower network."
+        )
+    return (smallest // divisor) * divisor
 
 
-def _patches_per_epoch(fp: DataFingerprint, patch: int, three_d: bool) -> int:
-    """Grid patches of the labelled data: every labelled slice in 2D, the volume in 3D."""
+def _patches_per_epoch(
+    sets: Sequence[TrainingSet],
+    spec: ModelSpec,
+    patch: int,
+    stride_ratio: float,
+    train_share: float,
+) -> int:
+    """Training patches of one epoch before augmentation: the grid patches that hold labels
+    (as training enumerates them, with the stride ratio), less the validation share."""
+    pshape = patch_shape(spec, patch)
     n = 0
-    for (z, y, x), labelled in zip(fp.shapes, fp.slices_per_set):
-        per_slice = math.ceil(y / patch) * math.ceil(x / patch)
-        n += per_slice * (math.ceil(z / patch) if three_d else labelled)
-    return max(1, n)
+    for ts in sets:
+        lab = ts.labels_volume()
+        ps = PreparedSet(image=np.empty((1, 1, 1, 1), np.float32), labels=lab, name=ts.name)
+        n += len(grid_boxes(ps, pshape, stride_ratio))
+    return max(1, round(n * train_share))
 
 
 def _step_seconds(spec: ModelSpec, patch: int, batch: int, device: str) -> float:
@@ -190,6 +205,7 @@ def plan_training(
     budget_minutes: float | None = None,
     device: str | None = None,
     step_seconds: float | None = None,
+    validation: float = 0.2,
 ) -> TrainingBudgetPlan:
     """Training parameters sized to the data and the device (module docstring).
 
@@ -197,7 +213,9 @@ def plan_training(
     epochs, ``max_minutes`` and ``class_balance`` are planned, the rest is kept.
     ``budget_minutes``: the wall-clock budget (default ``params.max_minutes``, else 5 on a
     CPU, 10 on a GPU). ``step_seconds``: the time of one step, if known (else measured in a
-    few steps of the network on ``device``, default ``params.device``).
+    few steps of the network on ``device``, default ``params.device``, at 32-bit precision:
+    with bf16 on a GPU the plan errs towards fewer epochs). ``validation``: the share of the
+    labelled patches kept for validation (as for :func:`nbseg.train`; 0 for separate sets).
     """
     base = params if params is not None else TrainingParams()
     dev = device or base.device
@@ -215,27 +233,33 @@ def plan_training(
     patch = _fitting_patch(fp, size_divisor(spec))
     reasons["patch_size"] = (
         f"largest standard {'cube' if three_d else 'square'} that fits the smallest image "
-        f"{min(fp.shapes)} and the network's size divisor {size_divisor(spec)}"
+        f"{min(fp.shapes, key=lambda s: min(s if three_d else s[1:]))} and the network's size "
+        f"divisor {size_divisor(spec)}"
     )
     batch = (4 if three_d else 16) if gpu else (2 if three_d else 8)
     trial = dataclasses.replace(base, patch_size=patch, batch_size=batch)
-    while batch > 1:
-        if trial.memory_ratio(spec) <= 0.6:
-            break
+    ratio = trial.memory_ratio(spec)
+    while batch > 1 and ratio > 0.6:
         batch //= 2
         trial = dataclasses.replace(trial, batch_size=batch)
-    reasons["batch_size"] = (
-        f"{'GPU' if gpu else 'CPU'} default for {spec.input_dimension}, within 60 % of the "
-        "device memory by the memory estimate"
+        ratio = trial.memory_ratio(spec)
+    reasons["batch_size"] = f"{'GPU' if gpu else 'CPU'} default for {spec.input_dimension}, " + (
+        f"memory ratio {ratio:.2f} (within 60 % of the device memory)"
+        if ratio <= 0.6
+        else f"memory ratio {ratio:.2f} even at batch 1: use a smaller patch or model"
     )
     secs = step_seconds if step_seconds is not None else _step_seconds(spec, patch, batch, dev)
     factor = max(1, base.augmentation.factor)
-    steps_per_epoch = math.ceil(_patches_per_epoch(fp, patch, three_d) * factor / batch)
+    sets = [training_sets] if isinstance(training_sets, TrainingSet) else list(training_sets)
+    share = 1.0 - min(max(float(validation), 0.0), 0.9)
+    patches = _patches_per_epoch(sets, spec, patch, base.stride_ratio, share)
+    steps_per_epoch = math.ceil(patches * factor / batch)
     steps = max(1, int(float(budget_minutes) * 60.0 / max(secs, 1e-4)))
     epochs = int(min(500, max(3, steps // max(1, steps_per_epoch))))
     reasons["epochs"] = (
         f"{float(budget_minutes):g} min / {secs:.2f} s per step = {steps} steps, "
-        f"{steps_per_epoch} steps per epoch ({fp.labelled_slices} labelled slices)"
+        f"{steps_per_epoch} steps per epoch ({patches} labelled patches x {factor} "
+        f"augmented copies / batch {batch})"
     )
     reasons["max_minutes"] = "the time budget: training stops on time, the schedule follows it"
     rare, share = fp.rarest

@@ -8,6 +8,7 @@ the current model is shown live. Parameters save to / load from JSON or YAML.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import threading
@@ -230,6 +231,7 @@ class TrainingParamsPanel(widgets.VBox):
             ws.model.spec,
             base,
             budget_minutes=float(self.plan_budget.value),
+            validation=ws.validation if isinstance(ws.validation, float) else 0.0,
         )
         job.add_done_callback(lambda _: self._show_plan(job))
         self.plan_job = job
@@ -255,7 +257,11 @@ class TrainingParamsPanel(widgets.VBox):
                 return
             plan = job.result
             self.plan = plan
-            self.set_params(plan.params)
+            # only the planned values: an edit made while the plan was timed is kept
+            current = self.workspace.params
+            self.set_params(
+                dataclasses.replace(current, **{f: getattr(plan.params, f) for f in plan.reasons})
+            )
             rows = "".join(
                 f"<li><b>{html.escape(TrainingParams.setting(f).label)}</b> = "
                 f"{html.escape(str(getattr(plan.params, f)))}: {html.escape(why)}</li>"
