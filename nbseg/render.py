@@ -98,8 +98,9 @@ def blend_heat(
 ) -> np.ndarray:
     """Blend a ``(H, W)`` map in [0, 1] over ``rgb`` with the uncertainty colour scale.
 
-    The weight grows with the value (``opacity * heat``) and values below ``floor`` are not
-    drawn, so certain areas keep the image underneath. NaN counts as 0.
+    The weight grows with the value (``opacity * sqrt(heat)``, so middling values stay
+    visible) and values below ``floor`` are not drawn, so certain areas keep the image
+    underneath. NaN counts as 0.
     """
     h = np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0)
     h = np.clip(h, 0.0, 1.0)

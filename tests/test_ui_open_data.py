@@ -101,3 +101,16 @@ def test_segment_with_ai_writes_every_label_format(tmp_path, suffix):
     back = nbseg.open_image(tmp_path / f"out{suffix}")
     np.testing.assert_array_equal(np.asarray(back.values), panel.result.values)
     assert back.attrs["class_names"] == model.class_names
+
+
+def test_open_data_refuses_a_name_already_in_the_workspace(tmp_path):
+    _tif(tmp_path / "scan.tif")
+    image, _, _ = blobs((4, 32, 32), labelled=())
+    ws = nbseg.ui.Workspace(images={"scan": image})
+    panel = nbseg.ui.InputsPanel(ws)
+    panel.open_data.path.value = str(tmp_path / "scan.tif")
+    panel.open_data.open_button.click()
+    assert "already has image 'scan'" in panel.message.text and ws.images["scan"] is image
+    panel.open_data.name.value = "scan2"
+    panel.open_data.open_button.click()
+    assert "scan2" in ws.images

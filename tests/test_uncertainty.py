@@ -220,3 +220,28 @@ def test_preview_uncertainty_equals_the_volume_map_on_that_slice(trained, method
     np.testing.assert_array_equal(labels.values, whole.values[3])
     assert float(u.values[~mask.values[3]].max()) == 0.0
     assert (labels.values[~mask.values[3]] == -1).all()
+
+
+def test_preview_tta_along_another_dim_keeps_the_slice(trained):
+    model, image, *_ = trained
+    labels, u = nbseg.preview(
+        model, image, 20, dim="y", return_uncertainty=True, uncertainty_method="tta"
+    )
+    assert u.dims == ("z", "x") and labels.shape == (8, 48)
+    # a 2D model previews y-slices as (z, x) images: the map of the volume seen along y,
+    # flipped in z and x only, at y = 20 (flipping y would have moved the slice)
+    seen_along_y = image.transpose("y", "z", "x").rename({"y": "t"})
+    seen_along_y = seen_along_y.rename({"z": "y"}).rename({"t": "z"})
+    along_y = nbseg.uncertainty(model, seen_along_y, method="tta")
+    np.testing.assert_allclose(u.values, along_y.values[20], atol=1e-5)
+
+
+def test_segmentation_run_computes_a_lazy_result_in_the_job(trained):
+    model, image, *_ = trained
+    run = nbseg.SegmentationRun(model, image.chunk({"z": 2}), compute=True)
+    run.start()
+    run.wait(60)
+    assert run.status == "completed" and run.result.chunks is None
+    s = unc.suggest(model, image, count=1)
+    assert s.unsure_level >= 0.5
+    assert s.uncertain_mask(0).sum() == (s.uncertainty.values[0] > s.unsure_level).sum()

@@ -28,6 +28,9 @@ class SegmentationRun(BackgroundJob):
     progress
         Optional callback, called (in the job's thread) with exactly what ``segment`` reports,
         after :attr:`progress` holds it as a :class:`nbseg.progress.Progress` record.
+    compute
+        Compute a lazy (dask-backed) result in the job, so that reading it later costs
+        nothing (the widgets ask for this; memory then holds the whole result).
     **segment_kwargs
         Any other :func:`nbseg.segment` argument (``tta``, ``overlap``, ``out`` ...).
 
@@ -46,6 +49,7 @@ class SegmentationRun(BackgroundJob):
         mask: xr.DataArray | None = None,
         *,
         progress: Callable[..., Any] | None = None,
+        compute: bool = False,
         **segment_kwargs: Any,
     ) -> None:
         if "stop_event" in segment_kwargs:
@@ -58,6 +62,7 @@ class SegmentationRun(BackgroundJob):
         self.image = image
         self.mask = mask
         self.segment_kwargs = dict(segment_kwargs)
+        self.compute = bool(compute)
         self.callback = progress
         self.progress: Progress | None = None
         self.result: xr.DataArray | None = None
@@ -72,6 +77,12 @@ class SegmentationRun(BackgroundJob):
             **self.segment_kwargs,
         )
         self.raise_if_stopped()  # stopped during the last batch: no result, as promised
+        if self.compute:  # a lazy result is computed here, in the job, not by its reader
+            result = (
+                tuple(r.compute() for r in result)
+                if isinstance(result, tuple)
+                else result.compute()
+            )
         return result
 
     def _on_progress(self, record: Progress) -> None:

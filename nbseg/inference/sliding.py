@@ -331,6 +331,12 @@ def _preview_uncertainty(
     check_method(method)
     images = as_input_list(image, "image")
     s = probability_settings(settings, overrides)
+    if images[0].ndim == 3 and dim in images[0].dims:
+        # slice dim first: the test-time flips are in the other two dims, so ``index`` keeps
+        # naming the same slice (preview puts it first anyway)
+        images = [im.transpose(dim, ...) for im in images]
+        if isinstance(mask, xr.DataArray) and dim in mask.dims:
+            mask = mask.transpose(dim, ...)
 
     def one_slice(model: Model, img: Any, m: Any, *, settings: Any, **_: Any) -> xr.DataArray:
         return preview(model, img, index, dim=dim, mask=m, settings=settings)

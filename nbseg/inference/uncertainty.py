@@ -71,14 +71,16 @@ class Suggestions:
     uncertainty: xr.DataArray = field(repr=False)
     prediction: xr.DataArray = field(repr=False)
     method: str = "entropy"
+    unsure_level: float = 0.5
+    """The outline level: the larger of 0.5 and the volume's 90th percentile of uncertainty."""
 
     def uncertain_mask(self, z: int, level: float | None = None) -> np.ndarray:
         """Where slice ``z`` (position along ``axis``) is unsure: uncertainty above ``level``
-        (default: the larger of 0.5 and the volume's 90th percentile), as a ``(H, W)`` bool
-        array in the image's dim order — what the Label tab outlines."""
+        (default :attr:`unsure_level`), as a ``(H, W)`` bool array in the image's dim order —
+        what the Label tab outlines."""
         u = self.uncertainty
         if level is None:
-            level = max(0.5, float(np.quantile(np.asarray(u.values), 0.9)))
+            level = self.unsure_level
         plane = u.isel({self.axis: int(z)}) if u.ndim == 3 else u
         return np.asarray(plane.values) > float(level)
 
@@ -426,4 +428,5 @@ def suggest(
         uncertainty=u,
         prediction=pred,
         method=method,
+        unsure_level=max(0.5, float(np.quantile(np.asarray(u.values), 0.9))),
     )

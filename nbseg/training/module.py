@@ -377,6 +377,9 @@ class SegmentationModule(pl.LightningModule):
         """Warn (once per class and run) when a class present in the validation patches got
         no voxel right for :attr:`missed_class_epochs` epochs in a row: the user sees a class
         at Dice 0 during training, with what to do, not after it."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.global_rank != 0:
+            return  # the confusion matrix is already summed over the processes: warn once
         counts = getattr(self, "_missed", None)
         if counts is None:
             counts = self._missed = [0] * self.spec.class_count

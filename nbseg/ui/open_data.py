@@ -119,6 +119,12 @@ class OpenDataControl(widgets.VBox):
         arrays = opened if isinstance(opened, list) else [opened]
         base = self.name.value.strip() or default_name(text)
         names = [base] if len(arrays) == 1 else [f"{base}_c{i}" for i in range(len(arrays))]
+        taken = [n for n in names if n in getattr(self.workspace, kind)]
+        if taken:
+            raise InputError(
+                f"The workspace already has {'labels' if kind == 'labels' else kind[:-1]} "
+                f"{', '.join(map(repr, taken))}: type another name in 'Name'."
+            )
         added = []
         for n, da in zip(names, arrays):
             da = da.rename(n)
