@@ -169,3 +169,54 @@ def test_retrain_continues_the_history_and_refreshes_the_suggestions():
     ed.suggestion_job.wait(60)  # the suggestions refresh after the training
     ed._shown.wait(30)
     assert ed.suggestions is not first and z not in ed.suggestions.slices
+
+
+def test_suggest_and_retrain_never_share_the_model(trained):
+    model, image, labels, _ = trained
+    tool = nbseg.DeepLearningTool(images={"img": image}, labels={"labels": labels}, model=model)
+    ed = tool.labelling
+    ed.training_running = lambda: True  # as while the Train tab trains
+    ed.suggest_button.click()
+    assert "training" in ed.message.text and ed.suggestion_job is None
+    ed.training_running = lambda: tool.training.running
+    job = ed.suggest_labels()
+    if job.running:  # Retrain refuses while the suggestions use the model
+        with pytest.raises(nbseg.InputError, match="Suggestions are being computed"):
+            tool.retrain()
+    job.wait(60)
+    ed._shown.wait(30)
+
+
+def test_suggestions_of_another_image_are_dropped(trained):
+    model, image, labels, _ = trained
+    other = image.copy(data=image.values[::-1].copy()).rename("other")
+    tool = nbseg.DeepLearningTool(
+        images={"img": image, "other": other}, labels={"labels": labels}, model=model
+    )
+    ed = tool.labelling
+    job = ed.suggest_labels()
+    ed.load(other)  # the user opens another image of the same shape meanwhile
+    job.wait(60)
+    ed._shown.wait(30)
+    assert ed.suggestions is None and ed.view.layers["under"] is None
+
+
+def test_the_uncertainty_of_another_method_is_not_shown_as_this_one(trained):
+    model, image, *_ = trained
+    ws = nbseg.ui.Workspace(images={"img": image}, model=model)
+    panel = nbseg.ui.SegmentPanel(ws)
+    panel.uncertainty_controls.show.value = True
+    panel.segment_button.click()
+    panel.wait(60)
+    assert panel.view.layers["heat"] is not None
+    panel.uncertainty_controls.method.value = "margin"
+    assert panel.view.layers["heat"] is None and "segment again" in panel.progress_label.value
+
+
+def test_prediction_under_the_painting_uses_the_models_colours(trained):
+    model, image, labels, _ = trained
+    tool = nbseg.DeepLearningTool(images={"img": image}, labels={"labels": labels}, model=model)
+    ed = tool.labelling
+    ed.recolor_class(1, "#123456")  # the painting's colours may differ from the model's
+    ed.suggest_labels(wait=True)
+    assert ed.view.under_colors == list(model.class_colors)

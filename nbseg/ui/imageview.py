@@ -56,6 +56,8 @@ class ImageView(widgets.VBox):
         self._heat: np.ndarray | None = None
         self._outline: np.ndarray | None = None
         self.under_opacity = 0.3
+        self.under_colors: list[str] | None = None
+        """Colours of the ``under`` layer's classes (default: the labels' colours)."""
         self.heat_opacity = 0.6
         self.outline_color = (0, 229, 255)
         self.region: tuple[int, int, int, int] | None = None
@@ -221,9 +223,8 @@ class ImageView(widgets.VBox):
         rgb = render_overlay(gray, labels, self._colors, self.opacity, self.image_opacity)
         if self._under is not None and self._under.shape == shape and self.under_opacity > 0:
             under = self._under.take(iy, axis=0).take(ix, axis=1)
-            below = render_overlay(
-                gray, under, self._colors, self.under_opacity, self.image_opacity
-            )
+            colors = self.under_colors or self._colors
+            below = render_overlay(gray, under, colors, self.under_opacity, self.image_opacity)
             free = np.ones(gray.shape, bool) if labels is None else labels < 0
             rgb = np.where(free[..., None], below, rgb)
         if self._heat is not None and self._heat.shape == shape and self.heat_opacity > 0:

@@ -240,6 +240,8 @@ class LabelEditor(widgets.VBox):
         self.suggestions: Suggestions | None = None
         self.suggestion_job: SuggestionRun | None = None
         self.retrain_handler: Callable[[], Any] | None = None
+        self.training_running: Callable[[], bool] | None = None
+        """Set by the tool: True while the model trains (suggestions wait for it)."""
         self._region: Region | None = None
         self._shown = threading.Event()  # set when the last suggestions are shown
         self._shown.set()
@@ -730,11 +732,18 @@ class LabelEditor(widgets.VBox):
             if plane == "xy":
                 outline = s.uncertain_mask(z)
             else:  # the level uncertain_mask uses, on this plane
-                outline = u_z > max(0.5, float(np.quantile(uv, 0.9)))
+                outline = u_z > s.unsure_level
         r = self._region
+        same_method = s.method == self.uncertainty_controls.method.value
+        if self.uncertainty_controls.enabled and not same_method:
+            self.suggest_status.value = (
+                f"<span style='font-size:12px'>The map shown is the {html.escape(s.method)} "
+                "map: click Suggest where to label to compute the chosen one.</span>"
+            )
+        self.view.under_colors = list(pred.attrs.get("class_colors", [])) or None
         self.view.set_layers(
             under=p_z if self.show_prediction.value else None,
-            heat=u_z if self.uncertainty_controls.enabled else None,
+            heat=u_z if self.uncertainty_controls.enabled and same_method else None,
             outline_mask=outline,
             region=(
                 (r.y0, r.y1, r.x0, r.x1) if r is not None and r.z == z and plane == "xy" else None
@@ -1166,9 +1175,10 @@ class LabelEditor(widgets.VBox):
         self._changed()
 
     # -- where to label ------------------------------------------------------------------
-    def _model_inputs(self) -> tuple[Any, Any]:
-        """(model, its input image(s) for this image): the workspace model; a multi-input
-        model takes the inputs of the training set this image belongs to."""
+    def _model_inputs(self) -> tuple[Any, Any, Any]:
+        """(model, its input image(s) for this image, mask): the workspace model; a
+        multi-input model takes the inputs of the training set this image belongs to, and
+        that set's mask limits the suggestions (labels outside it are not used)."""
         ws = self.workspace
         model = ws.model if ws is not None else None
         if model is None:
@@ -1183,11 +1193,12 @@ class LabelEditor(widgets.VBox):
             )
         image = self._image
         assert image is not None and ws is not None
+        owner = next((ts for ts in ws.training_sets if any(im is image for im in ts.inputs)), None)
+        mask = owner.mask if owner is not None else None
         if model.spec.input_count == 1:
-            return model, image
-        for ts in ws.training_sets:
-            if any(im is image for im in ts.inputs):
-                return model, list(ts.inputs)
+            return model, image, mask
+        if owner is not None:
+            return model, list(owner.inputs), mask
         raise InputError(
             f"Model {model.name!r} takes {model.spec.input_count} inputs: set up a training set "
             "with this image and its other inputs in the Inputs tab first."
@@ -1199,9 +1210,15 @@ class LabelEditor(widgets.VBox):
         ends the list, the prediction, the uncertainty and the outlines update. ``wait``:
         block until then (scripts, tests)."""
         self._require()
-        model, image = self._model_inputs()
+        model, image, mask = self._model_inputs()
         if self.suggestion_job is not None and self.suggestion_job.running:
             raise InputError("Suggestions are being computed; wait for them.")
+        if self.training_running is not None and self.training_running():
+            # only the training thread may use the model while it trains
+            raise InputError(
+                "The model is training: wait for it to end (after Retrain the suggestions "
+                "refresh by themselves)."
+            )
         assert self._image is not None and self._labels_da is not None
         if count is not None:
             self.suggest_count.value = int(count)
@@ -1212,11 +1229,13 @@ class LabelEditor(widgets.VBox):
             self._labels_da,
             count=int(self.suggest_count.value),
             axis=str(self._image.dims[0]),
+            mask=mask,
             regions=3,
             size=int(max(4, min(64, h // 2, w // 2))),
             method=self.uncertainty_controls.method.value,
         )
-        job.add_done_callback(lambda _: self._show_suggestions(job))
+        shown_image = self._image
+        job.add_done_callback(lambda _: self._show_suggestions(job, shown_image))
         self.suggestion_job = job
         self._shown.clear()
         self.suggest_button.disabled = True
@@ -1227,9 +1246,13 @@ class LabelEditor(widgets.VBox):
             self._shown.wait(30)
         return job
 
-    def _show_suggestions(self, job: SuggestionRun) -> None:
-        """The job's done callback (in its thread): list the suggestions, redraw."""
+    def _show_suggestions(self, job: SuggestionRun, image: Any = None) -> None:
+        """The job's done callback (in its thread): list the suggestions, redraw (dropped
+        when another image was opened meanwhile)."""
         try:
+            if image is not None and image is not self._image:
+                self.suggest_status.value = ""
+                return
             if job.status != "completed" or job.result is None:
                 self.suggest_status.value = ""
                 if job.status == "failed":

@@ -22,6 +22,7 @@ import ipywidgets as widgets
 import numpy as np
 import xarray as xr
 
+from .. import ngff
 from ..errors import InputError
 from ..formats import WRITE_SUFFIXES, output_suffix, save_labels
 from ..inference.job import SegmentationRun
@@ -54,6 +55,9 @@ def check_write_path(path: str | Path) -> Path:
         )
     if path.exists():
         raise InputError(f"{text!r} already exists; choose another path or delete it first.")
+    root = ngff.image_root_of(path)
+    if root is not None:  # <image>.ome.zarr/labels/<name>: save_labels makes the labels group
+        return path
     if not path.parent.exists():
         raise InputError(f"Folder {str(path.parent)!r} does not exist; create it or fix the path.")
     return path
@@ -277,7 +281,14 @@ class SegmentPanel(widgets.VBox):
             colors = list(res.attrs.get("class_colors", []))
             u = self.uncertainty
             if u is not None and self.uncertainty_controls.enabled and u.shape == image.shape:
-                heat = result_plane(np.asarray(u.values), plane, index)
+                method = self.uncertainty_controls.method.value
+                if u.attrs.get("uncertainty", method) == method:
+                    heat = result_plane(np.asarray(u.values), plane, index)
+                else:  # the map of the run is of another method: say so, show none
+                    self.progress_label.value = (
+                        f"uncertainty map: {u.attrs.get('uncertainty')} (segment again for "
+                        f"{method})"
+                    )
         self.view.set_layers(heat=heat, redraw=False)
         self.view.show(image_slice(image, index, plane), labels, colors)
 
@@ -363,6 +374,7 @@ class SegmentPanel(widgets.VBox):
             images if len(images) > 1 else images[0],
             mask,
             progress=self._progress,
+            compute=True,  # a lazy image's result is computed in the job, not on each redraw
             tta=bool(self.tta_check.value),  # read on the kernel thread, not in the job
             **(
                 {

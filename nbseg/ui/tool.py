@@ -138,8 +138,9 @@ class DeepLearningTool(widgets.VBox):
             self.segmenter,
             self.labelling,
         ]
-        self._retrain_pending = False
+        self._retrain_run: TrainingRun | None = None
         self.labelling.set_retrain_handler(self.retrain)
+        self.labelling.training_running = lambda: self.training.running
         self.tabs = widgets.Tab(children=self.panels)
         for i, title in enumerate(TAB_TITLES):
             self.tabs.set_title(i, title)
@@ -217,8 +218,9 @@ class DeepLearningTool(widgets.VBox):
     def _on_event(self, event: str, value: Any) -> None:
         if event in ("model", "training_sets", "result", "params"):
             self._update_status()
-        if event == "result" and self._retrain_pending:
-            self._retrain_pending = False
+        run = self._retrain_run
+        if event == "result" and run is not None and run is self.training.run:
+            self._retrain_run = None  # only the run Retrain started refreshes the suggestions
             lab = self.labelling
             if self.workspace.model is not None and self.workspace.model.trained:
                 run_reporting(lab.message, lab.suggest_labels)
@@ -270,21 +272,34 @@ class DeepLearningTool(widgets.VBox):
             raise InputError("Nothing painted: choose an image in the Label tab and paint.")
         if not (np.asarray(lab.labels.values) >= 0).any():
             raise InputError("No voxel is labelled yet: paint a few strokes of each class.")
+        if self.training.running:
+            raise InputError("A training is running: wait for it or Stop it in the Train tab.")
+        job = lab.suggestion_job
+        if job is not None and job.running:  # only one thread may use the model
+            raise InputError("Suggestions are being computed: wait for them, then Retrain.")
+        if ws.model.spec.input_count > 1 and not any(
+            any(im is lab.image for im in ts.inputs) for ts in ws.training_sets
+        ):
+            raise InputError(
+                f"Model {ws.model.name!r} takes {ws.model.spec.input_count} inputs: set up the "
+                "training set with this image and its other inputs in the Inputs tab first."
+            )
         try:
             sets = self.inputs.apply()
         except InputError:
             sets = []
+        replaced = ""
         if not any(ts.output.name == lab.name for ts in sets):
             painted = TrainingSet(inputs=[lab.image], output=lab.labels, name="Label tab")
             ws.set_training_sets([painted], ws.validation)
-        self._retrain_pending = True
+            replaced = " on the painted image and labels (now the training set)"
         run = self.training.start()
         if run is None:
-            self._retrain_pending = False
             raise InputError(self.training.message.text or "Training could not start.")
+        self._retrain_run = run
         lab.message.show(
-            "Retraining in the background (see the Train tab); the suggestions refresh "
-            "when it ends.",
+            f"Retraining in the background{replaced} (see the Train tab); the suggestions "
+            "refresh when it ends.",
             "info",
         )
         return run
