@@ -220,3 +220,17 @@ def test_prediction_under_the_painting_uses_the_models_colours(trained):
     ed.recolor_class(1, "#123456")  # the painting's colours may differ from the model's
     ed.suggest_labels(wait=True)
     assert ed.view.under_colors == list(model.class_colors)
+
+
+def test_a_loaded_model_shows_its_stored_history_in_the_train_tab(trained, tmp_path):
+    model, image, *_ = trained
+    loaded = nbseg.load_model(model.save(tmp_path / "m.nbseg"))
+    assert len(loaded.history) == 4
+    ws = nbseg.ui.Workspace(images={"img": image}, model=loaded)
+    panel = nbseg.ui.TrainingPanel(ws)
+    assert panel.graph_points() == 4 and len(panel.history) == 4
+    fresh = nbseg.generate_model(nbseg.ModelSpec(class_count=2, parameters=TINY), seed=1)
+    ws.set_model(fresh)
+    assert panel.graph_points() == 0
+    ws.set_model(loaded)  # e.g. Load in the Models tab
+    assert panel.graph_points() == 4 and not panel.graph.epoch_range.disabled

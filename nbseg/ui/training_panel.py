@@ -244,6 +244,7 @@ class TrainingPanel(widgets.VBox):
         self.workspace.observe(self._on_workspace)
         self._update_summary()
         self._update_buttons()
+        self._show_stored_history(self.workspace.model)
 
     # -- public API -------------------------------------------------------------------
     @property
@@ -657,6 +658,23 @@ class TrainingPanel(widgets.VBox):
                 self.save_model_path.value = f"{safe_name(value.name)}.nbseg"
             if not self.running:
                 self._update_buttons()
+                if event == "model" and (self._run is None or value is not self._run.model):
+                    self._show_stored_history(value)
+
+    def _show_stored_history(self, model: Any) -> None:
+        """A model loaded from a file or the library (or generated) shows the history it
+        stores in the graph and the list, before any training here."""
+        with self._ui_lock:
+            self._result = None
+            self._base_history = [dict(h) for h in model.history] if model is not None else []
+            self._records = []
+            hist = self._base_history
+            if hist:
+                self.graph.enable_range(int(hist[0]["epoch"]), int(hist[-1]["epoch"]))
+                self.graph.epoch_range.disabled = False
+            else:
+                self.graph.enable_range(None)
+            self._show_history()
 
     def _update_summary(self) -> None:
         ws = self.workspace
