@@ -87,6 +87,19 @@ def test_pointer_stroke_interpolates_between_move_events_and_is_one_undo_step():
     assert (ed.labels.values == -1).all()
 
 
+def test_the_stroke_reaches_the_point_where_the_button_rose():
+    """The last segment of a drag (last move → release) is painted: the end does not lag."""
+    ed = LabelEditor(_image())
+    ed.brush_size.value = 1
+    ed.select_class(1)
+    v = ed.view
+    _event(v, "down", 10.5, 10.5)
+    _event(v, "move", 10.5, 20.5)
+    _event(v, "up", 10.5, 40.5)  # released further on, with no move event in between
+    assert ed.labels.values[ed.z][10, 40] == 1 and ed.labels.values[ed.z][10, 30] == 1
+    assert ed.undo_count == 1
+
+
 def test_pointer_stroke_renders_only_the_dirty_region_and_matches_a_full_redraw():
     ed = LabelEditor(_image((1, 256, 256)), width=256, height=256)
     ed.brush_size.value = 3

@@ -1360,6 +1360,8 @@ class LabelEditor(widgets.VBox):
                     else:
                         self.view.redraw_region(None, cursor=(y, x, r))
                 elif kind in ("up", "out"):
+                    if self._stroke is not None:  # the stroke ends where the button rose
+                        self._extend_stroke(iy, ix)
                     self._end_stroke()
                     if kind == "out":
                         self.view.redraw_region(None, cursor=None)
