@@ -64,11 +64,11 @@ def test_open_data_as_labels_and_mask_and_bad_input_is_named(tmp_path):
     od.open_button.click()
     assert "missing.tif" in editor.message.text
     np.save(tmp_path / "float.npy", np.zeros((4, 32, 32), np.float32))
+    od.name.value = ""  # named after the file
     od.path.value = str(tmp_path / "float.npy")
     od.open_button.click()
     assert "not class ids" in editor.message.text
     od.kind.value = "masks"
-    od.name.value = ""  # named after the file
     od.open_button.click()
     assert "float" in ws.masks and ws.masks["float"].dtype == bool
     od.path.value = ""
