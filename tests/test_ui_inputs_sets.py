@@ -106,9 +106,9 @@ def test_column_headers_have_the_widths_of_the_row_cells():
     )
     panel = InputsPanel(ws)
     row = panel.rows[0]
-    cells = [row.title, *row.inputs, row.output, row.mask]
+    cells = [row.title, *row.inputs, row.output, row.mask, row.remove_button]
     heads = list(panel.header.children)
-    assert len(heads) == len(cells) == 5
+    assert len(heads) == len(cells) == 6  # an empty head over the remove buttons
     assert [h.layout.width for h in heads] == [c.layout.width for c in cells]
     assert "CT" in heads[1].value and "MR" in heads[2].value and "Mask" in heads[4].value
     # the panels' 150 px label column would push the cells right of their headers

@@ -5,6 +5,7 @@ import pytest
 import xarray as xr
 
 import nbseg
+from nbseg.ui.imageview import VIEWER_PX
 from nbseg.ui.preview_panel import PreviewPanel
 from nbseg.ui.segment_panel import SegmentPanel
 from nbseg.ui.state import Workspace
@@ -46,7 +47,7 @@ def test_preview_shows_a_frame_with_the_prediction(data):
     assert pred.dims == ("y", "x") and pred.shape == (40, 48)
     np.testing.assert_array_equal(pred.values, nbseg.preview(ws.model, image, 2).values)
     frame = panel.view.last_frame
-    assert frame.shape == (448, 448, 3) and not np.array_equal(frame, before)
+    assert frame.shape == (VIEWER_PX, VIEWER_PX, 3) and not np.array_equal(frame, before)
     # the overlay is the model's colours over the grey slice
     assert (panel.view._labels == pred.values).all()
     assert panel.view._colors == ws.model.class_colors

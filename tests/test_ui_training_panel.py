@@ -14,6 +14,7 @@ import torch
 
 import nbseg
 from nbseg._png import decode_png
+from nbseg.ui.imageview import VIEWER_PX
 from nbseg.ui.state import Workspace
 from nbseg.ui.training_panel import TrainingPanel
 
@@ -130,7 +131,7 @@ def test_feedback_image_snapshot_and_epoch_slider(trained):
     fb = result.feedback
     assert fb.epochs == list(range(1, EPOCHS + 1))
     frame = panel.feedback_view.last_frame
-    assert frame is not None and frame.shape == (256, 256, 3) and frame.std() > 0
+    assert frame is not None and frame.shape == (VIEWER_PX, VIEWER_PX, 3) and frame.std() > 0
     snap = decode_png(bytes(panel.snapshot.value))
     np.testing.assert_array_equal(snap, fb.rgb(EPOCHS, 0.5))  # the last epoch's prediction
     assert f"Run 1 · epoch {EPOCHS}" in panel.snapshot_caption.value

@@ -24,6 +24,17 @@ DRAW_LOCK = threading.RLock()
 
 PointerHandler = Callable[[str, float, float, dict[str, Any]], None]
 
+VIEWER_PX = 512
+"""The one viewer size rule of every tab: a canvas of ``VIEWER_PX`` x ``VIEWER_PX`` pixels shown
+as wide as its column allows, at most ``VIEWER_PX`` screen pixels, its aspect kept (CSS class
+``nbseg-imageview`` in :mod:`nbseg.ui.style`). Images are fitted into the canvas, so a 64² or
+a 4096² slice, xy or xz, fills the same viewer."""
+
+
+def viewer_layout() -> widgets.Layout:
+    """The canvas layout of :data:`VIEWER_PX`: the column's width, the canvas's aspect."""
+    return widgets.Layout(width="100%", height="auto", max_width=f"{VIEWER_PX}px")
+
 
 class ImageView(widgets.VBox):
     """Canvas showing a grey image, an optional label overlay, a rectangle and a cursor.
@@ -31,7 +42,8 @@ class ImageView(widgets.VBox):
     Parameters
     ----------
     width, height
-        Canvas size in screen pixels.
+        Canvas resolution (default :data:`VIEWER_PX`); on screen the canvas scales to the
+        width of its column (at most this wide) with its aspect kept.
     interactive_pan
         When True, dragging with the mouse pans and the wheel zooms (set False when a tool,
         e.g. the brush, uses the drag).
@@ -40,12 +52,10 @@ class ImageView(widgets.VBox):
     (``kind`` is ``"down"``, ``"move"``, ``"up"`` or ``"out"``).
     """
 
-    def __init__(self, width: int = 512, height: int = 512, interactive_pan: bool = True) -> None:
-        self.canvas = Canvas(
-            width=width,
-            height=height,
-            layout=widgets.Layout(width=f"{width}px", height=f"{height}px"),
-        )
+    def __init__(
+        self, width: int = VIEWER_PX, height: int = VIEWER_PX, interactive_pan: bool = True
+    ) -> None:
+        self.canvas = Canvas(width=width, height=height, layout=viewer_layout())
         self.canvas.sync_image_data = False
         super().__init__([self.canvas])
         self.add_class("nbseg-imageview")

@@ -152,7 +152,7 @@ class InputsPanel(widgets.VBox):
                 "Keep a share of the labelled patches for validation",
                 "Validate on separate, fully labelled sets",
             ],
-            style={"button_width": "140px"},
+            style={"button_width": "auto"},
         )
         self.validation_percent = style.validation_slider()
         self.validation_rows: list[TrainingSetRow] = []
@@ -178,7 +178,7 @@ class InputsPanel(widgets.VBox):
         self.slice_slider = widgets.IntSlider(
             value=0, min=0, max=0, continuous_update=False, layout=widgets.Layout(width="320px")
         )
-        self.view = ImageView(width=320, height=320, interactive_pan=False)
+        self.view = ImageView(interactive_pan=False)
         self.box_y0, self.box_y1, self.box_x0, self.box_x1 = (
             widgets.IntText(
                 value=0,
@@ -287,6 +287,7 @@ class InputsPanel(widgets.VBox):
             *(head(n) for n in self._input_labels()),
             head("Output multi-ROI"),
             head("Mask"),
+            head("", "34px"),  # over the rows' remove buttons: the cells shrink alike
         )
 
     def add_row(self, validation: bool = False) -> TrainingSetRow:

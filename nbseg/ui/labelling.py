@@ -366,12 +366,11 @@ class LabelEditor(widgets.VBox):
             style.labelled("Path", self.labels_path, "Where the labels are saved or read"),
             widgets.HBox([self.save_labels_button, self.load_labels_button, self.overwrite_check]),
         )
-        side = widgets.VBox(
-            [source, tools, classes, guide, display, files], layout=widgets.Layout(width="460px")
-        )
+        side = widgets.VBox([source, tools, classes, guide, display, files])
+        canvas_column = widgets.VBox([self.view, self.info])
         box = style.panel(
             self.message,
-            widgets.HBox([widgets.VBox([self.view, self.info]), side]),
+            style.columns(canvas_column, side, viewer=canvas_column),
             title="Label (multi-ROI painting)",
         )
         super().__init__(box.children, **kw)

@@ -45,7 +45,7 @@ def _field() -> widgets.Layout:
 
 
 def _wide() -> widgets.Layout:
-    return widgets.Layout(width="420px")
+    return widgets.Layout(width="360px")
 
 
 def parameter_widget(name: str, default: Any) -> widgets.Widget:
@@ -87,7 +87,7 @@ class ModelGeneratorPanel(widgets.VBox):
             value=infos[0].name if infos else None,
             layout=_field(),
         )
-        self.architecture_info = widgets.HTML(layout=widgets.Layout(width="560px"))
+        self.architecture_info = widgets.HTML()  # as wide as its section
         self.class_count = widgets.IntText(value=2, layout=_field())
         self.input_count = widgets.BoundedIntText(value=1, min=1, max=16, layout=_field())
         self.input_name_fields: list[widgets.Text] = []
@@ -110,7 +110,7 @@ class ModelGeneratorPanel(widgets.VBox):
         self.description = widgets.Textarea(
             value="",
             placeholder="What the model segments, from which data",
-            layout=widgets.Layout(width="420px", height="60px"),
+            layout=widgets.Layout(width="360px", height="60px"),
         )
         self.parameter_fields: dict[str, widgets.Widget] = {}
         self.parameters_box = widgets.VBox()

@@ -59,7 +59,7 @@ class OpenDataControl(widgets.VBox):
         self.message = message if message is not None else style.MessageBox()
         self.path = widgets.Text(
             placeholder="stack.tif, scan.ome.zarr, slices/ or slices/*.png, data.h5, vol.nii.gz",
-            layout=widgets.Layout(width="100%", max_width="520px"),
+            layout=widgets.Layout(flex="1 1 300px", max_width="520px"),  # beside its label
         )
         self.dataset = widgets.Text(
             placeholder="HDF5 / zarr dataset (optional)", layout=widgets.Layout(width="220px")

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..inference.planes import preview_plane
 from ..render import to_uint8
 from . import style
-from .imageview import ImageView
+from .imageview import VIEWER_PX, ImageView
 from .labelling import PLANES, plane_of
 from .state import Workspace
 from .uncertainty_view import UncertaintyControls
@@ -156,7 +156,9 @@ class PreviewPanel(widgets.VBox):
     :attr:`message`. :meth:`preview` runs it from code.
     """
 
-    def __init__(self, workspace: Workspace | None = None, *, size: int = 448, **kw: Any) -> None:
+    def __init__(
+        self, workspace: Workspace | None = None, *, size: int = VIEWER_PX, **kw: Any
+    ) -> None:
         self.workspace = workspace if workspace is not None else Workspace()
         self.message = style.MessageBox()
         self.model_info = widgets.HTML()

@@ -30,7 +30,7 @@ from ..inference.planes import preview_plane
 from ..model import Model, load_model
 from ..progress import Progress
 from . import style
-from .imageview import ImageView
+from .imageview import VIEWER_PX, ImageView
 from .labelling import PLANES
 from .preview_panel import NO_MODEL, InputPicker, image_slice, plane_toggle, result_plane
 from .state import Workspace
@@ -86,7 +86,9 @@ class SegmentPanel(widgets.VBox):
     :meth:`load_model_file`.
     """
 
-    def __init__(self, workspace: Workspace | None = None, *, size: int = 384, **kw: Any) -> None:
+    def __init__(
+        self, workspace: Workspace | None = None, *, size: int = VIEWER_PX, **kw: Any
+    ) -> None:
         self.workspace = workspace if workspace is not None else Workspace()
         self.message = style.MessageBox()
         self._files: dict[str, Model] = {}

@@ -36,7 +36,14 @@ from .params_panel import TrainingParamsPanel
 from .preview_panel import PreviewPanel
 from .segment_panel import SegmentPanel
 from .state import Workspace
-from .style import MessageBox, css, labelled, run_reporting
+from .style import (
+    MessageBox,
+    css,
+    display_with_kernel_note,
+    labelled,
+    run_reporting,
+    static_note_html,
+)
 from .training_panel import TrainingPanel
 
 
@@ -208,6 +215,11 @@ class DeepLearningTool(widgets.VBox):
         elif ws.model is None:
             self.select("New model")
 
+    def _ipython_display_(self) -> None:
+        """Shown in a notebook: the tool, and a note for a notebook reopened without its kernel
+        ("re-run this cell" instead of "Error displaying widget"; hidden while the tool shows)."""
+        display_with_kernel_note(self, "Deep Learning Tool")
+
     # -- navigation ----------------------------------------------------------------------------
     def select(self, title: str) -> None:
         """Open the tab called ``title`` (e.g. ``"Train"``)."""
@@ -237,7 +249,7 @@ class DeepLearningTool(widgets.VBox):
             "<b>Models</b></i>"
         )
         sets = len(ws.training_sets)
-        self.status.value = (
+        self.status.value = static_note_html("Deep Learning Tool") + (
             f"<div style='color:var(--jp-ui-font-color2,#555);margin:2px 0 6px 0'>"
             f"Model: {model} · training sets: {sets} · images: {len(ws.images)}</div>"
         )

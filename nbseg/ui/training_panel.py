@@ -77,7 +77,7 @@ from ..training.job import TrainingRun, check_training_inputs
 from ..training.params import TrainingParams
 from ..training.run import TrainingResult, epochs_text
 from .state import Workspace
-from .style import MessageBox, css, section
+from .style import MessageBox, columns, css, section
 from .training.checkpoints import CheckpointView
 from .training.common import clock, reporting_button, safe_name, target
 from .training.feedback import FeedbackView
@@ -219,7 +219,9 @@ class TrainingPanel(widgets.VBox):
         # layout --------------------------------------------------------------------------
         controls = widgets.HBox([self.train_button, self.stop_button, self.status])
         controls.add_class("nbseg-toolbar")
-        graph_tab = widgets.VBox([widgets.HBox([g.widget, f.widget]), c.widget])
+        graph_tab = widgets.VBox(
+            [columns(g.widget, f.widget, main=g.widget, side=f.widget), c.widget]
+        )
         self.tabs = widgets.Tab(children=[graph_tab, t.widget], titles=("Graph", "List"))
         super().__init__(
             [

@@ -49,7 +49,7 @@ class FeedbackView:
         self.histories: list[FeedbackHistory] = []
         self._shown_gray: np.ndarray | None = None
 
-        self.feedback_view = ImageView(256, 256)
+        self.feedback_view = ImageView()
         self.feedback_view.canvas.add_class("nbseg-feedback-canvas")
         self.prediction_opacity = widgets.FloatSlider(
             value=0.5, min=0.0, max=1.0, step=0.05, continuous_update=False

@@ -113,7 +113,7 @@ class GraphView:
             legend_location="top-right",
             animation_duration=0,
             fig_margin={"top": 40, "bottom": 40, "left": 55, "right": 20},
-            layout=widgets.Layout(width="560px", height="330px"),
+            layout=widgets.Layout(width="100%", height="330px", min_width="280px"),
         )
         self.figure.add_class("nbseg-graph")
         self.metrics = widgets.SelectMultiple(
