@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
 
 
+#: true once the current notebook's kernel is connected and idle (Run All before that runs
+#: nothing)
+KERNEL_IDLE_JS = """() => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
+}"""
+
+
 def _browser() -> str | None:
     for cand in (os.environ.get("NBSEG_BROWSER"), "/usr/bin/chromium", shutil.which("chromium")):
         if cand and Path(cand).exists():

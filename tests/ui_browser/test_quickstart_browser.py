@@ -15,7 +15,7 @@ import pytest
 from nbseg._png import decode_png
 from nbseg.ui.tool import TAB_TITLES
 
-from .conftest import run_in_kernel, screenshot
+from .conftest import KERNEL_IDLE_JS, run_in_kernel, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,6 +31,7 @@ def session(lab, browser):
     page.goto(lab.notebook_url("01_quickstart.ipynb"))
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands")
     page.locator(".jp-Notebook").first.wait_for()
+    page.wait_for_function(KERNEL_IDLE_JS)  # Run All before the kernel is up runs nothing
     kc = lab.kernel_client()
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     # the last code cell prints the reloaded model: the whole notebook ran
@@ -130,7 +131,9 @@ def test_export_csv_and_png_from_results(session):
     h, w = (
         int(v) for v in run_in_kernel(kc, "print(*tool.result.feedback.image.shape[:2])").split()
     )
-    assert img.shape[:2] == (h, w) and img.shape[2] in (3, 4)
+    # enlarged (nearest) to >= 512 px wide, with the legend below the picture
+    factor = -(-512 // max(h, w))
+    assert img.shape[1] == w * factor and img.shape[0] > h * factor and img.shape[2] in (3, 4)
     assert img.std() > 5  # a real picture, not a blank
 
 
