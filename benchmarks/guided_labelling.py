@@ -228,7 +228,27 @@ def labels_of(case: Case, labelled: list[int]) -> xr.DataArray:
     return nbseg.multi_roi(xr.DataArray(lab, dims=DIMS), case.classes)
 
 
-def train_and_test(case: Case, labelled: list[int], args: argparse.Namespace) -> dict:
+#: With a step budget, an epoch-wise cosine schedule needs a few epochs to anneal: when the
+#: budget makes fewer, the augmentation factor drops to 1 (the same patches and augmentation,
+#: shorter epochs). In practice this only concerns the all-slices references.
+MIN_EPOCHS = 8
+
+
+def config_key(args: argparse.Namespace) -> tuple:
+    budget = (args.max_minutes, args.epochs, args.steps if not args.max_minutes else None)
+    return (args.seed, budget, args.crop, bool(args.quick))
+
+
+def train_and_test(
+    case: Case,
+    labelled: list[int],
+    args: argparse.Namespace,
+    cache: dict | None = None,
+    need_model: bool = False,
+) -> dict:
+    """Train a fresh model on ``labelled``, score it on the test part. A training already in
+    ``cache`` (``--reuse``: same data, labels, seed and planned epochs) is not repeated unless
+    its model is needed."""
     spec = nbseg.ModelSpec(
         architecture="unet", class_count=len(case.classes), input_dimension="2D", name=case.name
     )
@@ -243,6 +263,13 @@ def train_and_test(case: Case, labelled: list[int], args: argparse.Namespace) ->
         params.epochs = args.epochs
     else:
         params.epochs = math.ceil(args.steps / steps_per_epoch(model, tset, params))
+        if params.epochs < MIN_EPOCHS and params.augmentation.factor > 1:
+            params.augmentation.factor = 1
+            params.epochs = math.ceil(args.steps / steps_per_epoch(model, tset, params))
+    key = (case.name, tuple(sorted(labelled)), config_key(args), params.epochs)
+    key += (params.augmentation.factor,)
+    if cache is not None and key in cache and not args.max_minutes and not need_model:
+        return {**cache[key], "model": None, "labels": tset.output, "key": key, "reused": True}
     t0 = time.perf_counter()
     result = nbseg.train(model, tset, params, feedback=False)
     train_s = time.perf_counter() - t0
@@ -255,7 +282,33 @@ def train_and_test(case: Case, labelled: list[int], args: argparse.Namespace) ->
         "calibration": calibration(case, pred, u),
         "epochs": len(result.history),
         "train s": round(train_s, 1),
+        "key": key,
     }
+
+
+def load_cache(path: str | None) -> tuple[dict, dict]:
+    """Trainings recorded by ``--json`` (by key) and the guided arm's picks (by dataset)."""
+    done: dict = {}
+    guided: dict = {}
+    if not path or not Path(path).exists():
+        return done, guided
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        if "key" not in r:
+            continue
+        name, labelled, config, epochs, factor = r["key"]
+        seed, budget, crop, quick = config
+        config = (seed, tuple(budget), crop, quick)
+        key = (name, tuple(labelled), config, epochs, factor)
+        done[key] = {
+            "score": r["score"],
+            "calibration": r["calibration"],
+            "epochs": r["epochs"],
+            "train s": r["train_s"],
+        }
+        if r["arm"] in ("guided", "start"):
+            guided.setdefault((name, config), []).append(list(r["labelled"]))
+    return done, guided
 
 
 def steps_per_epoch(model: nbseg.Model, tset: nbseg.TrainingSet, params) -> int:
@@ -269,6 +322,14 @@ def steps_per_epoch(model: nbseg.Model, tset: nbseg.TrainingSet, params) -> int:
         shutil.rmtree(plan.record_dir, ignore_errors=True)
 
 
+def replayed(recorded: list[list[int]], have: list[int], args: argparse.Namespace):
+    """The guided picks that followed ``have`` in a recorded run (None when not recorded)."""
+    for labelled in recorded:
+        if len(labelled) == len(have) + args.per_round and labelled[: len(have)] == have:
+            return labelled[len(have) :]
+    return None
+
+
 def slices_needed(scores: list[float], counts: list[int], target: float) -> str:
     for n, s in zip(counts, scores):
         if s >= target:
@@ -280,14 +341,17 @@ def as_number(needed: str, counts: list[int], step: int) -> int:
     return counts[-1] + step if needed.startswith(">") else int(needed)
 
 
-def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], list[dict], str]:
+def run_case(
+    case: Case, args: argparse.Namespace, log, cache: tuple[dict, dict] = ({}, {})
+) -> tuple[list[dict], list[dict], str]:
     n = case.pool.shape[0]
     counts = [args.start + r * args.per_round for r in range(args.rounds + 1)]
     if counts[-1] > n:
         raise SystemExit(f"{case.name}: {counts[-1]} slices asked, the pool has {n}")
     print(f"# {case.name}: {case.split}", flush=True)
     start = even_start(n, args.start)
-    first = train_and_test(case, start, args)
+    done, guided_picks = cache
+    first = train_and_test(case, start, args, done)
     log(case, "start", start, first)
     runs = {arm: [first] for arm in ARMS}
     picked = {arm: list(start) for arm in ARMS}
@@ -297,20 +361,24 @@ def run_case(case: Case, args: argparse.Namespace, log) -> tuple[list[dict], lis
             prev = runs[arm][-1]
             have = picked[arm]
             if arm == "guided":
-                image = xr.DataArray(case.pool, dims=DIMS)
-                new = nbseg.suggest_slices(prev["model"], image, prev["labels"], args.per_round)
+                new = replayed(guided_picks.get((case.name, config_key(args)), []), have, args)
+                if new is None:
+                    if prev["model"] is None:  # reused: train it again for its suggestions
+                        prev = train_and_test(case, have, args, need_model=True)
+                    image = xr.DataArray(case.pool, dims=DIMS)
+                    new = nbseg.suggest_slices(prev["model"], image, prev["labels"], args.per_round)
             elif arm == "even":
                 new = even_next(n, have, args.per_round)
             else:
                 free = [i for i in range(n) if i not in have]
                 new = [int(i) for i in rng.choice(free, args.per_round, replace=False)]
             picked[arm] = have + [int(i) for i in new]
-            runs[arm].append(train_and_test(case, picked[arm], args))
+            runs[arm].append(train_and_test(case, picked[arm], args, done))
             log(case, arm, picked[arm], runs[arm][-1])
         for arm in ARMS:  # only the latest model of each arm is needed
             for r in runs[arm][:-1]:
                 r["model"] = r["labels"] = None
-    ref = train_and_test(case, list(range(n)), args)
+    ref = train_and_test(case, list(range(n)), args, done)
     log(case, "reference", list(range(n)), ref)
     target = 0.95 * ref["score"]
     rows, cal_rows = [], []
@@ -378,6 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny sizes and budgets: a smoke run")
     ap.add_argument("--json", help="append one line per training to this JSON-lines file")
+    ap.add_argument(
+        "--reuse",
+        metavar="JSONL",
+        help="take the trainings already recorded there (--json of an earlier run, same data, "
+        "labels, seed and budget) instead of training again; guided picks are replayed",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.steps = min(args.steps, 4)
@@ -403,10 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"#   {arm:9} {len(labelled):3d} slices  score {r['score']:.4f}  epochs "
             f"{r['epochs']:4d}  train {r['train s']:6.1f} s  "
-            f"[{time.perf_counter() - t_all:7.0f} s]",
+            f"[{time.perf_counter() - t_all:7.0f} s]{'  (reused)' if r.get('reused') else ''}",
             flush=True,
         )
-        if args.json:
+        if args.json and not r.get("reused"):
             record = {
                 "dataset": case.name,
                 "arm": arm,
@@ -417,16 +491,18 @@ def main(argv: list[str] | None = None) -> int:
                 "calibration": r["calibration"],
                 "max_minutes": args.max_minutes,
                 "seed": args.seed,
+                "key": r["key"],
             }
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
+    cache = load_cache(args.reuse)
     rows, cal_rows, verdicts = [], [], []
     for name in args.datasets.split(","):
         case = load_case(name.strip(), args)
         if case is None:
             continue
-        r, c, v = run_case(case, args, log)
+        r, c, v = run_case(case, args, log, cache)
         rows += r
         cal_rows += c
         verdicts.append(v)
