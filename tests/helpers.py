@@ -71,3 +71,16 @@ def count_feedback_predictions(monkeypatch) -> list:
         callbacks, "feedback_prediction", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     return calls
+
+
+def trained_blobs(shape=(8, 48, 48), labelled=(1, 5), seed=3, epochs=4):
+    """A tiny 2-class U-Net trained briefly on :func:`blobs`: ``(model, image, labels,
+    truth)`` (the uncertainty and suggestion tests share it)."""
+    import nbseg
+
+    image, labels, truth = blobs(shape, labelled=labelled, seed=seed)
+    spec = nbseg.ModelSpec(class_count=2, parameters={"filters": 8, "depth": 2})
+    model = nbseg.generate_model(spec, seed=0)
+    params = nbseg.TrainingParams(patch_size=32, batch_size=4, epochs=epochs, precision="32")
+    nbseg.train(model, nbseg.TrainingSet(image, labels), params, 0.0, feedback=False)
+    return model, image, labels, truth

@@ -12,7 +12,7 @@ import nbseg
 from nbseg.render import heat_table
 from nbseg.ui.imageview import ImageView
 
-from .helpers import blobs
+from .helpers import blobs, trained_blobs
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +21,7 @@ TINY = {"filters": 8, "depth": 2}
 
 @pytest.fixture(scope="module")
 def trained():
-    image, labels, truth = blobs((8, 48, 48), labelled=(1, 5), seed=3)
-    model = nbseg.generate_model(nbseg.ModelSpec(class_count=2, parameters=TINY), seed=0)
-    params = nbseg.TrainingParams(patch_size=32, batch_size=4, epochs=4, precision="32")
-    nbseg.train(model, nbseg.TrainingSet(image, labels), params, 0.0, feedback=False)
-    return model, image, labels, truth
+    return trained_blobs()
 
 
 def test_imageview_layers_change_the_pixels_where_they_say():

@@ -9,18 +9,14 @@ import xarray as xr
 import nbseg
 from nbseg.inference import uncertainty as unc
 
-from .helpers import blobs
+from .helpers import trained_blobs
 
 TINY = {"filters": 8, "depth": 2}
 
 
 @pytest.fixture(scope="module")
 def trained():
-    image, labels, truth = blobs((8, 48, 48), labelled=(1, 5), seed=3)
-    model = nbseg.generate_model(nbseg.ModelSpec(class_count=2, parameters=TINY), seed=0)
-    params = nbseg.TrainingParams(patch_size=32, batch_size=4, epochs=4, precision="32")
-    nbseg.train(model, nbseg.TrainingSet(image, labels), params, 0.0, feedback=False)
-    return model, image, labels, truth
+    return trained_blobs()
 
 
 @pytest.mark.parametrize("method", ["entropy", "margin", "tta"])

@@ -219,6 +219,12 @@ def _check_count(count: Any, name: str = "count") -> int:
     return int(count)
 
 
+def _check_quantile(quantile: Any) -> float:
+    if not 0.0 < float(quantile) <= 1.0:
+        raise InputError(f"quantile={quantile!r} is invalid: give a number in (0, 1].")
+    return float(quantile)
+
+
 def _check_axis(ref: xr.DataArray, axis: str) -> None:
     if axis not in map(str, ref.dims):
         raise InputError(
@@ -278,13 +284,12 @@ def suggest_slices(
     else is left. Returns slice indices (positions along ``axis``).
     """
     count = _check_count(count)
-    if not 0.0 < float(quantile) <= 1.0:
-        raise InputError(f"quantile={quantile!r} is invalid: give a number in (0, 1].")
+    quantile = _check_quantile(quantile)
     ref = as_images(image)[0]
     _check_axis(ref, axis)
     labelled = _labelled_along(labels, ref, axis)
     score, inside = _scores(model, image, mask, method, settings, overrides)
-    return _rank_slices(score, inside, labelled, axis, float(quantile), count)[0]
+    return _rank_slices(score, inside, labelled, axis, quantile, count)[0]
 
 
 def _spread(scores: np.ndarray, count: int) -> list[int]:
@@ -411,14 +416,13 @@ def suggest(
     :func:`nbseg.segment`."""
     count, size = _check_count(count), _check_size(size)
     n_regions = _check_count(regions, "regions")
-    if not 0.0 < float(quantile) <= 1.0:
-        raise InputError(f"quantile={quantile!r} is invalid: give a number in (0, 1].")
+    quantile = _check_quantile(quantile)
     ref = as_images(image)[0]
     _check_axis(ref, axis)
     labelled = _labelled_along(labels, ref, axis)
     u, pred, k = _maps(model, image, mask, method, settings, overrides, progress, stop_event)
     score, inside = _voxel_scores(u, pred, k)
-    slices, scores = _rank_slices(score, inside, labelled, axis, float(quantile), count)
+    slices, scores = _rank_slices(score, inside, labelled, axis, quantile, count)
     boxes = _rank_regions(score, inside, labels, ref, n_regions, size)
     return Suggestions(
         axis=axis,

@@ -198,19 +198,7 @@ class InputsPanel(widgets.VBox):
         self.message = style.MessageBox()
 
         self.open_data = OpenDataControl(self.workspace, self.message)
-        self.open_toggle = widgets.ToggleButton(
-            value=False,
-            description="Open data from a file",
-            icon="folder-open",
-            tooltip="TIFF / OME-TIFF stacks, slice folders, OME-Zarr, zarr, HDF5, NIfTI, MRC, "
-            "netCDF, .npy — big files are opened lazily",
-            layout=widgets.Layout(width="auto"),
-        )
-        self.open_data.layout.display = "none"
-        self.open_toggle.observe(
-            lambda ch: setattr(self.open_data.layout, "display", None if ch["new"] else "none"),
-            names="value",
-        )
+        self.open_toggle = self.open_data.toggle
         box = style.panel(
             style.section("Open data", self.open_toggle, self.open_data),
             style.section(

@@ -311,17 +311,7 @@ class LabelEditor(widgets.VBox):
             "Plane", self.plane_buttons, "Show and paint xy, xz or yz slices of the volume"
         )
         self.open_data = OpenDataControl(workspace or Workspace(), self.message)
-        self.open_toggle = widgets.ToggleButton(
-            value=False,
-            description="Open data from a file",
-            icon="folder-open",
-            layout=widgets.Layout(width="auto"),
-        )
-        self.open_data.layout.display = "none"
-        self.open_toggle.observe(
-            lambda ch: setattr(self.open_data.layout, "display", None if ch["new"] else "none"),
-            names="value",
-        )
+        self.open_toggle = self.open_data.toggle
         source = style.section(
             "Image and labels",
             style.labelled("Image", self.image_select, "An image of the workspace"),

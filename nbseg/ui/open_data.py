@@ -94,6 +94,20 @@ class OpenDataControl(widgets.VBox):
             ]
         )
         self.open_button.on_click(lambda _: style.run_reporting(self.message, self.open_file))
+        self.layout.display = "none"
+        self.toggle = widgets.ToggleButton(
+            value=False,
+            description="Open data from a file",
+            icon="folder-open",
+            tooltip="TIFF / OME-TIFF stacks, slice folders, OME-Zarr, zarr, HDF5, NIfTI, MRC, "
+            "netCDF, .npy — big files are opened lazily",
+            layout=widgets.Layout(width="auto"),
+        )
+        """Shows and hides the control (hidden at first): put it above the control."""
+        self.toggle.observe(
+            lambda ch: setattr(self.layout, "display", None if ch["new"] else "none"),
+            names="value",
+        )
 
     def open_file(
         self, path: str | os.PathLike[str] | None = None, *, kind: str | None = None
