@@ -18,6 +18,7 @@ from ipycanvas import Canvas, hold_canvas
 
 from .._png import encode_png
 from ..render import View, blend_heat, outline, render_overlay
+from .focus_guard import FocusGuard
 
 DRAW_LOCK = threading.RLock()
 """The one lock behind which every nbseg canvas is drawn."""
@@ -94,7 +95,8 @@ class ImageView(widgets.VBox):
         )
         self.toolbar = widgets.HBox([self.zoom_in, self.zoom_out, self.zoom_fit])
         self.toolbar.add_class("nbseg-toolbar")
-        self.children = [self.toolbar, self.canvas]
+        # a press must not scroll the notebook (ipycanvas focuses the canvas without preventScroll)
+        self.children = [self.toolbar, self.canvas, FocusGuard()]
 
     # -- content ---------------------------------------------------------------------------
     @property

@@ -64,6 +64,7 @@ class TrainingSetRow(widgets.HBox):
     def __init__(self, index: int, on_change: Callable[[TrainingSetRow], None]) -> None:
         self._on_change = on_change
         self.title = widgets.Label(layout=widgets.Layout(width=_TITLE_COL))
+        self.title.add_class("nbseg-keep")  # "Set 1" whole: the other cells shrink
         self.inputs: list[widgets.Dropdown] = []
         self.inputs_box = widgets.HBox()
         self.output = _dropdown("Output multi-ROI (same geometry as the input)")

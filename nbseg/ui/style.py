@@ -30,6 +30,12 @@ CSS = """
   line-height: 16px; min-height: 28px; height: auto; display: flex; align-items: center;
   overflow: visible; }
 .nbseg-panel .widget-label { text-overflow: clip; }
+.nbseg-panel .widget-label.nbseg-wrap { white-space: normal; height: auto; min-height: 28px;
+  line-height: 18px; flex-shrink: 1; min-width: 0; overflow: visible; }
+.nbseg-panel .widget-hbox.nbseg-compact > .nbseg-keep { flex-shrink: 0; }
+/* a concise colour picker is its swatch: ipywidgets' 72 px minimum for the hidden text field
+   made it spill out of its box */
+.nbseg-panel .widget-colorpicker.concise > .widget-colorpicker-input { min-width: 0; }
 .nbseg-panel .widget-button, .nbseg-panel .widget-toggle-button { width: auto;
   white-space: normal; height: auto; min-height: 28px; line-height: 18px;
   padding: 4px 10px; overflow: visible; }

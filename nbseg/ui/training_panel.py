@@ -175,6 +175,7 @@ class TrainingPanel(widgets.VBox):
             value=0, min=0, max=1, layout=widgets.Layout(width="300px")
         )
         self.progress_label = widgets.Label("")
+        self.progress_label.add_class("nbseg-wrap")  # the whole line, wrapped when narrow
         self.train_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
 

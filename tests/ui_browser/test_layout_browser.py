@@ -1,14 +1,15 @@
 """The Deep Learning Tool as a person meets it in JupyterLab + Chromium (issue 16).
 
 One JupyterLab session and one notebook (a trained tiny model): every tab is visited and every
-section opened at two widths (1000 and 1500 px, the viewport resized in between), and the test
+section opened at four widths (1000 and 1500 px, then 800 and 1920 px, the ends of the range the
+layout must fit; the file browser open, so the tool is 370 to 1490 px wide), and the test
 fails on any browser console error, any widget error placeholder ("Click to show javascript
 error", "Error displaying widget"), overlapping widgets (the Train tab's graph and feedback
 image above all), clipped tab titles, button or field labels (``scrollWidth > clientWidth``),
 anything wider than the tool, and broken images. Then the page is reloaded twice (the tool
 must still work: tabs switch, canvases are drawn), and the saved notebook is reopened after
 the kernel is shut down (a clean static snapshot or a "re-run this cell" message, never an
-error placeholder or a broken-image icon). Screenshots of every tab at both widths go to
+error placeholder or a broken-image icon). Screenshots of every tab at every width go to
 ``test-artifacts/screenshots/layout_<width>_<tab>.png``.
 """
 
@@ -26,7 +27,7 @@ from .conftest import ARTIFACTS, KERNEL_IDLE_JS, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-WIDTHS = (1000, 1500)
+WIDTHS = (1000, 1500, 800, 1920)  # the two of the issue first; then its range's ends
 NOTEBOOK = "layout_check.ipynb"
 CELLS = [
     "import nbseg\n"
@@ -256,7 +257,7 @@ def _problems(page, tool) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
-def test_every_tab_at_two_widths(session):
+def test_every_tab_at_four_widths(session):
     page, tool, _kc, _lab, console = session
     report: dict[str, dict] = {}
     for width in WIDTHS:

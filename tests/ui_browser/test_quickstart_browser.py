@@ -188,3 +188,56 @@ def test_saved_notebook_keeps_graph_and_feedback_snapshot(session):
     assert lines, "the training graph's points were not saved"
     pngs = [base64.b64decode(b["data"]) for m in images for b in m["buffers"]]
     assert any(p.startswith(b"\x89PNG") and decode_png(p).std() > 5 for p in pngs)
+
+
+# the notebook's scrolling element: the canvas' nearest ancestor that scrolls vertically
+SCROLLER = r"""(c) => { for (let e = c.parentElement; e; e = e.parentElement) {
+    const s = getComputedStyle(e).overflowY;
+    if ((s === 'auto' || s === 'scroll') && e.scrollHeight > e.clientHeight) return e; } }"""
+SCROLL_TOP_JS = f"(c) => ({SCROLLER})(c).scrollTop"
+SCROLL_BY_JS = f"""(c, dy) => {{ const s = ({SCROLLER})(c);
+    s.scrollTop += c.getBoundingClientRect().top - s.getBoundingClientRect().top + dy; }}"""
+
+
+def test_press_on_a_partly_visible_canvas_paints_where_it_is_pressed(session):
+    """Defect 8 (issue 16): the first press on a canvas whose top is scrolled out of view must
+    not scroll the notebook (that moved the canvas under the pointer, the stroke landed ~80 px
+    off); the stroke's voxels lie under the pointer's path."""
+    page, tool, kc, _lab = session
+    _tab(tool, "Label")
+    canvas = tool.locator(".nbseg-label-canvas").first
+    canvas.wait_for()
+    run_in_kernel(
+        kc,
+        "ed = tool.labelling\n"
+        "ed.set_slice(next(z for z in range(ed.labels.shape[0]) if (ed.labels.values[z] < 0).all()))\n"
+        "import numpy as np\n_before = ed.labels.values.copy()",
+    )
+    # another cell active, the canvas' top 40 % above the viewport
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:move-cursor-down')")
+    box = canvas.bounding_box()
+    canvas.evaluate(SCROLL_BY_JS, box["height"] * 0.4)
+    page.wait_for_timeout(300)
+    box = canvas.bounding_box()
+    top = canvas.evaluate(SCROLL_TOP_JS)
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6
+    x1, y1 = box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(x0 + (x1 - x0) * i / 20, y0 + (y1 - y0) * i / 20)
+    page.mouse.up()
+    assert canvas.evaluate(SCROLL_TOP_JS) == top, "the press scrolled the notebook"
+    moved = canvas.bounding_box()
+    assert abs(moved["y"] - box["y"]) < 1
+    code = (
+        "new = np.argwhere((ed.labels.values[ed.z] >= 0) & (_before[ed.z] < 0))\n"
+        "print(len(new), *(new.mean(0) if len(new) else (0, 0)), *ed.labels.shape[1:])"
+    )
+    deadline = time.monotonic() + 30
+    n = 0
+    while n < 20 and time.monotonic() < deadline:
+        n, cy, cx, h, w = (float(v) for v in run_in_kernel(kc, code).split())
+    assert n >= 20, "nothing painted"
+    # the centre of the painted voxels is the centre of the pointer's path (within 4 %)
+    assert abs(cy / h - 0.65) < 0.04 and abs(cx / w - 0.5) < 0.04, (cy / h, cx / w)
