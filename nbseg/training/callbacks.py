@@ -750,6 +750,9 @@ class LiveFeedback(pl.Callback):
         epoch_loss = getattr(pl_module, "epoch_loss", None)
         if callable(epoch_loss) and (loss := epoch_loss()) is not None:
             metrics["loss"] = loss
+        epoch_metrics = getattr(pl_module, "epoch_metrics", None)  # e.g. the pseudo-label loss
+        if callable(epoch_metrics):
+            metrics.update(epoch_metrics())
         epoch = self.epoch_offset + trainer.current_epoch + 1
         record: dict[str, Any] = {"epoch": epoch, "run": self.run}
         record.update({k: v for k, v in sorted(metrics.items())})

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.augment import augment_batch
@@ -23,15 +24,45 @@ from ..data.patches import (
     plan_patches,
     random_train_boxes,
 )
-from ..data.trainingset import Normalisation, TrainingSet
+from ..data.trainingset import Normalisation, TrainingSet, volume_of
 from ..models.registry import size_divisor
 from ..models.spec import ModelSpec
-from .losses import SegmentationLoss, confusion_matrix, metrics_from_confusion
+from .losses import IGNORE, SegmentationLoss, confusion_matrix, metrics_from_confusion
 from .params import TrainingParams
+
+#: at most this many candidate patch centres are kept per masked unlabelled source
+_MAX_CENTRES = 200_000
+
+
+class UnlabelledSource:
+    """Where unlabelled patches are drawn: a prepared volume (a training set's, its labels
+    never read, or an unlabelled image's) and, with a mask, the voxels patches centre on."""
+
+    def __init__(self, ps: PreparedSet, mask: np.ndarray | None, rng: np.random.Generator):
+        self.ps = ps
+        self.centres: np.ndarray | None = None
+        if mask is not None:
+            where = np.argwhere(mask)
+            if len(where) > _MAX_CENTRES:
+                where = where[rng.choice(len(where), _MAX_CENTRES, replace=False)]
+            self.centres = where
+
+    def box(self, pshape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+        shape = np.asarray(self.ps.shape)
+        hi = shape - np.asarray(pshape)
+        if self.centres is not None and len(self.centres):
+            c = self.centres[rng.integers(len(self.centres))]
+            return np.clip(c - np.asarray(pshape) // 2, 0, hi)
+        return np.array([rng.integers(0, h + 1) for h in hi])
 
 
 class _TrainPatches(Dataset):
-    """Random training crops, redrawn every epoch (``set_epoch``), deterministic per seed."""
+    """Random training crops, redrawn every epoch (``set_epoch``), deterministic per seed.
+
+    With ``unlabelled`` sources, ``unlabelled_count`` more crops are drawn anywhere in them
+    (target ``-1`` everywhere: only pseudo-labels reach them) and spread evenly among the
+    labelled crops, so every batch holds both.
+    """
 
     def __init__(
         self,
@@ -42,9 +73,25 @@ class _TrainPatches(Dataset):
         count: int,
         seed: int,
         class_balance: float = 0.0,
+        unlabelled: Sequence[UnlabelledSource] = (),
+        unlabelled_count: int = 0,
     ) -> None:
         self.sets, self.plan, self.pshape, self.spec = sets, plan, pshape, spec
-        self.count, self.seed = count, seed
+        self.labelled_count, self.seed = count, seed
+        self.unlabelled = list(unlabelled)
+        self.unlabelled_count = unlabelled_count if self.unlabelled else 0
+        self.count = count + self.unlabelled_count
+        # each source drawn in proportion to its voxels
+        sizes = np.array([float(np.prod(u.ps.shape)) for u in self.unlabelled])
+        self._weights = sizes / sizes.sum() if len(sizes) else sizes
+        # where the unlabelled crops go among the labelled ones (evenly spread)
+        keys = np.concatenate(
+            [
+                (np.arange(count) + 0.5) / max(1, count),
+                (np.arange(self.unlabelled_count) + 0.5) / max(1, self.unlabelled_count),
+            ]
+        )
+        self._order = np.argsort(keys, kind="stable")
         self.class_balance = float(class_balance)
         # voxels of each class, for class-centred patches: found once, only when asked for
         self.positions = (
@@ -65,12 +112,25 @@ class _TrainPatches(Dataset):
             class_balance=self.class_balance,
             positions=self.positions,
         )
+        self.unlabelled_boxes = []
+        if self.unlabelled_count:
+            urng = np.random.default_rng([self.seed, epoch, 1])
+            src = urng.choice(len(self.unlabelled), self.unlabelled_count, p=self._weights)
+            self.unlabelled_boxes = [
+                (int(k), self.unlabelled[k].box(self.pshape, urng)) for k in src
+            ]
 
     def __len__(self) -> int:
         return self.count
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s, box = self.boxes[i]
+        j = int(self._order[i])
+        if j >= self.labelled_count:
+            k, box = self.unlabelled_boxes[j - self.labelled_count]
+            x, y = extract(self.unlabelled[k].ps, box, self.pshape, self.spec)
+            y = np.full_like(y, -1)  # a training volume's labels never reach these crops
+            return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+        s, box = self.boxes[j]
         x, y = extract(self.sets[s], box, self.pshape, self.spec)
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
 
@@ -109,10 +169,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         params: TrainingParams,
         normalisation: Normalisation,
         validation: float | Sequence[TrainingSet] = 0.2,
+        unlabelled: Sequence[Sequence[Any]] = (),
     ) -> None:
         super().__init__()
         self.spec, self.params, self.normalisation = spec, params, normalisation
         self.sets = [PreparedSet.from_training_set(ts, normalisation) for ts in training_sets]
+        #: whether the training learns from pseudo-labels (``params.semi_supervised``)
+        self.pseudo_labels = params.uses_pseudo_labels(bool(unlabelled))
         if isinstance(validation, (int, float)):
             val: float | list[PreparedSet] = float(validation)
         else:
@@ -132,14 +195,31 @@ class SegmentationDataModule(pl.LightningDataModule):
             max_validation_patches=params.max_validation_patches,
         )
         factor = max(1, params.augmentation.factor)
+        sources: list[UnlabelledSource] = []
+        if self.pseudo_labels:
+            rng = np.random.default_rng([params.seed, 2])
+            for ts, ps in zip(training_sets, self.sets, strict=True):
+                mask = volume_of(ts.mask).astype(bool) if ts.mask is not None else None
+                sources.append(UnlabelledSource(ps, mask, rng))
+            for i, inputs in enumerate(unlabelled):
+                image = np.stack(
+                    [normalisation.apply(volume_of(da), c) for c, da in enumerate(inputs)]
+                )
+                labels = np.full(image.shape[1:], -1, np.int16)
+                sources.append(
+                    UnlabelledSource(PreparedSet(image, labels, f"unlabelled {i + 1}"), None, rng)
+                )
+        labelled = self.plan.train_count * factor
         self.train_patches = _TrainPatches(
             self.sets,
             self.plan,
             self.pshape,
             spec,
-            self.plan.train_count * factor,
+            labelled,
             params.seed,
             class_balance=params.class_balance,
+            unlabelled=sources,
+            unlabelled_count=round(labelled * params.unlabelled_share) if sources else 0,
         )
         val_sets = self.plan.val_sets or self.sets
         self.val_patches = _FixedPatches(val_sets, self.plan.val, self.pshape, spec)
@@ -254,6 +334,10 @@ class SegmentationModule(pl.LightningModule):
         self._epoch_loss: tuple[Any, float | None] = (None, None)
         #: set by :func:`nbseg.train`: the (channels-last) format the network trains in
         self.memory_format: torch.memory_format | None = None
+        #: set by :func:`nbseg.train`: learn from pseudo-labels on the unlabelled voxels
+        self.pseudo_labels = False
+        self._ramp_t0: float | None = None
+        self._unl_sum, self._conf_sum, self._unl_count = torch.zeros(()), torch.zeros(()), 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
@@ -292,14 +376,66 @@ class SegmentationModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
+        self._unl_sum = torch.zeros((), device=self.device)
+        self._conf_sum = torch.zeros((), device=self.device)
+        self._unl_count = 0
         self._epoch_loss = (None, None)
         dm = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, undeclared
         if dm is not None:
             dm.train_patches.set_epoch(self.current_epoch)
 
+    #: share of the planned steps over which the pseudo-label loss ramps up from 0
+    ramp_fraction = 0.3
+
+    def unlabelled_ramp(self) -> float:
+        """Weight factor of the pseudo-label loss now: exp(-5 (1 - t)²), t the share of
+        :attr:`ramp_fraction` of the planned steps done, or of ``max_minutes`` spent when
+        that comes first (the mean-teacher ramp)."""
+        total = max(1, self.steps_per_epoch * max(1, self.params.epochs))
+        t = min(1.0, self.global_step / max(1.0, self.ramp_fraction * total))
+        if self.params.max_minutes:  # a time budget: the share of it spent counts too
+            now = time.perf_counter()
+            if self._ramp_t0 is None:
+                self._ramp_t0 = now
+            spent = (now - self._ramp_t0) / (60.0 * self.params.max_minutes)
+            t = max(t, min(1.0, spent / self.ramp_fraction))
+        return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+    def _pseudo_label_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Supervised loss on the labelled voxels plus the pseudo-label loss on the others.
+
+        The network predicts the batch as augmented (no gradient); where an unlabelled voxel
+        is predicted with at least ``pseudo_threshold`` that class is its target for the
+        prediction of a *strong* view of the same batch (random contrast, brightness and
+        Gaussian noise per sample: the geometry is unchanged, so targets stay aligned). The
+        loss is averaged over all unlabelled voxels (a voxel below the threshold counts as
+        0), so it grows as the network grows confident (FixMatch, Sohn et al. 2020).
+        """
+        with torch.no_grad():
+            probs = self(x).float().softmax(1)
+            conf, pseudo = probs.max(1)
+        logits = self(strong_view(x, self.aug_generator))
+        loss = self.loss_fn(logits, y)
+        unl = y == IGNORE
+        n = int(unl.sum())
+        if n:
+            keep = unl & (conf >= self.params.pseudo_threshold)
+            per = F.cross_entropy(logits.float(), pseudo, reduction="none")
+            u = (per * keep).sum() / n
+            self._unl_sum += u.detach() * x.shape[0]
+            self._conf_sum += keep.sum().float() / n * x.shape[0]
+            self._unl_count += x.shape[0]
+            weight = self.params.unlabelled_weight * self.unlabelled_ramp()
+            if weight > 0:
+                loss = loss + weight * u
+        return loss
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         x, y = batch
-        loss = self.loss_fn(self(x), y)
+        if self.pseudo_labels:
+            loss = self._pseudo_label_step(x, y)
+        else:
+            loss = self.loss_fn(self(x), y)
         if not torch.isfinite(loss):
             if self.params.terminate_on_nan:
                 self.nan_detected = (
@@ -336,6 +472,17 @@ class SegmentationModule(pl.LightningModule):
         value = self.epoch_loss()
         if value is not None:
             self.log("loss", value, on_step=False, on_epoch=True)
+        for key, v in self.epoch_metrics().items():
+            self.log(key, v, on_step=False, on_epoch=True)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The current epoch's pseudo-label figures (this process's batches): ``pseudo_loss``
+        (the unweighted pseudo-label loss) and ``pseudo_share`` (share of the unlabelled
+        voxels confident enough to get a pseudo-label); empty without pseudo-labels."""
+        if not (self.pseudo_labels and self._unl_count):
+            return {}
+        n = float(self._unl_count)
+        return {"pseudo_loss": float(self._unl_sum) / n, "pseudo_share": float(self._conf_sum) / n}
 
     @property
     def _distributed(self) -> bool:
@@ -423,6 +570,23 @@ class SegmentationModule(pl.LightningModule):
             opt, max_lr=p.learning_rate, total_steps=max(2, p.epochs * self.steps_per_epoch)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def strong_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The batch with a random intensity change per sample (inputs normalised to about
+    0 … 1): contrast 0.7 … 1.3 about the sample's mean, brightness ± 0.1, Gaussian noise of
+    std 0 … 0.1. Geometry unchanged."""
+    b = x.shape[0]
+    view = (b,) + (1,) * (x.dim() - 1)
+
+    def draw(lo: float, hi: float) -> torch.Tensor:
+        r = torch.rand(b, generator=generator)
+        return (lo + (hi - lo) * r).to(device=x.device, dtype=x.dtype).view(view)
+
+    mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)
+    out = (x - mean) * draw(0.7, 1.3) + mean + draw(-0.1, 0.1)
+    noise = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+    return out + noise * draw(0.0, 0.1)
 
 
 def fit_auto_patch(

@@ -46,6 +46,8 @@ _OPT = "Optimizer and learning rate"
 _STOP = "Early stopping"
 _LOSS = "Loss and class weights"
 _RUN = "Patches and run"
+_SEMI = "Unlabelled data"
+SEMI_SUPERVISED = ("auto", "off", "pseudo_labels")
 
 
 @dataclass
@@ -70,7 +72,15 @@ class TrainingParams(Settings):
     _title: ClassVar[str] = "training parameters"
     _owner: ClassVar[str] = "TrainingParams"
     _error: ClassVar[type] = ParamsError
-    _groups: ClassVar[tuple[str, ...]] = ("Basic", _OPT, _STOP, _LOSS, _RUN, "Augmentation")
+    _groups: ClassVar[tuple[str, ...]] = (
+        "Basic",
+        _OPT,
+        _STOP,
+        _LOSS,
+        _RUN,
+        _SEMI,
+        "Augmentation",
+    )
 
     patch_size: int | tuple[int, ...] | None = setting(
         None,
@@ -230,6 +240,45 @@ class TrainingParams(Settings):
         widget="slider",
         step=0.05,
     )
+    semi_supervised: str = setting(
+        "auto",
+        Choice(SEMI_SUPERVISED),
+        "Unlabelled voxels",
+        "'pseudo_labels': the network's confident predictions on unlabelled voxels (the "
+        "training sets' own and the unlabelled images') teach it under stronger intensity "
+        "changes (FixMatch-style consistency); 'auto' = pseudo_labels when unlabelled "
+        "images are given, else off",
+        group=_SEMI,
+    )
+    unlabelled_weight: float = setting(
+        1.0,
+        Float(0.0),
+        "Unlabelled loss weight",
+        "Weight of the pseudo-label loss, ramped up from 0 over the first 30 % of the steps",
+        group=_SEMI,
+        enabled_if=("semi_supervised", ("auto", "pseudo_labels")),
+    )
+    pseudo_threshold: float = setting(
+        0.9,
+        Float(0.0, 1.0, open_min=True),
+        "Confidence threshold",
+        "Only unlabelled voxels predicted with at least this probability get a pseudo-label",
+        group=_SEMI,
+        enabled_if=("semi_supervised", ("auto", "pseudo_labels")),
+        widget="slider",
+        step=0.01,
+    )
+    unlabelled_share: float = setting(
+        0.5,
+        Float(0.0, 4.0),
+        "Unlabelled patches",
+        "Patches drawn anywhere in the unlabelled images and the training volumes, per "
+        "labelled training patch",
+        group=_SEMI,
+        enabled_if=("semi_supervised", ("auto", "pseudo_labels")),
+        widget="slider",
+        step=0.05,
+    )
     full_labels_only: bool = setting(
         False,
         Bool(),
@@ -315,6 +364,13 @@ class TrainingParams(Settings):
         if self.patch_size is not None:
             return self.patch_size
         return AUTO_PATCH[spec.input_dimension]
+
+    def uses_pseudo_labels(self, has_unlabelled: bool) -> bool:
+        """Whether a training with (``has_unlabelled``) or without unlabelled images trains
+        on pseudo-labels (``semi_supervised``: 'auto' follows the unlabelled images)."""
+        if self.semi_supervised == "auto":
+            return has_unlabelled
+        return self.semi_supervised == "pseudo_labels"
 
     def memory_estimate(self, spec: ModelSpec) -> MemoryEstimate:
         """Estimated peak memory of a training step for ``spec`` (Dragonfly's memory ratio)."""

@@ -23,11 +23,19 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from .._files import atomic_write_bytes, now_iso
 from ..data.multiroi import default_class_names
-from ..data.patches import PreparedSet
-from ..data.trainingset import Normalisation, TrainingSet, check_patch_size
+from ..data.patches import PreparedSet, patch_shape
+from ..data.trainingset import (
+    Normalisation,
+    TrainingSet,
+    as_input_list,
+    channel_note,
+    check_finite,
+    check_patch_size,
+)
 from ..devices import accelerator_for, resolve_precision
 from ..errors import InputError, NbsegError, TrainingError
 from ..models.blocks import channels_last_nd, guard_cpu_bf16_conv3d
+from ..models.spec import ModelSpec
 from .callbacks import (
     CheckpointCache,
     FeedbackHistory,
@@ -174,6 +182,43 @@ def _as_sets(sets: TrainingSet | Sequence[TrainingSet], what: str) -> list[Train
     return sets
 
 
+def _as_unlabelled(unlabelled: Any, spec: ModelSpec, params: TrainingParams) -> list[list[Any]]:
+    """``unlabelled=`` as one list of input DataArrays per image, checked like an input."""
+    if unlabelled is None:
+        return []
+    items = list(unlabelled) if isinstance(unlabelled, (list, tuple)) else [unlabelled]
+    n = spec.input_count
+    if n > 1 and items and not isinstance(items[0], (list, tuple)):
+        items = [items]  # the inputs of one image
+    out = []
+    for i, item in enumerate(items):
+        name = f"unlabelled[{i}]"
+        inputs = as_input_list(item, name)
+        if len(inputs) != n:
+            raise InputError(
+                f"{name} has {len(inputs)} input(s) but the model takes {n}: give each "
+                f"unlabelled image as a list of its {n} inputs." + channel_note(item)
+            )
+        shape = inputs[0].shape
+        for k, da in enumerate(inputs):
+            check_finite(da, f"{name} input {k}")
+            if da.shape != shape:
+                raise InputError(
+                    f"{name}: its inputs differ in shape ({shape} vs {da.shape}); give "
+                    "inputs of one geometry."
+                )
+        pshape = patch_shape(spec, params.patch_for(spec))
+        full = (1, *shape) if len(shape) == 2 else tuple(shape)
+        sides = pshape if spec.input_dimension == "3D" else (1, *pshape[1:])
+        if params.patch_size is not None and any(s < p for s, p in zip(full, sides, strict=True)):
+            raise InputError(
+                f"{name} of shape {tuple(shape)} is smaller than the patch {sides[-len(shape) :]}: "
+                "give a larger image or a smaller patch_size."
+            )
+        out.append(inputs)
+    return out
+
+
 def channels_last_format(
     spatial_dims: int, accelerator: str, world_size: int = 1
 ) -> torch.memory_format | None:
@@ -201,6 +246,7 @@ def train(
     stop_event: threading.Event | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
     checkpoints: CheckpointCache | None = None,
+    unlabelled: Any = None,
 ) -> TrainingResult:
     """Train ``model`` in place on one or more training sets; blocks until done.
 
@@ -245,6 +291,11 @@ def train(
         The :class:`CheckpointCache` of this model's earlier runs (``result.checkpoints``):
         this run adds its states to it and the earlier ones stay loadable. Default: a new
         cache (none when ``params.checkpoint_cache_mb`` is 0).
+    unlabelled
+        Images without labels to learn from as well (pseudo-labels, see
+        ``TrainingParams.semi_supervised``): a list of images (DataArrays), or for a model of
+        several inputs a list of lists of inputs. With ``semi_supervised="pseudo_labels"``
+        the training sets' own unlabelled voxels are used even without them.
     trainer_kwargs
         Extra :class:`pytorch_lightning.Trainer` arguments, applied last. Scale-out uses
         Lightning's own strategies through it, e.g. ``{"accelerator": "cpu", "devices": 2,
@@ -275,6 +326,7 @@ def train(
         stop_event=stop_event,
         trainer_kwargs=trainer_kwargs,
         checkpoints=checkpoints,
+        unlabelled=unlabelled,
     )
     outcome = fit(plan)
     return commit(plan, outcome)
@@ -355,6 +407,7 @@ def prepare(
     stop_event: threading.Event | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
     checkpoints: CheckpointCache | None = None,
+    unlabelled: Any = None,
 ) -> TrainingPlan:
     """Step 1 of :func:`train`: validate everything, build data, callbacks and the trainer.
 
@@ -433,6 +486,7 @@ def prepare(
             )
         checkpoints.check_network(model.network)
     names, colors = _class_names_for(model, sets[0])
+    unlabelled_inputs = _as_unlabelled(unlabelled, spec, params)
 
     estimate = None
     try:
@@ -451,13 +505,14 @@ def prepare(
 
     pl.seed_everything(params.seed, workers=True, verbose=False)
     norm = model.normalisation or Normalisation.fit(sets, seed=params.seed)
-    dm = SegmentationDataModule(sets, spec, params, norm, val)
+    dm = SegmentationDataModule(sets, spec, params, norm, val, unlabelled=unlabelled_inputs)
     counts = dm.class_counts()
     weights = class_weight_vector(params.class_weights, counts, spec.class_count)
     steps = max(1, int(np.ceil(len(dm.train_patches) / params.batch_size)))
     module = SegmentationModule(
         model.network, spec, params, names, weights, steps, dm.has_validation
     )
+    module.pseudo_labels = dm.pseudo_labels
     monitor = params.monitor
     if not dm.has_validation and monitor.startswith("val_"):
         monitor = "loss"
