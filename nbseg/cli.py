@@ -4,6 +4,7 @@
 
     nbseg train CONFIG.yaml [--devices N] [--num-nodes N] [--strategy ddp|ddp_spawn|auto]
                             [--accelerator cpu|gpu|auto] [--out PATH] [--SETTING VALUE ...]
+                            [--unlabelled PATH [PATH ...]]
     nbseg segment MODEL INPUT OUTPUT [--mask MASK] [--overlap 0.25] [--batch-size 8] [--tta]
                                      [--overwrite] [--uncertainty U.zarr]
     nbseg suggest MODEL INPUT [--labels L] [--mask M] [--count 3] [--axis z] [--regions N]
@@ -38,7 +39,7 @@ from typing import Any, NoReturn
 import yaml
 
 from ._version import __version__
-from .config import TrainerOptions, load_config
+from .config import ConfigError, TrainerOptions, load_config, open_unlabelled, unlabelled_refs
 from .errors import InputError, NbsegError, ParamsError
 from .inference.sliding import segment
 from .inference.uncertainty import suggest_regions, suggest_slices, uncertainty
@@ -148,6 +149,23 @@ def _load_config(path: str) -> Any:
         raise CliError(f"Cannot read the config {path!r}: {err.strerror or err}.") from None
 
 
+def _unlabelled_option(values: Sequence[str]) -> list[list[Any]]:
+    """``--unlabelled PATH ...``: one image per PATH; the inputs of one image of a model of
+    several inputs joined by commas (``a_ct.tif,a_mri.tif``). Relative paths are relative to
+    the working directory (not to the config's folder)."""
+
+    def absolute(ref: str | dict[str, str]) -> str | dict[str, str]:
+        if isinstance(ref, dict):
+            return {**ref, "path": os.path.abspath(os.path.expanduser(ref["path"]))}
+        return os.path.abspath(os.path.expanduser(ref))
+
+    items: list[Any] = []
+    for text in values:
+        parts = [_array_ref(t) for t in text.split(",") if t.strip()] if "," in text else []
+        items.append([absolute(r) for r in parts] if parts else absolute(_array_ref(text)))
+    return unlabelled_refs(items, "--unlabelled")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
@@ -161,6 +179,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg.params = TrainingParams.from_dict(_merged(cfg.params.to_dict(), params))
     except NbsegError as err:
         raise CliError(str(err)) from None
+    unlabelled_refs_given = None
+    if args.unlabelled is not None:
+        try:
+            unlabelled_refs_given = _unlabelled_option(args.unlabelled)
+        except ConfigError as err:
+            raise CliError(str(err)) from None
     out = Path(args.out) if args.out else cfg.output_path()
     if out is None:
         raise CliError(
@@ -172,6 +196,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = cfg.build_model()
     if cfg.spec is not None and model.spec.name == "model":
         model.spec.name = out.stem  # a new model is named after its file
+    unlabelled = None  # the config's unlabelled: unless --unlabelled replaces it
+    if unlabelled_refs_given is not None:
+        try:
+            unlabelled = open_unlabelled(
+                unlabelled_refs_given, None, "--unlabelled", model.spec.input_count
+            )
+        except NbsegError as err:
+            raise CliError(str(err)) from None
     if args.plan is not None:
         kw = cfg.trainer.trainer_kwargs()
         several = kw.get("devices", 1) not in (1, "1", None, "auto") or kw.get("num_nodes", 1) > 1
@@ -208,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # a terminal shows no feedback image: skip its prediction after every epoch
     printer = [_printer(cfg.params.epochs)] if rank0 else []
     try:
-        result = cfg.run(callbacks=printer, model=model, feedback=False)
+        result = cfg.run(callbacks=printer, model=model, feedback=False, unlabelled=unlabelled)
     except (InputError, ParamsError) as err:  # refused before training: name the config too
         text, name = str(err), str(Path(args.config))
         raise CliError(text if name in text else f"{name!r}: {text}") from None
@@ -495,6 +527,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(t, TrainerOptions, title="trainer (overrides 'trainer:')")
     add_arguments(t, TrainingParams, title="training parameters (override 'params:')")
     t.add_argument("--out", help="output model file (overrides 'output:')")
+    t.add_argument(
+        "--unlabelled",
+        nargs="+",
+        metavar="PATH",
+        help="images without labels to learn from too (pseudo-labels; overrides "
+        "'unlabelled:'): any file nbseg.open_image reads, path.zarr:variable for an array of a "
+        "file; for a model of several inputs join one image's inputs with commas "
+        "(a_ct.tif,a_mri.tif)",
+    )
     t.add_argument(
         "--plan",
         type=float,

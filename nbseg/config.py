@@ -20,6 +20,8 @@ Example::
         output: labels.npy         # the multi-ROI (-1 = unlabelled)
         mask: {path: data.zarr, variable: mask}   # a variable of a zarr / netCDF dataset
     validation: 0.2                # a fraction, or a list of training sets (ground truth)
+    unlabelled: [more.tif, scan2/] # images without labels, learnt from with pseudo-labels;
+                                   # several inputs: a list per image, [[a_ct.tif, a_mri.tif]]
     params: {patch_size: 64, epochs: 20, batch_size: 8}   # or a path to a params YAML/JSON
     feedback: {training_set: 0, slice_index: 4, box: [0, 64, 0, 64]}
     output: fibres.nbseg
@@ -44,11 +46,11 @@ import numpy as np
 import xarray as xr
 
 from . import datasets
-from .data.trainingset import TrainingSet
+from .data.trainingset import TrainingSet, as_dataarray, as_input_list
 from .datasets import SAMPLES
-from .errors import NbsegError, ParamsError, SpecError
+from .errors import InputError, NbsegError, ParamsError, SpecError
 from .formats import FORMATS_TEXT
-from .io import is_input_path, read_array
+from .io import is_input_path, read_array, write_array
 from .model import Model, generate_model, load_model
 from .models.registry import get_architecture
 from .models.spec import ModelSpec
@@ -70,6 +72,8 @@ __all__ = [
     "TrainingSetConfig",
     "load_array",
     "load_config",
+    "open_unlabelled",
+    "unlabelled_refs",
 ]
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -79,6 +83,7 @@ TOP_KEYS = (
     "model_file",
     "training_sets",
     "validation",
+    "unlabelled",
     "params",
     "feedback",
     "output",
@@ -96,6 +101,49 @@ def _where(source: str | None, key: str) -> str:
 
 # -- arrays from files: nbseg.io (load_array is its public alias here) ------------------
 load_array = read_array
+
+
+def _is_ref(value: Any) -> bool:
+    """Whether ``value`` is an array reference of a config: a path or {path, variable}."""
+    return isinstance(value, (str, os.PathLike)) or (isinstance(value, dict) and "path" in value)
+
+
+def _check_ref(ref: Any, where: str) -> None:
+    """A config's array reference: a path nbseg reads, or ``{path: ..., variable: ...}``."""
+    path = ref.get("path") if isinstance(ref, dict) else ref
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"{where}: expected a path or {{path: ..., variable: ...}}, got {ref!r}.")
+    if not is_input_path(path):
+        raise ConfigError(
+            f"{where}: {str(path)!r} is not a supported file; nbseg reads {FORMATS_TEXT}."
+        )
+
+
+def unlabelled_refs(data: Any, where: str) -> list[list[Any]]:
+    """A config's ``unlabelled:`` (``where`` names it in errors) as one list of array
+    references per image: a single path or a list of paths stands for images of one input
+    each, a list of lists gives each image's inputs. :class:`ConfigError` for anything else."""
+    if data is None:
+        return []
+    items = [data] if _is_ref(data) else data
+    if not isinstance(items, list):
+        raise ConfigError(
+            f"{where} must be a list of image paths (for a model of several inputs, a list of "
+            f"lists of paths, one per input), got {type(data).__name__}."
+        )
+    out = []
+    for i, item in enumerate(items):
+        refs = item if isinstance(item, list) else [item]
+        if not refs:
+            raise ConfigError(f"{where}[{i}]: an empty list; give the image's input path(s).")
+        for k, ref in enumerate(refs):
+            _check_ref(ref, f"{where}[{i}]" + (f"[{k}]" if isinstance(item, list) else ""))
+        out.append(list(refs))
+    return out
+
+
+def _unlabelled_from(data: Any, src: str | None) -> list[list[Any]]:
+    return unlabelled_refs(data, _where(src, "unlabelled"))
 
 
 # -- the config objects ----------------------------------------------------------------------
@@ -173,16 +221,7 @@ class TrainingSetConfig:
         if self.mask is not None:
             refs.append(("mask", self.mask))
         for sub, ref in refs:
-            path = ref.get("path") if isinstance(ref, dict) else ref
-            if not isinstance(path, (str, os.PathLike)):
-                raise ConfigError(
-                    f"{where}.{sub}: expected a path or {{path: ..., variable: ...}}, got {ref!r}."
-                )
-            if not is_input_path(path):
-                raise ConfigError(
-                    f"{where}.{sub}: {str(path)!r} is not a supported file; nbseg reads "
-                    f"{FORMATS_TEXT}."
-                )
+            _check_ref(ref, f"{where}.{sub}")
 
     def to_dict(self) -> dict[str, Any]:
         if self.dataset is not None:
@@ -305,7 +344,9 @@ class TrainingConfig:
     """A whole training described as data; see the module documentation for the YAML.
 
     Exactly one of ``spec`` (train a new model) and ``model_file`` (fine-tune a saved model)
-    is set. ``base_dir`` is where relative paths are resolved (the config file's folder);
+    is set. ``unlabelled`` holds the images without labels to learn from too
+    (``nbseg.train(..., unlabelled=)``), each as the list of its inputs' array references
+    (one per model input, or one multi-channel file). ``base_dir`` is where relative paths are resolved (the config file's folder);
     ``source`` names the file in error messages.
     """
 
@@ -313,6 +354,7 @@ class TrainingConfig:
     spec: ModelSpec | None = None
     model_file: str | None = None
     validation: float | list[TrainingSetConfig] = 0.2
+    unlabelled: list[list[Any]] = field(default_factory=list)
     params: TrainingParams = field(default_factory=TrainingParams)
     feedback: FeedbackRegion | None = None
     output: str | None = None
@@ -387,6 +429,7 @@ class TrainingConfig:
                 "of training sets."
             )
 
+        unlabelled = _unlabelled_from(data.get("unlabelled"), src)
         params = _params_from(data.get("params"), base, src)
         if spec is not None:
             try:
@@ -403,6 +446,7 @@ class TrainingConfig:
             spec=spec,
             model_file=model_file,
             validation=validation,
+            unlabelled=unlabelled,
             params=params,
             feedback=feedback,
             output=os.fspath(output) if output is not None else None,
@@ -433,6 +477,10 @@ class TrainingConfig:
             d["validation"] = [s.to_dict() for s in self.validation]
         else:
             d["validation"] = float(self.validation)
+        if self.unlabelled:
+            d["unlabelled"] = [
+                refs[0] if len(refs) == 1 else list(refs) for refs in self.unlabelled
+            ]
         d["params"] = self.params.to_dict()
         if self.feedback is not None:
             fb = dataclasses.asdict(self.feedback)
@@ -463,6 +511,7 @@ class TrainingConfig:
         params: TrainingParams | None = None,
         *training_sets: Any,
         validation: float | Sequence[Any] = 0.2,
+        unlabelled: Sequence[Any] = (),
         feedback: FeedbackRegion | None = None,
         output: str | os.PathLike[str] | None = None,
         trainer: TrainerOptions | dict[str, Any] | None = None,
@@ -486,6 +535,10 @@ class TrainingConfig:
             ``<data_dir>/training_set_<i>.zarr`` (``data_dir`` is then required).
         validation
             A fraction or a list of training sets (same forms as above).
+        unlabelled
+            Images without labels to learn from too: each a path (or ``{path, variable}``),
+            an in-memory DataArray (written to ``<data_dir>/unlabelled_<i>_<k>.zarr``), or for
+            a model of several inputs a list of those, one per input.
         feedback, output, trainer
             The feedback region, the output model path and the :class:`TrainerOptions`.
         data_dir
@@ -559,6 +612,27 @@ class TrainingConfig:
         else:
             items = [validation] if isinstance(validation, TrainingSet) else list(validation)
             val = [convert(t, f"validation[{i}]") for i, t in enumerate(items)]
+
+        def unlabelled_refs(item: Any, i: int) -> list[Any]:
+            elements = list(item) if isinstance(item, (list, tuple)) else [item]
+            refs = []
+            for k, e in enumerate(elements):
+                if _is_ref(e):
+                    refs.append(os.fspath(e) if isinstance(e, os.PathLike) else e)
+                    continue
+                where = f"unlabelled[{i}]" + (f" input {k}" if len(elements) > 1 else "")
+                try:
+                    da = as_dataarray(e, where)
+                except InputError as err:
+                    raise ConfigError(f"TrainingConfig.from_objects: {err}") from None
+                fname = f"unlabelled_{i}_{k}.zarr"
+                write_array(_clean(da), need_dir(where) / fname, overwrite=True, name="image")
+                refs.append(fname)
+            return refs
+
+        if isinstance(unlabelled, (str, os.PathLike, xr.DataArray)):
+            unlabelled = [unlabelled]
+        unl = [unlabelled_refs(item, i) for i, item in enumerate(unlabelled or [])]
         if isinstance(trainer, dict):
             trainer = TrainerOptions.from_dict(trainer, None)
         cfg = cls(
@@ -566,6 +640,7 @@ class TrainingConfig:
             spec=spec,
             model_file=model_file,
             validation=val,
+            unlabelled=unl,
             params=copy.deepcopy(params) if params is not None else TrainingParams(),
             feedback=copy.deepcopy(feedback),
             output=os.fspath(output) if output is not None else None,
@@ -605,25 +680,41 @@ class TrainingConfig:
             ]
         return float(self.validation)
 
+    def build_unlabelled(self, input_count: int | None = None) -> list[list[xr.DataArray]]:
+        """Open the unlabelled images (see :func:`open_unlabelled`; errors name the config
+        file and ``unlabelled[i]``)."""
+        key = _where(self.source, "unlabelled")
+        return open_unlabelled(self.unlabelled, self.base_dir, key, input_count)
+
     def output_path(self) -> Path | None:
         return self.resolve(self.output) if self.output is not None else None
 
     def run(
-        self, callbacks: Sequence[Any] = (), model: Model | None = None, feedback: bool = True
+        self,
+        callbacks: Sequence[Any] = (),
+        model: Model | None = None,
+        feedback: bool = True,
+        unlabelled: list[list[xr.DataArray]] | None = None,
     ) -> TrainingResult:
         """Build everything and call :func:`nbseg.train` (blocking). Does not save: the
         caller saves ``result.model`` where ``result.extra["global_rank"] == 0``.
-        ``feedback=False`` skips the per-epoch feedback prediction (nothing shows it)."""
+        ``feedback=False`` skips the per-epoch feedback prediction (nothing shows it);
+        ``unlabelled`` (opened images, e.g. from :func:`open_unlabelled`) replaces the
+        config's ``unlabelled:``."""
 
         model = model or self.build_model()
+        sets, validation = self.build_training_sets(), self.build_validation()
+        if unlabelled is None:
+            unlabelled = self.build_unlabelled(model.spec.input_count)
         return train(
             model,
-            self.build_training_sets(),
+            sets,
             self.params,
-            self.build_validation(),
+            validation,
             callbacks=callbacks,
             feedback=self.feedback if feedback else False,
             trainer_kwargs=self.trainer.trainer_kwargs(),
+            unlabelled=unlabelled or None,
         )
 
 
@@ -639,6 +730,49 @@ def load_config(path: str | os.PathLike[str]) -> TrainingConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"{str(p)!r} is not valid YAML: {err}") from None
     return TrainingConfig.from_dict(data, p.resolve().parent, repr(str(p)))
+
+
+def open_unlabelled(
+    refs: Sequence[Sequence[Any]],
+    base: Path | None = None,
+    key: str = "unlabelled",
+    input_count: int | None = None,
+) -> list[list[xr.DataArray]]:
+    """Open unlabelled images given as one list of array references per image (see
+    :func:`unlabelled_refs`; relative paths from ``base``): one list of input DataArrays
+    per image, a multi-channel file split into its channels. Errors name ``key[i]``; with
+    ``input_count`` (the model's), an image with another number of inputs is a
+    :class:`ConfigError`."""
+    out = []
+    for i, item in enumerate(refs):
+        where = f"{key}[{i}]"
+        arrays = []
+        for k, ref in enumerate(item):
+            sub = f"{where}[{k}]" if len(item) > 1 else where
+            try:
+                arrays.append(load_array(ref, base))
+            except NbsegError as err:
+                raise type(err)(f"{sub}: {err}") from None
+        try:
+            inputs = as_input_list(arrays, where)
+        except NbsegError as err:
+            raise type(err)(f"{where}: {err}") from None
+        if input_count is not None and len(inputs) != input_count:
+            given = ", ".join(repr(_plain(r)) for r in item)
+            fix = (
+                "give one file per unlabelled image (in a config a plain list [a.tif, b.tif], "
+                "on the command line a.tif b.tif)"
+                if input_count == 1
+                else f"give each unlabelled image as a list of its {input_count} input files, "
+                "one per model input (in a config [[a_1.tif, a_2.tif]], on the command line "
+                "a_1.tif,a_2.tif)"
+            )
+            raise ConfigError(
+                f"{where} ({given}) has {len(inputs)} input(s) but the model takes "
+                f"{input_count}: {fix}."
+            )
+        out.append(inputs)
+    return out
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -734,6 +868,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _clean(da: xr.DataArray) -> xr.DataArray:
+    """A copy to write: no name, plain attrs, no encoding of the file it may come from."""
+    da = da.copy()
+    da.name = None
+    da.attrs = {a: _plain(v) for a, v in da.attrs.items()}
+    da.encoding = {}
+    return da
 
 
 def _write_training_set(ts: TrainingSet, path: Path) -> None:

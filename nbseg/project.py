@@ -4,7 +4,8 @@ A project is a folder ``<name>.nbseg-project/`` holding ``project.yaml`` (what i
 the files it names::
 
     project.yaml      images (by path, or a file here), labels, masks, training sets (by
-                      name), validation, training parameters, feedback region, view state
+                      name), validation, unlabelled images (by name), training parameters,
+                      feedback region, view state
     model.nbseg       the model (weights, spec, classes, normalisation, params, history)
     images/0.zarr     images that did not come from a file (in memory when saved)
     labels/0.zarr     every multi-ROI, with class names and colours
@@ -105,7 +106,8 @@ class SetRef:
 class Project:
     """Everything a workspace holds, by name (see the module docstring).
 
-    ``view`` is free-form state of the widgets (e.g. which image the Label tab shows);
+    ``unlabelled`` lists the images without labels that training learns from too, each as
+    the names of its inputs (one per model input); ``view`` is free-form state of the widgets (e.g. which image the Label tab shows);
     ``sources`` maps image names to the file each was read from (filled by
     :func:`open_project`; :func:`save_project` finds them itself); ``path`` is the folder
     it was read from or written to."""
@@ -117,13 +119,15 @@ class Project:
     params: TrainingParams | None = None
     training_sets: list[SetRef] = field(default_factory=list)
     validation: float | list[SetRef] = 0.2
+    unlabelled: list[list[str]] = field(default_factory=list)
     feedback: FeedbackRegion | None = None
     view: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
 
     def check(self) -> None:
-        """Refuse (:class:`InputError`) sets naming arrays the project does not hold."""
+        """Refuse (:class:`InputError`) sets and unlabelled images naming arrays the project
+        does not hold."""
         kinds = (("images", self.images), ("labels", self.labels), ("masks", self.masks))
         for kind, store in kinds:
             for name in store:
@@ -153,6 +157,22 @@ class Project:
                     f"Project {what} {i + 1} uses mask {ref.mask!r}, which the project does not "
                     f"hold (masks: {sorted(self.masks)})."
                 )
+        for i, names in enumerate(self.unlabelled):
+            if (
+                not isinstance(names, list)
+                or not names
+                or not all(isinstance(n, str) for n in names)
+            ):
+                raise InputError(
+                    f"Project unlabelled image {i + 1}: give the names of its input images (a "
+                    f"list of text), got {names!r}."
+                )
+            for n in names:
+                if n not in self.images:
+                    raise InputError(
+                        f"Project unlabelled image {i + 1} uses image {n!r}, which the project "
+                        f"does not hold (images: {sorted(self.images)})."
+                    )
 
 
 # -- paths -----------------------------------------------------------------------------------
@@ -315,6 +335,7 @@ def _write_contents(project: Project, folder: Path, final: Path) -> None:
         "params": project.params.to_dict() if project.params is not None else None,
         "training_sets": [r.to_dict() for r in project.training_sets],
         "validation": [r.to_dict() for r in v] if isinstance(v, list) else float(v),
+        "unlabelled": [list(names) for names in project.unlabelled],
         "feedback": (
             None
             if fb is None
@@ -443,6 +464,13 @@ def open_project(path: str | os.PathLike[str]) -> Project:
         project.validation = float(v)
     else:
         raise InputError(f"Project {shown}: 'validation' must be a fraction or a list of sets.")
+    unlabelled = doc.get("unlabelled") or []  # absent in projects of older nbseg versions
+    if not isinstance(unlabelled, list):
+        raise InputError(
+            f"Project {shown}: 'unlabelled' must be a list of images (each a list of image "
+            f"names), got {unlabelled!r}."
+        )
+    project.unlabelled = [[n] if isinstance(n, str) else n for n in unlabelled]
     fb = doc.get("feedback")
     if fb is not None:
         try:

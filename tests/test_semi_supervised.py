@@ -131,7 +131,7 @@ def test_unlabelled_crops_stay_inside_the_mask():
     ts = nbseg.TrainingSet(image, labels, mask=mask)
     dm = SegmentationDataModule([ts], model.spec, params, nbseg.Normalisation.fit([ts]), 0.0)
     for _k, box in dm.train_patches.unlabelled_boxes:
-        z, y, x = (int(v) for v in box)
+        _z, y, x = (int(v) for v in box)
         assert y < 32 and x < 32, box  # the crop centres on a voxel of the mask
 
 

@@ -44,9 +44,11 @@ def check_training_inputs(
     training_sets: TrainingSet | Sequence[TrainingSet],
     params: TrainingParams | None = None,
     validation: float | TrainingSet | Sequence[TrainingSet] | None = 0.2,
+    unlabelled: Sequence[Sequence[Any]] | None = None,
 ) -> tuple[TrainingParams, float | list[TrainingSet]]:
     """The checks :func:`nbseg.train` makes first that read no data: the parameters against
-    the model, every training set's input count, the validation fraction.
+    the model, every training set's input count, the validation fraction and, for
+    ``unlabelled`` given as one list of inputs per image, each image's input count.
 
     For callers that want the error before starting a :class:`TrainingRun` (which otherwise
     fails with it at once). Returns the parameters and the validation ``train`` will use.
@@ -70,6 +72,12 @@ def check_training_inputs(
                 f"{spec.input_count}; use one volume per model input or a model generated for "
                 "this many inputs."
             )
+    for i, inputs in enumerate(unlabelled or []):
+        if isinstance(inputs, (list, tuple)) and len(inputs) != spec.input_count:
+            raise InputError(
+                f"Unlabelled image {i + 1} has {len(inputs)} input(s) but model "
+                f"{model.name!r} takes {spec.input_count}; choose one image per model input."
+            )
     if validation is None:
         validation = 0.2
     if isinstance(validation, (int, float)) and not isinstance(validation, bool):
@@ -91,8 +99,9 @@ class TrainingRun(BackgroundJob):
     ``progress``, ``history``, ``result``, ``error``, ``warnings``; see
     :class:`nbseg.jobs.BackgroundJob`). Listeners get the same events as with
     :func:`nbseg.train`; ``checkpoints`` (the cache of the model's earlier runs) is
-    continued as with ``train(checkpoints=...)``. ``status`` ends as the result's (``"completed"``, ``"stopped"``,
-    ``"early_stopped"``, ``"failed"``).
+    continued as with ``train(checkpoints=...)`` and ``unlabelled`` (images without labels)
+    as with ``train(unlabelled=...)``. ``status`` ends as the result's (``"completed"``,
+    ``"stopped"``, ``"early_stopped"``, ``"failed"``).
     """
 
     kind = "training"
@@ -107,6 +116,7 @@ class TrainingRun(BackgroundJob):
         callbacks: Sequence[TrainingListener | pl.Callback] = (),
         feedback: FeedbackRegion | Literal[False] | None = None,
         checkpoints: CheckpointCache | None = None,
+        unlabelled: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -117,6 +127,8 @@ class TrainingRun(BackgroundJob):
         self.feedback = feedback
         #: the checkpoint cache of the model's earlier runs, continued by this run
         self.checkpoints = checkpoints
+        #: images without labels learnt from too (as ``train(unlabelled=...)``), or None
+        self.unlabelled = unlabelled
         self.info: dict[str, Any] = {}
         self.progress: Progress | dict[str, Any] = {}  # {} until the first batch ends
         self.history: list[dict[str, Any]] = []
@@ -144,6 +156,7 @@ class TrainingRun(BackgroundJob):
             feedback=self.feedback,
             stop_event=self.stop_event,
             checkpoints=self.checkpoints,
+            unlabelled=self.unlabelled,
         )
 
     def _final_status(self, result: TrainingResult) -> str:

@@ -421,7 +421,16 @@ class SegmentationModule(pl.LightningModule):
         if n:
             keep = unl & (conf >= self.params.pseudo_threshold)
             per = F.cross_entropy(logits.float(), pseudo, reduction="none")
-            u = (per * keep).sum() / n
+            # class-balanced: each pseudo-class present gets an equal share of the confident
+            # voxels' weight, so a majority class cannot swallow a rare one (confirmation bias)
+            counts = torch.bincount(pseudo[keep], minlength=logits.shape[1]).float()
+            present = counts > 0
+            if bool(present.any()):
+                share = counts.sum() / present.sum()
+                w = torch.where(present, share / counts.clamp(min=1.0), torch.zeros_like(counts))
+                u = (per * keep * w[pseudo]).sum() / n
+            else:
+                u = per.sum() * 0.0
             self._unl_sum += u.detach() * x.shape[0]
             self._conf_sum += keep.sum().float() / n * x.shape[0]
             self._unl_count += x.shape[0]

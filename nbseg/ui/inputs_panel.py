@@ -1,11 +1,15 @@
-"""`InputsPanel`: Dragonfly's *Inputs* tab — training sets, validation and visual feedback.
+"""`InputsPanel`: Dragonfly's *Inputs* tab — training sets, unlabelled images, validation and
+visual feedback.
 
 Each training-set row picks the input image(s) (one per model input), the output multi-ROI
 (only those with the image's geometry and, when a model exists, no class beyond its class
-count) and an optional mask. Validation is a % split of the labelled patches or ground-truth
-set(s) given as rows too. The *visual feedback* section shows a slice of a training set; a
-mouse drag (or the four numeric fields) sets the rectangle that the Train panel predicts after
-every epoch. Valid inputs go to the workspace (``set_training_sets``, ``set_feedback``).
+count) and an optional mask. *Unlabelled images* are rows of input image(s) only: images
+without labels that training learns from as well (``nbseg.train(..., unlabelled=)``, the
+pseudo-labels of ``TrainingParams.semi_supervised``). Validation is a % split of the labelled
+patches or ground-truth set(s) given as rows too. The *visual feedback* section shows a slice
+of a training set; a mouse drag (or the four numeric fields) sets the rectangle that the Train
+panel predicts after every epoch. Valid inputs go to the workspace (``set_training_sets``,
+``set_unlabelled``, ``set_feedback``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..data.trainingset import TrainingSet, volume_of
 from ..errors import InputError
 from ..render import to_uint8
 from ..training.callbacks import FeedbackRegion
+from ..training.params import TrainingParams
 from . import style
 from .imageview import ImageView
 from .open_data import OpenDataControl
@@ -53,7 +58,28 @@ def _set_options(dd: widgets.Dropdown, options: list, keep: bool = True) -> None
         dd.value = values[0]
 
 
-class TrainingSetRow(widgets.HBox):
+class _InputCells:
+    """The input-image cells of a row: one Dropdown per model input in ``inputs_box``."""
+
+    inputs: list[widgets.Dropdown]
+    inputs_box: widgets.HBox
+    _on_change: Callable[[Any], None]
+    _input_tooltip = "Input {} of the model"
+
+    def set_input_count(self, n: int) -> None:
+        while len(self.inputs) < n:
+            dd = _dropdown(self._input_tooltip.format(len(self.inputs) + 1))
+            dd.observe(lambda _: self._on_change(self), "value")
+            self.inputs.append(dd)
+        del self.inputs[n:]
+        self.inputs_box.children = tuple(self.inputs)
+
+    @property
+    def input_names(self) -> list[str | None]:
+        return [dd.value for dd in self.inputs]
+
+
+class TrainingSetRow(_InputCells, widgets.HBox):
     """One training (or ground-truth) set: input(s), output multi-ROI, optional mask.
 
     Attributes: ``inputs`` (list of Dropdowns, one per model input), ``output``, ``mask``
@@ -83,18 +109,6 @@ class TrainingSetRow(widgets.HBox):
         self.index = index
         self.title.value = f"Set {index + 1}"
 
-    def set_input_count(self, n: int) -> None:
-        while len(self.inputs) < n:
-            dd = _dropdown(f"Input {len(self.inputs) + 1} of the model")
-            dd.observe(lambda _: self._on_change(self), "value")
-            self.inputs.append(dd)
-        del self.inputs[n:]
-        self.inputs_box.children = tuple(self.inputs)
-
-    @property
-    def input_names(self) -> list[str | None]:
-        return [dd.value for dd in self.inputs]
-
     @property
     def mask_name(self) -> str | None:
         """The chosen workspace mask, or None for *(none)*."""
@@ -110,6 +124,37 @@ class TrainingSetRow(widgets.HBox):
         return f"{names} → {self.output.value}"
 
 
+class UnlabelledRow(_InputCells, widgets.HBox):
+    """One unlabelled image: its input image(s), one Dropdown per model input.
+
+    Attributes: ``inputs`` (list of Dropdowns), ``remove_button``, ``title``; the cells have
+    the widths of the training-set rows.
+    """
+
+    _input_tooltip = "Input {} of the model: an image without labels"
+
+    def __init__(self, index: int, on_change: Callable[[UnlabelledRow], None]) -> None:
+        self._on_change = on_change
+        self.title = widgets.Label(layout=widgets.Layout(width=_TITLE_COL))
+        self.title.add_class("nbseg-keep")
+        self.inputs: list[widgets.Dropdown] = []
+        self.inputs_box = widgets.HBox()
+        self.remove_button = widgets.Button(
+            icon="trash", tooltip="Remove this image", layout=widgets.Layout(width="34px")
+        )
+        super().__init__([self.title, self.inputs_box, self.remove_button])
+        self.add_class("nbseg-set-row")
+        self.add_class("nbseg-compact")
+        self.set_index(index)
+
+    def set_index(self, index: int) -> None:
+        self.index = index
+        self.title.value = f"Image {index + 1}"
+
+    def describe(self) -> str:
+        return ", ".join(str(n) for n in self.input_names)
+
+
 class InputsPanel(widgets.VBox):
     """Training sets, validation and the visual-feedback region.
 
@@ -119,6 +164,10 @@ class InputsPanel(widgets.VBox):
         The shared :class:`~nbseg.ui.state.Workspace`.
     rows, add_button
         Training-set rows (:class:`TrainingSetRow`) and "Add new".
+    unlabelled_rows, add_unlabelled_button, unlabelled_note
+        Unlabelled images (:class:`UnlabelledRow`, one Dropdown per model input), "Add
+        unlabelled image" and the one-line explanation; :meth:`choose_unlabelled` sets them
+        by name. Applied, they are ``workspace.unlabelled`` (what Train learns from too).
     validation_mode
         ``"split"`` (``validation_percent``, a FloatSlider in %) or ``"sets"``
         (``validation_rows``, added with ``add_validation_button``).
@@ -138,6 +187,7 @@ class InputsPanel(widgets.VBox):
         self.sets: list[TrainingSet] = []
         self._valid = False  # whether the last apply succeeded
         self.validation_sets: list[TrainingSet] = []
+        self.unlabelled: list[list[xr.DataArray]] = []  # the applied unlabelled images
         self._derived: dict[str, tuple[str, int]] = {}  # mask made from (labels, class id)
 
         self.rows: list[TrainingSetRow] = []
@@ -145,6 +195,19 @@ class InputsPanel(widgets.VBox):
         self.header = widgets.HBox()
         self.add_button = widgets.Button(
             description="Add new", icon="plus", tooltip="Add a training set"
+        )
+        self.unlabelled_rows: list[UnlabelledRow] = []
+        self.unlabelled_rows_box = widgets.VBox()
+        self.unlabelled_header = widgets.HBox(layout=widgets.Layout(display="none"))
+        self.add_unlabelled_button = widgets.Button(
+            description="Add unlabelled image",
+            icon="plus",
+            tooltip="Add an image without labels for training to learn from as well",
+        )
+        self.unlabelled_note = widgets.HTML(
+            "<div style='color:#666'>Images without labels: training also learns from the "
+            "model's confident predictions on them (pseudo-labels; see Training parameters → "
+            "Unlabelled data).</div>"
         )
         self.validation_mode = widgets.ToggleButtons(
             options=[("% split", "split"), ("Ground-truth set(s)", "sets")],
@@ -208,6 +271,13 @@ class InputsPanel(widgets.VBox):
                 self.rows_box,
                 self.add_button,
             ),
+            style.section(
+                "Unlabelled images",
+                self.unlabelled_note,
+                self.unlabelled_header,
+                self.unlabelled_rows_box,
+                self.add_unlabelled_button,
+            ),
             style.section("Validation", self.validation_mode, self.split_box, self.sets_box),
             style.section(
                 "Visual feedback",
@@ -231,6 +301,7 @@ class InputsPanel(widgets.VBox):
 
         self.add_button.on_click(lambda _: self.add_row())
         self.add_validation_button.on_click(lambda _: self.add_row(validation=True))
+        self.add_unlabelled_button.on_click(lambda _: self.add_unlabelled_row())
         self.apply_button.on_click(lambda _: self._auto_apply())
         self.validation_mode.observe(lambda _: self._validation_mode_changed(), "value")
         self.validation_percent.observe(lambda _: self._auto_apply(), "value")
@@ -278,6 +349,13 @@ class InputsPanel(widgets.VBox):
             head("Mask"),
             head("", "34px"),  # over the rows' remove buttons: the cells shrink alike
         )
+        self.unlabelled_header.add_class("nbseg-compact")
+        self.unlabelled_header.children = (
+            head("", _TITLE_COL),
+            *(head(n) for n in self._input_labels()),
+            head("", "34px"),
+        )
+        self.unlabelled_header.layout.display = None if self.unlabelled_rows else "none"
 
     def add_row(self, validation: bool = False) -> TrainingSetRow:
         """Add a training (or, with ``validation``, a ground-truth) set row and apply."""
@@ -294,9 +372,10 @@ class InputsPanel(widgets.VBox):
         self._auto_apply()
         return row
 
-    def remove_row(self, row: TrainingSetRow) -> None:
-        """Remove a training or ground-truth row and apply."""
-        for rows in (self.rows, self.validation_rows):
+    def remove_row(self, row: TrainingSetRow | UnlabelledRow) -> None:
+        """Remove a training, ground-truth or unlabelled-image row and apply."""
+        lists: tuple[list[Any], ...] = (self.rows, self.validation_rows, self.unlabelled_rows)
+        for rows in lists:
             if row in rows:
                 rows.remove(row)
                 for i, r in enumerate(rows):
@@ -304,18 +383,58 @@ class InputsPanel(widgets.VBox):
         self._layout_rows()
         self._auto_apply()
 
-    def restore(self, sets: Sequence[Any], validation: float | Sequence[Any]) -> list[TrainingSet]:
-        """Show ``sets`` as the training-set rows and ``validation`` (a fraction, or sets as
-        ground-truth rows), then apply (a saved project's inputs). A set is anything with
-        ``inputs`` (image names), ``output`` (a multi-ROI name) and ``mask`` (a mask name or
-        None), e.g. :class:`nbseg.project.SetRef`. Names the workspace lacks, or choices the
-        rows cannot offer, are an InputError naming them, and the rows stay as they were."""
+    def add_unlabelled_row(self) -> UnlabelledRow:
+        """Add an unlabelled-image row (images no set uses offered first) and apply."""
+        row = UnlabelledRow(len(self.unlabelled_rows), self._unlabelled_changed)
+        row.remove_button.on_click(lambda _, r=row: self.remove_row(r))
+        self.unlabelled_rows.append(row)
+        self._updating = True
+        try:
+            self._refresh_unlabelled_row(row, prefer_unused=True)
+        finally:
+            self._updating = False
+        self._layout_rows()
+        self._auto_apply()
+        return row
+
+    def choose_unlabelled(self, images: Sequence[str | Sequence[str]]) -> list[list[xr.DataArray]]:
+        """Show ``images`` as the unlabelled-image rows and apply (what choosing them in
+        *Unlabelled images* does): workspace image names, one per image, or for a model of
+        several inputs one list of names per image. Returns the applied unlabelled images.
+        An unknown name or a wrong input count is an InputError naming it, and the rows stay
+        as they were; a failing apply (e.g. no training set yet) is shown in :attr:`message`.
+        """
+        self._updating = True
+        try:
+            rows = [self._restored_unlabelled(i, names) for i, names in enumerate(images)]
+            self.unlabelled_rows = rows
+        finally:
+            self._updating = False
+        self._layout_rows()
+        self._auto_apply()
+        return list(self.workspace.unlabelled)
+
+    def restore(
+        self,
+        sets: Sequence[Any],
+        validation: float | Sequence[Any],
+        unlabelled: Sequence[str | Sequence[str]] = (),
+    ) -> list[TrainingSet]:
+        """Show ``sets`` as the training-set rows, ``validation`` (a fraction, or sets as
+        ground-truth rows) and ``unlabelled`` (image names, a list per image for several
+        inputs) as the unlabelled-image rows, then apply (a saved project's inputs). A set is
+        anything with ``inputs`` (image names), ``output`` (a multi-ROI name) and ``mask`` (a
+        mask name or None), e.g. :class:`nbseg.project.SetRef`. Names the workspace lacks, or
+        choices the rows cannot offer, are an InputError naming them, and the rows stay as
+        they were."""
         gt = list(validation) if not isinstance(validation, float | int) else []
         self._updating = True
         try:
             rows = [self._restored_row(i, ref, "training set") for i, ref in enumerate(sets)]
             vrows = [self._restored_row(i, ref, "ground-truth set") for i, ref in enumerate(gt)]
+            urows = [self._restored_unlabelled(i, names) for i, names in enumerate(unlabelled)]
             self.rows, self.validation_rows = rows, vrows
+            self.unlabelled_rows = urows
             if isinstance(validation, float | int):
                 self.validation_mode.value = "split"
                 self.validation_percent.value = float(validation) * 100.0
@@ -359,18 +478,45 @@ class InputsPanel(widgets.VBox):
         row.mask.value = mask
         return row
 
+    def _restored_unlabelled(self, index: int, names: str | Sequence[str]) -> UnlabelledRow:
+        ws = self.workspace
+        where = f"Unlabelled image {index + 1}"
+        chosen = [names] if isinstance(names, str) else list(names)
+        if len(chosen) != self.input_count:
+            raise InputError(
+                f"{where}: {len(chosen)} image(s) {chosen} given but the model takes "
+                f"{self.input_count} input(s); give one workspace image per model input."
+            )
+        row = UnlabelledRow(index, self._unlabelled_changed)
+        row.remove_button.on_click(lambda _, r=row: self.remove_row(r))
+        self._refresh_unlabelled_row(row)
+        for k, (dd, name) in enumerate(zip(row.inputs, chosen)):
+            if not isinstance(name, str) or name not in dd.options:
+                raise InputError(
+                    f"{where}: input {k + 1} is image {name!r}, which the workspace does not "
+                    f"hold (images: {sorted(ws.images)})."
+                )
+            dd.value = name
+            self._refresh_unlabelled_row(row)
+        return row
+
     def _layout_rows(self) -> None:
         self.rows_box.children = tuple(self.rows)
         self.validation_rows_box.children = tuple(self.validation_rows)
+        self.unlabelled_rows_box.children = tuple(self.unlabelled_rows)
+        self.unlabelled_header.layout.display = None if self.unlabelled_rows else "none"
 
-    def _refresh_row(self, row: TrainingSetRow, prefer_unused: bool = False) -> None:
+    def _refresh_inputs(
+        self, row: TrainingSetRow | UnlabelledRow, prefer_unused: bool, used: set[Any]
+    ) -> None:
+        """The input dropdowns of a row: a new row's first input offers ``used`` images
+        last; a further input offers images of the first one's geometry first."""
         ws = self.workspace
         row.set_input_count(self.input_count)
         images = list(ws.images)
         for k, dd in enumerate(row.inputs):
             options = images
             if k == 0 and prefer_unused and dd.value is None:
-                used = {r.inputs[0].value for r in (*self.rows, *self.validation_rows)}
                 options = [n for n in images if n not in used] + [n for n in images if n in used]
             elif k > 0 and row.inputs[0].value in ws.images:
                 first = row.inputs[0].value
@@ -381,6 +527,20 @@ class InputsPanel(widgets.VBox):
             _set_options(dd, options)
             if prefer_unused and options and k == 0:
                 dd.value = options[0]
+
+    def _refresh_unlabelled_row(self, row: UnlabelledRow, prefer_unused: bool = False) -> None:
+        used = {  # any input of any other row: an unlabelled image is one no set uses
+            n
+            for r in (*self.rows, *self.validation_rows, *self.unlabelled_rows)
+            if r is not row
+            for n in r.input_names
+        }
+        self._refresh_inputs(row, prefer_unused, used)
+
+    def _refresh_row(self, row: TrainingSetRow, prefer_unused: bool = False) -> None:
+        ws = self.workspace
+        used = {r.inputs[0].value for r in (*self.rows, *self.validation_rows) if r.inputs}
+        self._refresh_inputs(row, prefer_unused, used)
         first = row.inputs[0].value if row.inputs else None
         labels = ws.compatible("labels", first) if first else []
         if prefer_unused and row.output.value is None:
@@ -464,8 +624,20 @@ class InputsPanel(widgets.VBox):
             self._update_header()
             for row in (*self.rows, *self.validation_rows):
                 self._refresh_row(row)
+            for urow in self.unlabelled_rows:
+                self._refresh_unlabelled_row(urow)
         finally:
             self._updating = False
+
+    def _unlabelled_changed(self, row: UnlabelledRow) -> None:
+        if self._updating:
+            return
+        self._updating = True
+        try:
+            self._refresh_unlabelled_row(row)  # the first input orders the others' options
+        finally:
+            self._updating = False
+        self._auto_apply()
 
     def _row_changed(self, row: TrainingSetRow) -> None:
         if self._updating:
@@ -561,11 +733,38 @@ class InputsPanel(widgets.VBox):
             ts.validate()
         return ts
 
-    def apply(self) -> list[TrainingSet]:
-        """Build and validate the training sets and hand them to the workspace.
+    def _build_unlabelled(self, row: UnlabelledRow) -> list[xr.DataArray]:
+        ws = self.workspace
+        where = f"Unlabelled image {row.index + 1}"
+        chosen = row.input_names
+        missing = [i + 1 for i, n in enumerate(chosen) if n not in ws.images]
+        if missing:
+            raise InputError(
+                f"{where}: choose an image for input(s) {missing}, or remove the row (trash "
+                "button)."
+            )
+        inputs = [ws.images[str(n)] for n in chosen]
+        shape = inputs[0].shape
+        for name, da in zip(chosen, inputs):
+            if da.shape != shape:
+                raise InputError(
+                    f"{where}: its inputs differ in shape ({chosen[0]!r} is {shape}, {name!r} "
+                    f"is {da.shape}); choose images of one geometry."
+                )
+        return inputs
 
-        Raises :class:`~nbseg.InputError` naming the set and the arrays when a row is invalid;
-        the workspace then holds no training sets (training cannot use stale inputs).
+    def build_unlabelled(self) -> list[list[xr.DataArray]]:
+        """The chosen unlabelled images (one list of inputs each), checked like :meth:`apply`
+        checks them but without handing anything to the workspace."""
+        return [self._build_unlabelled(r) for r in self.unlabelled_rows]
+
+    def apply(self) -> list[TrainingSet]:
+        """Build and validate the training sets and the unlabelled images and hand them to the
+        workspace.
+
+        Raises :class:`~nbseg.InputError` naming the set (or unlabelled image) and the arrays
+        when a row is invalid; the workspace then holds no training sets and no unlabelled
+        images (training cannot use stale inputs).
         """
         try:
             if not self.rows:
@@ -582,10 +781,13 @@ class InputsPanel(widgets.VBox):
                 ]
             else:
                 validation = float(self.validation_percent.value) / 100.0
+            unlabelled = self.build_unlabelled()
         except Exception:
             self._valid = False
-            self.sets, self.validation_sets = [], []
+            self.sets, self.validation_sets, self.unlabelled = [], [], []
             self.summary.value = ""
+            if self.workspace.unlabelled:
+                self.workspace.set_unlabelled([])
             if self.workspace.training_sets:
                 self.workspace.set_training_sets([])
             self._update_feedback_options()
@@ -593,6 +795,8 @@ class InputsPanel(widgets.VBox):
         self._valid = True
         self.sets = sets
         self.validation_sets = validation if isinstance(validation, list) else []
+        self.unlabelled = unlabelled
+        self.workspace.set_unlabelled(unlabelled)
         self.workspace.set_training_sets(sets, validation)
         self._update_feedback_options()
         self._send_feedback()
@@ -626,9 +830,39 @@ class InputsPanel(widgets.VBox):
                         "over-fitting. Paint separate ground-truth labels (Label tab, another "
                         "labels name) and choose them, or use '% split'."
                     )
+        inputs = {tuple(r.input_names): r.index for r in self.rows}
+        chosen: dict[tuple[str | None, ...], int] = {}
+        for u in self.unlabelled_rows:
+            names = tuple(u.input_names)
+            if names in inputs:
+                out.append(
+                    f"Unlabelled image {u.index + 1} ({u.describe()}) is the input of training "
+                    f"set {inputs[names] + 1}: with pseudo-labels on, its unlabelled voxels are "
+                    "learnt from already. Choose an image without labels, or remove the row."
+                )
+            elif names in chosen:
+                out.append(
+                    f"Unlabelled image {u.index + 1} repeats unlabelled image {chosen[names] + 1} "
+                    f"({u.describe()}): it adds the same image twice. Remove it."
+                )
+            else:
+                chosen[names] = u.index
         return out
 
     def _show_summary(self, sets: list[TrainingSet], validation: float | list[TrainingSet]) -> None:
+        unlabelled = ""
+        if self.unlabelled:
+            names = "; ".join(r.describe() for r in self.unlabelled_rows)
+            params = self.workspace.params
+            off = isinstance(params, TrainingParams) and params.semi_supervised == "off"
+            use = (
+                "not used while Training parameters → Unlabelled data is 'off'"
+                if off
+                else "learnt from with pseudo-labels"
+            )
+            unlabelled = (
+                f"<br>Unlabelled: {len(self.unlabelled)} image(s) ({html.escape(names)}), {use}."
+            )
         items = "".join(
             f"<li>{html.escape(s.name)}: {' × '.join(str(v) for v in s.shape)} voxels, "
             f"{int((s.labels_volume() >= 0).sum()):,} labelled</li>"
@@ -640,7 +874,7 @@ class InputsPanel(widgets.VBox):
             val = f"{validation * 100:.0f} % of the labelled patches"
         self.summary.value = (
             f"<div style='color:#333'>{len(sets)} training set(s):<ul style='margin:2px 0'>"
-            f"{items}</ul>Validation: {val}.</div>"
+            f"{items}</ul>Validation: {val}.{unlabelled}</div>"
         )
 
     # -- visual feedback -------------------------------------------------------------------
@@ -820,6 +1054,8 @@ class InputsPanel(widgets.VBox):
                     self.validation_percent.value = float(v) * 100.0
                 finally:
                     self._updating = False
+        elif event == "params" and self._valid and self.unlabelled:
+            self._show_summary(self.sets, self.workspace.validation)  # used or not
         elif event == "feedback" and value is not None and value is not self._last_feedback:
             self._show_feedback(value)
 
@@ -829,6 +1065,9 @@ class InputsPanel(widgets.VBox):
             out |= {(i, "input", k, n) for k, n in enumerate(row.input_names)}
             out |= {(i, "output", row.output.value), (i, "mask", row.mask.value)}
             out |= {n for n in (*row.input_names, row.output.value, row.mask.value) if n}
+        for i, urow in enumerate(self.unlabelled_rows):
+            out |= {(i, "unlabelled", k, n) for k, n in enumerate(urow.input_names)}
+            out |= {n for n in urow.input_names if n}
         return out
 
     def _show_feedback(self, region: FeedbackRegion) -> None:

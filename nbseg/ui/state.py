@@ -2,10 +2,11 @@
 
 Panels read it and send user intent back; they observe changes with :meth:`Workspace.observe`
 (events: ``"images"``, ``"labels"``, ``"masks"``, ``"model"``, ``"params"``, ``"result"``,
-``"training_sets"``, ``"feedback"``).
+``"training_sets"``, ``"unlabelled"``, ``"feedback"``).
 
-Contract between panels: the Inputs panel writes ``training_sets``, ``validation`` and
-``feedback`` (via :meth:`set_training_sets` / :meth:`set_feedback`); the New-model and Models
+Contract between panels: the Inputs panel writes ``training_sets``, ``validation``,
+``unlabelled`` and ``feedback`` (via :meth:`set_training_sets` / :meth:`set_unlabelled` /
+:meth:`set_feedback`); the New-model and Models
 panels write ``model``; the Training-parameters panel writes ``params``; the Training panel
 reads all of them and writes ``result`` (and the trained ``model``).
 """
@@ -51,6 +52,9 @@ class Workspace:
         self.result: TrainingResult | None = None
         self.training_sets: list[TrainingSet] = []
         self.validation: float | list[TrainingSet] = 0.2
+        #: images without labels to learn from too (``nbseg.train(..., unlabelled=)``): one
+        #: list of input DataArrays per image
+        self.unlabelled: list[list[xr.DataArray]] = []
         self.feedback: FeedbackRegion | None = None
         self._listeners: list[Listener] = []
         for name, da in (images or {}).items():
@@ -125,6 +129,11 @@ class Workspace:
         if validation is not None:
             self.validation = validation
         self.emit("training_sets", self.training_sets)
+
+    def set_unlabelled(self, images: list[list[xr.DataArray]]) -> None:
+        """The unlabelled images training learns from as well (one list of inputs each)."""
+        self.unlabelled = [list(inputs) for inputs in images]
+        self.emit("unlabelled", self.unlabelled)
 
     def set_feedback(self, region: FeedbackRegion | None) -> None:
         self.feedback = region

@@ -174,7 +174,8 @@ class DeepLearningTool(widgets.VBox):
             description="Save project",
             icon="save",
             tooltip="Save images (by path when read from a file), labels, masks, training sets, "
-            "validation, parameters, feedback region and the model into the project folder",
+            "validation, unlabelled images, parameters, feedback region and the model into the "
+            "project folder",
             layout=widgets.Layout(width="auto"),
         )
         self.open_project_button = widgets.Button(
@@ -228,7 +229,7 @@ class DeepLearningTool(widgets.VBox):
         self.tabs.selected_index = TAB_TITLES.index(title)
 
     def _on_event(self, event: str, value: Any) -> None:
-        if event in ("model", "training_sets", "result", "params"):
+        if event in ("model", "training_sets", "unlabelled", "result", "params"):
             self._update_status()
         run = self._retrain_run
         if event == "result" and run is not None and run is self.training.run:
@@ -249,9 +250,10 @@ class DeepLearningTool(widgets.VBox):
             "<b>Models</b></i>"
         )
         sets = len(ws.training_sets)
+        unlabelled = f" · unlabelled: {len(ws.unlabelled)}" if ws.unlabelled else ""
         self.status.value = static_note_html("Deep Learning Tool") + (
             f"<div style='color:var(--jp-ui-font-color2,#555);margin:2px 0 6px 0'>"
-            f"Model: {model} · training sets: {sets} · images: {len(ws.images)}</div>"
+            f"Model: {model} · training sets: {sets}{unlabelled} · images: {len(ws.images)}</div>"
         )
 
     # -- what a click does, for scripts and notebooks ---------------------------------------------
@@ -274,8 +276,9 @@ class DeepLearningTool(widgets.VBox):
     def retrain(self) -> TrainingRun | None:
         """Same as **Retrain** in the Label tab: fine-tune the model on the labels painted
         there (the Inputs tab's training sets when they use them, else the painted image and
-        labels with the validation split), in the background, continuing the Train tab's
-        graph and the model's history; when it ends the Label tab's suggestions refresh."""
+        labels with the validation split; the Inputs tab's unlabelled images either way), in
+        the background, continuing the Train tab's graph and the model's history; when it
+        ends the Label tab's suggestions refresh."""
         ws = self.workspace
         lab = self.labelling
         if ws.model is None:
@@ -300,6 +303,8 @@ class DeepLearningTool(widgets.VBox):
             sets = self.inputs.apply()
         except InputError:
             sets = []
+            # the painted labels train below; the chosen unlabelled images still go with them
+            ws.set_unlabelled(self.inputs.build_unlabelled())
         replaced = ""
         if not any(ts.output.name == lab.name for ts in sets):
             painted = TrainingSet(inputs=[lab.image], output=lab.labels, name="Label tab")
@@ -324,8 +329,8 @@ class DeepLearningTool(widgets.VBox):
         field; ``.nbseg-project`` added when it has no suffix), atomically: images (by path
         when read from a file, else as arrays), every multi-ROI (class names and colours) and
         mask, the Inputs tab's training sets and validation, the training parameters, the
-        feedback region, the model (``model.nbseg``, with its history) and which image the
-        Label tab shows. An existing folder is replaced only with ``overwrite=True``
+        unlabelled images (by name), the feedback region, the model (``model.nbseg``, with its
+        history) and which image the Label tab shows. An existing folder is replaced only with ``overwrite=True``
         (default: the *Overwrite* box). Returns the folder. Same as **Save project**."""
         if self.training.running:
             raise InputError(
@@ -347,6 +352,7 @@ class DeepLearningTool(widgets.VBox):
             f"{len(project.labels)} labels",
             f"{len(project.masks)} mask(s)",
             f"{len(project.training_sets)} training set(s)",
+            *([f"{len(project.unlabelled)} unlabelled image(s)"] if project.unlabelled else []),
             "the model" if project.model is not None else "no model",
         ]
         self.project_message.show(f"Saved the project to {str(written)!r}: {', '.join(parts)}.")
@@ -361,6 +367,11 @@ class DeepLearningTool(widgets.VBox):
             validation = [r for r in (_ref(v) for v in inputs.validation_rows) if r is not None]
         else:
             validation = float(inputs.validation_percent.value) / 100.0
+        unlabelled = [
+            [str(n) for n in r.input_names]
+            for r in inputs.unlabelled_rows
+            if r.input_names and all(n is not None for n in r.input_names)
+        ]
         lab = self.labelling
         image_name = next(
             (n for n, im in ws.images.items() if lab.image is not None and im is lab.image), None
@@ -382,6 +393,7 @@ class DeepLearningTool(widgets.VBox):
             params=ws.params,
             training_sets=[r for r in sets if r is not None],
             validation=validation,
+            unlabelled=unlabelled,
             feedback=ws.feedback,
             view=view,
         )
@@ -449,12 +461,19 @@ class DeepLearningTool(widgets.VBox):
         notes: list[str] = []
         if project.training_sets:
             try:
-                self.inputs.restore(project.training_sets, project.validation)
+                self.inputs.restore(project.training_sets, project.validation, project.unlabelled)
             except InputError as err:
                 self.inputs.message.error(err)
                 notes.append(f"the Inputs tab says: {err}")
-        elif not isinstance(project.validation, list):
-            self.inputs.validation_percent.value = float(project.validation) * 100.0
+        else:
+            if not isinstance(project.validation, list):
+                self.inputs.validation_percent.value = float(project.validation) * 100.0
+            if project.unlabelled:
+                try:
+                    self.inputs.choose_unlabelled(project.unlabelled)
+                except InputError as err:
+                    self.inputs.message.error(err)
+                    notes.append(f"the Inputs tab says: {err}")
         if project.feedback is not None and ws.training_sets:
             ws.set_feedback(project.feedback)
         view = project.view if isinstance(project.view, dict) else {}
@@ -485,6 +504,7 @@ class DeepLearningTool(widgets.VBox):
             f"Opened the project {where!r}: {len(project.images)} image(s), "
             f"{len(project.labels)} labels, {len(project.masks)} mask(s), "
             f"{len(project.training_sets)} training set(s), "
+            + (f"{len(project.unlabelled)} unlabelled image(s), " if project.unlabelled else "")
             + ("the model" if project.model is not None else "no model")
             + "."
         )

@@ -11,7 +11,8 @@ reads a :class:`nbseg.TrainingRun`.
 Threads
 -------
 ``Train`` builds a :class:`nbseg.TrainingRun` from the :class:`~nbseg.ui.state.Workspace`
-(``model``, ``training_sets``, ``validation``, ``params``, ``feedback``) and starts it; the click
+(``model``, ``training_sets``, ``validation``, ``unlabelled``, ``params``, ``feedback``) and
+starts it; the click
 returns at once and the kernel stays responsive. The run keeps its state (``info``,
 ``progress``, ``history``, ``warnings``, ``status``, ``error``); a :class:`PanelListener` adds
 the latest feedback prediction and wakes the panel when an epoch ends. Neither touches a
@@ -352,8 +353,11 @@ class TrainingPanel(widgets.VBox):
                 "No training set: choose an input image and its multi-ROI in the 'Inputs' tab, "
                 "then press Train."
             )
+        unlabelled = [list(inputs) for inputs in ws.unlabelled]
         try:  # what train() would refuse at once, said before a run exists
-            params, validation = check_training_inputs(model, sets, ws.params, ws.validation)
+            params, validation = check_training_inputs(
+                model, sets, ws.params, ws.validation, unlabelled
+            )
         except ParamsError as err:
             raise ParamsError(f"{err} Fix it in the 'Training parameters' tab.") from None
         except InputError as err:
@@ -373,6 +377,7 @@ class TrainingPanel(widgets.VBox):
             callbacks=[self._listener],
             feedback=ws.feedback,
             checkpoints=self._session_cache,
+            unlabelled=unlabelled or None,
         )
 
     def _reset_live(self, run: TrainingRun) -> None:
@@ -601,9 +606,10 @@ class TrainingPanel(widgets.VBox):
         return out
 
     def export_config(self, path: str | Path | None = None) -> Path:
-        """Write the current training (model or spec, training sets, validation, parameters,
-        feedback region) as a YAML config next to its data, for ``nbseg train CONFIG`` on a
-        bigger machine. In-memory arrays go to zarr stores in the config's folder."""
+        """Write the current training (model or spec, training sets, validation, unlabelled
+        images, parameters, feedback region) as a YAML config next to its data, for ``nbseg
+        train CONFIG`` on a bigger machine. In-memory arrays go to zarr stores in the config's
+        folder."""
 
         ws = self.workspace
         if ws.model is None:
@@ -621,6 +627,7 @@ class TrainingPanel(widgets.VBox):
             ws.params,
             *ws.training_sets,
             validation=validation,
+            unlabelled=[list(inputs) for inputs in ws.unlabelled],
             feedback=ws.feedback,
             output=f"{ws.model.name}.nbseg",
             data_dir=folder,
@@ -655,7 +662,7 @@ class TrainingPanel(widgets.VBox):
             self.graph.mark_epoch(chosen[1] if fb_ok and chosen is not None else None)
 
     def _on_workspace(self, event: str, value: Any) -> None:
-        if event in ("model", "training_sets", "params", "feedback"):
+        if event in ("model", "training_sets", "unlabelled", "params", "feedback"):
             self._update_summary()
             if event == "model" and value is not None:
                 self.save_model_path.value = f"{safe_name(value.name)}.nbseg"
@@ -701,6 +708,12 @@ class TrainingPanel(widgets.VBox):
         else:
             parts.append(f"<b>Validation:</b> {len(val)} set(s)")
         p = ws.params
+        if ws.unlabelled:
+            off = isinstance(p, TrainingParams) and p.semi_supervised == "off"
+            parts.append(
+                f"<b>Unlabelled:</b> {len(ws.unlabelled)} image(s)"
+                + (" <i>(not used: Unlabelled data is 'off')</i>" if off else " (pseudo-labels)")
+            )
         if isinstance(p, TrainingParams):
             parts.append(
                 f"<b>Parameters:</b> {p.epochs} epochs, batch {p.batch_size}, patch "
