@@ -19,7 +19,10 @@ Methods (``--methods``, comma separated):
 - every nbseg row is followed by a ``+tta`` row: the same trained model, predicted with
   test-time augmentation (``segment(..., tta=True)``, the mean over flips);
 - ``nbseg-sparse``, ``forest-sparse``, ``plain-sparse``: trained on ~10 % of the labelled
-  pixels, kept as scribble-like strokes.
+  pixels, kept as scribble-like strokes;
+- ``--set semi_supervised=pseudo_labels``: nbseg also learns from pseudo-labels on the
+  unlabelled training voxels; ``--unlabelled-test`` adds the test volume as ``unlabelled=``
+  (its labels are never read).
 
 The deep methods get ``--minutes`` of training each (wall clock, validation included for
 nbseg). Needs ``../shared/data`` (skips with a message when absent) and scikit-learn +
@@ -30,6 +33,8 @@ scikit-image for the classical baselines.
     python benchmarks/quality.py --methods nbseg --arch residual_unet --set aug.shear=0
     python benchmarks/quality.py --methods nbseg --validation 0 --window 512   # all slices
     python benchmarks/quality.py --methods nbseg --datasets isbi2012 --minutes 30 --curve 8
+    python benchmarks/quality.py --methods nbseg-sparse --minutes 4 --set semi_supervised=pseudo_labels
+    python benchmarks/quality.py --methods nbseg-sparse --minutes 4 --unlabelled-test
 """
 
 from __future__ import annotations
@@ -212,6 +217,7 @@ def run_nbseg(
     architecture="unet",
     validation=0.2,
     window=None,
+    unlabelled=None,
 ):
     import nbseg
 
@@ -230,7 +236,11 @@ def run_nbseg(
         else:
             setattr(params, key, value)
     result = nbseg.train(
-        model, nbseg.TrainingSet(train_img, train_lab), params, validation=validation
+        model,
+        nbseg.TrainingSet(train_img, train_lab),
+        params,
+        validation=validation,
+        unlabelled=unlabelled,
     )
     pred = nbseg.segment(model, test_img, window=window).values
     t0 = time.perf_counter()
@@ -314,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="after each nbseg run print every N-th epoch (loss, val_loss, validation Dice)",
     )
+    ap.add_argument(
+        "--unlabelled-test",
+        action="store_true",
+        help="nbseg rows also get the test volume as unlabelled= (transductive: its labels "
+        "are never read; with semi_supervised='auto' this turns pseudo-labels on)",
+    )
     ap.add_argument("--save", help="save each trained nbseg model into this folder")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args(argv)
@@ -326,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# budget {args.minutes} min per deep method; overrides {args.set or 'none'}; "
         f"architecture {args.arch}, parameters {args.model or 'defaults'}; validation "
-        f"{args.validation}, window {args.window or 'patch size'}"
+        f"{args.validation}, window {args.window or 'patch size'}; unlabelled "
+        f"{'the test volume' if args.unlabelled_test else 'none'}"
     )
     overrides = parse_overrides(args.set)
     rows = []
@@ -368,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.arch,
                     args.validation,
                     args.window,
+                    [te_img] if args.unlabelled_test else None,
                 )
                 extra = (pred_tta, tta_info)
                 if args.curve:

@@ -137,17 +137,23 @@ def test_export_csv_and_png_from_results(session):
     assert img.std() > 5  # a real picture, not a blank
 
 
-def test_paint_a_stroke_on_the_label_canvas(session):
-    page, tool, kc, _lab = session
-    _tab(tool, "Label")
+def _unlabelled_label_canvas(kc, tool):
+    """The Label tab's canvas, showing an unlabelled slice (``ed`` in the kernel is the editor),
+    so every painted pixel is a newly labelled voxel."""
     canvas = tool.locator(".nbseg-label-canvas").first
     canvas.wait_for()
-    # show an unlabelled slice, so every painted pixel is a newly labelled voxel
     run_in_kernel(
         kc,
         "ed = tool.labelling\n"
         "ed.set_slice(next(z for z in range(ed.labels.shape[0]) if (ed.labels.values[z] < 0).all()))",
     )
+    return canvas
+
+
+def test_paint_a_stroke_on_the_label_canvas(session):
+    page, tool, kc, _lab = session
+    _tab(tool, "Label")
+    canvas = _unlabelled_label_canvas(kc, tool)
     count = "print(int((tool.labelling.labels.values >= 0).sum()))"
     before = int(run_in_kernel(kc, count))
     box = canvas.bounding_box()
@@ -205,14 +211,8 @@ def test_press_on_a_partly_visible_canvas_paints_where_it_is_pressed(session):
     off); the stroke's voxels lie under the pointer's path."""
     page, tool, kc, _lab = session
     _tab(tool, "Label")
-    canvas = tool.locator(".nbseg-label-canvas").first
-    canvas.wait_for()
-    run_in_kernel(
-        kc,
-        "ed = tool.labelling\n"
-        "ed.set_slice(next(z for z in range(ed.labels.shape[0]) if (ed.labels.values[z] < 0).all()))\n"
-        "import numpy as np\n_before = ed.labels.values.copy()",
-    )
+    canvas = _unlabelled_label_canvas(kc, tool)
+    run_in_kernel(kc, "import numpy as np\n_before = ed.labels.values.copy()")
     # another cell active, the canvas' top 40 % above the viewport
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:move-cursor-down')")
     box = canvas.bounding_box()
