@@ -62,8 +62,9 @@ def load_synthetic(name: str, sparse: float | None = None, seed: int = 0):
     """``rare``: the multiphase sample with no dense grains, so the dense phase is only small
     inclusions (0.5 % of the voxels); 12 x 256², slices 0-7 fully labelled for training,
     8-11 for the test."""
-    import nbseg
     import xarray as xr
+
+    import nbseg
 
     ds = nbseg.datasets.multiphase(shape=(12, 256, 256), seed=0, dense_grains=0.0)
     image, truth = ds.image.values, ds.truth.values.astype(np.int16)
@@ -80,6 +81,7 @@ def load_synthetic(name: str, sparse: float | None = None, seed: int = 0):
         truth[8:],
         classes,
     )
+
 
 ALL_METHODS = "otsu,kmeans,forest,plain,nbseg,nbseg-2.5D,nbseg-sparse,forest-sparse"
 SIGMAS = (0.7, 1.6, 3.5, 5.0)
@@ -378,9 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.datasets.split(","):
         if name not in SPLITS and name not in SYNTHETIC:
-            raise SystemExit(
-                f"unknown dataset {name!r}; choose from {[*SPLITS, *SYNTHETIC]}"
-            )
+            raise SystemExit(f"unknown dataset {name!r}; choose from {[*SPLITS, *SYNTHETIC]}")
         for method in args.methods.split(","):
             sparse = args.sparse if method.endswith("-sparse") else None
             loader = load_synthetic if name in SYNTHETIC else load

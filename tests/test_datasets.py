@@ -166,3 +166,16 @@ def test_membranes_are_thin_and_dark(samples):
     image, truth = ds["image"].values.astype(float), ds["truth"].values
     assert 0.1 < (truth == 1).mean() < 0.35
     assert image[truth == 1].mean() < image[truth == 0].mean()
+
+
+def test_multiphase_dense_grains_makes_a_rare_class():
+    """``dense_grains=0`` leaves only the small inclusions: a class under 1 % of the voxels
+    (the rare-class case of benchmarks/quality.py); the default is unchanged."""
+    rare = nbseg.datasets.multiphase(shape=(8, 128, 128), seed=0, dense_grains=0.0)
+    share = float((rare.truth.values == 3).mean())
+    assert 0.0 < share < 0.01
+    default = nbseg.datasets.multiphase(shape=(8, 128, 128), seed=0)
+    same = nbseg.datasets.multiphase(shape=(8, 128, 128), seed=0, dense_grains=0.04)
+    assert (default.image.values == same.image.values).all()
+    with pytest.raises(nbseg.ParamsError, match="dense_grains"):
+        nbseg.datasets.multiphase(shape=(8, 64, 64), dense_grains=1.5)
