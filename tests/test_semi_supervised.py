@@ -158,3 +158,29 @@ def test_strong_view_changes_intensities_not_geometry():
     # the bright square stays where it was in every sample
     inside, outside = s[:, :, 5:11, 5:11].mean((1, 2, 3)), s[:, :, :3, :3].mean((1, 2, 3))
     assert (inside > outside + 0.4).all()
+
+
+def test_auto_patch_fits_a_small_unlabelled_image_and_off_warns():
+    """The automatic patch shrinks to fit the unlabelled images too (a 48² image with the
+    64² volumes); unlabelled images with semi_supervised='off' are reported as unused."""
+    image, labels, _truth, _test = _sparse_fibres(1)
+    small = xr.DataArray(np.random.default_rng(0).random((2, 48, 48)), dims=("z", "y", "x"))
+    ts = nbseg.TrainingSet(image, labels)
+    result = nbseg.train(
+        _tiny(),
+        ts,
+        _params(patch_size=None, epochs=1),
+        validation=0,
+        feedback=False,
+        unlabelled=[small],
+    )
+    assert "pseudo_loss" in result.history[-1]
+    with pytest.warns(UserWarning, match="not used"):
+        nbseg.train(
+            _tiny(),
+            ts,
+            _params(epochs=1, semi_supervised="off"),
+            validation=0,
+            feedback=False,
+            unlabelled=[small],
+        )

@@ -180,10 +180,26 @@ class SegmentationDataModule(pl.LightningDataModule):
             val: float | list[PreparedSet] = float(validation)
         else:
             val = [PreparedSet.from_training_set(ts, normalisation) for ts in validation]
+        extra: list[PreparedSet] = []  # the unlabelled images, normalised
+        if self.pseudo_labels:
+            for i, inputs in enumerate(unlabelled):
+                image = np.stack(
+                    [normalisation.apply(volume_of(da), c) for c, da in enumerate(inputs)]
+                )
+                labels = np.full(image.shape[1:], -1, np.int16)
+                extra.append(PreparedSet(image, labels, f"unlabelled {i + 1}"))
+        elif unlabelled:
+            warnings.warn(
+                f"{len(unlabelled)} unlabelled image(s) given but semi_supervised="
+                f"{params.semi_supervised!r}: they are not used; set it to 'auto' or "
+                "'pseudo_labels' to learn from them.",
+                UserWarning,
+                stacklevel=3,
+            )
         self.pshape = patch_shape(spec, params.patch_for(spec))
         if params.patch_size is None:  # auto: shrink to the smallest volume
             self.pshape = fit_auto_patch(
-                self.pshape, [*self.sets, *(val if isinstance(val, list) else [])], spec
+                self.pshape, [*self.sets, *(val if isinstance(val, list) else []), *extra], spec
             )
         self.plan = plan_patches(
             self.sets,
@@ -201,14 +217,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             for ts, ps in zip(training_sets, self.sets, strict=True):
                 mask = volume_of(ts.mask).astype(bool) if ts.mask is not None else None
                 sources.append(UnlabelledSource(ps, mask, rng))
-            for i, inputs in enumerate(unlabelled):
-                image = np.stack(
-                    [normalisation.apply(volume_of(da), c) for c, da in enumerate(inputs)]
-                )
-                labels = np.full(image.shape[1:], -1, np.int16)
-                sources.append(
-                    UnlabelledSource(PreparedSet(image, labels, f"unlabelled {i + 1}"), None, rng)
-                )
+            sources.extend(UnlabelledSource(ps, None, rng) for ps in extra)
         labelled = self.plan.train_count * factor
         self.train_patches = _TrainPatches(
             self.sets,
