@@ -14,12 +14,16 @@ one TIFF per slice and segments them as ``nbseg.open_image`` opens them (lazily:
 zarr store, one dask task per slice file); the table then gives each source's throughput
 relative to the zarr source of the same size. ``--open N`` times ``nbseg.open_image`` on a
 folder of N slices and on a sparse 4 GB multi-page TIFF, each in a fresh process.
+``--repeat N`` runs every source N times in ABBA order (zarr, tiff, slices, slices, tiff, zarr,
+...) and reports the mean wall time, so a drift of a shared machine's speed during the run
+does not land on one source.
 
     python benchmarks/streaming.py                       # 2D model, 3 synthetic sizes
     python benchmarks/streaming.py --dim 3D --sizes 32,64,128,256
     python benchmarks/streaming.py --ct                  # ../shared/data/ct volumes
     python benchmarks/streaming.py --client              # on a dask.distributed LocalCluster
     python benchmarks/streaming.py --yx 512 --sizes 64,256,1024 --sources zarr,tiff,slices
+    python benchmarks/streaming.py --yx 512 --sizes 1024 --sources zarr,tiff,slices --repeat 2
     python benchmarks/streaming.py --open 1000 --sizes ''   # only the opening times
 """
 
@@ -257,6 +261,12 @@ def main() -> None:
         default="zarr",
         help="volume sources, comma separated: zarr, tiff (multi-page), slices (a folder)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per source, in ABBA order (wall: the mean; peak RSS: the largest)",
+    )
     ap.add_argument("--open", type=int, default=0, help="time opening a folder of N slices")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--source", default="zarr", help=argparse.SUPPRESS)
@@ -307,8 +317,18 @@ def main() -> None:
                 runs.append(("slices", folder, False))
             if "zarr" not in sources:
                 runs = [r for r in runs if r[0] != "zarr" or r[2]]
-            for source, src_path, in_memory in runs:
-                r = run_child(src_path, args, in_memory, source)
+            results: dict[tuple[str, bool], list[dict]] = {}
+            for rep in range(args.repeat):  # ABBA order: drift of the machine cancels out
+                for source, src_path, in_memory in runs if rep % 2 == 0 else runs[::-1]:
+                    r = run_child(src_path, args, in_memory, source)
+                    results.setdefault((source, in_memory), []).append(r)
+            for source, _, in_memory in runs:
+                reps = results[(source, in_memory)]
+                r = {
+                    "wall": sum(x["wall"] for x in reps) / len(reps),
+                    "growth": max(x["growth"] for x in reps),
+                    "tiles": reps[0]["tiles"],
+                }
                 vox = shape[0] * shape[1] * shape[2]
                 rate = vox / r["wall"]
                 if source == "zarr" and not in_memory:
@@ -348,6 +368,7 @@ def main() -> None:
     print(
         f"model: unet {args.dim} filters={args.filters} depth={args.depth} window={args.patch} "
         f"overlap={args.overlap} torch threads={args.torch_threads or 'default'}"
+        f"{f', {args.repeat} runs per source (ABBA), mean wall' if args.repeat > 1 else ''}"
         f"{' (distributed client)' if args.client else ''}"
     )
     head = (
