@@ -20,6 +20,8 @@ from ..data.patches import (
     PreparedSet,
     class_positions,
     extract,
+    grid_boxes,
+    overlaps,
     patch_shape,
     plan_patches,
     random_train_boxes,
@@ -29,6 +31,7 @@ from ..models.registry import size_divisor
 from ..models.spec import ModelSpec
 from .losses import IGNORE, SegmentationLoss, confusion_matrix, metrics_from_confusion
 from .params import TrainingParams
+from .teacher import teacher_labels
 
 #: at most this many candidate patch centres are kept per masked unlabelled source
 _MAX_CENTRES = 200_000
@@ -94,8 +97,14 @@ class _TrainPatches(Dataset):
         self._order = np.argsort(keys, kind="stable")
         self.class_balance = float(class_balance)
         # voxels of each class, for class-centred patches: found once, only when asked for
+        # (a feature teacher's label K + c counts as class c)
         self.positions = (
-            [class_positions(ps, np.random.default_rng([seed, i])) for i, ps in enumerate(sets)]
+            [
+                _merge_teacher_classes(
+                    class_positions(ps, np.random.default_rng([seed, i])), spec.class_count
+                )
+                for i, ps in enumerate(sets)
+            ]
             if self.class_balance > 0
             else None
         )
@@ -133,6 +142,16 @@ class _TrainPatches(Dataset):
         s, box = self.boxes[j]
         x, y = extract(self.sets[s], box, self.pshape, self.spec)
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+
+
+def _merge_teacher_classes(
+    positions: dict[int, np.ndarray], class_count: int
+) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    for c, pts in positions.items():
+        key = c - class_count if c >= class_count else c
+        out[key] = np.concatenate([out[key], pts]) if key in out else pts
+    return out
 
 
 class _FixedPatches(Dataset):
@@ -218,9 +237,14 @@ class SegmentationDataModule(pl.LightningDataModule):
                 mask = volume_of(ts.mask).astype(bool) if ts.mask is not None else None
                 sources.append(UnlabelledSource(ps, mask, rng))
             sources.extend(UnlabelledSource(ps, None, rng) for ps in extra)
+        #: the feature teacher's summary (``teacher_seconds``, ``teacher_share``), if one ran
+        self.teacher_info: dict[str, float] = {}
+        train_sets = self.sets
+        if params.uses_feature_teacher():
+            train_sets = self._teach(training_sets, params)
         labelled = self.plan.train_count * factor
         self.train_patches = _TrainPatches(
-            self.sets,
+            train_sets,
             self.plan,
             self.pshape,
             spec,
@@ -232,6 +256,47 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
         val_sets = self.plan.val_sets or self.sets
         self.val_patches = _FixedPatches(val_sets, self.plan.val, self.pshape, spec)
+
+    def _teach(
+        self, training_sets: Sequence[TrainingSet], params: TrainingParams
+    ) -> list[PreparedSet]:
+        """The training sets with the feature teacher's labels (``K + class``) on their
+        unlabelled voxels, and the training patches extended to where those labels reach
+        (never overlapping a validation patch). Validation keeps the user's labels."""
+        k = self.spec.class_count
+        own_val = not self.plan.val_sets  # validation patches cut from the training sets
+        exclude: list[np.ndarray | None] = []
+        for ps, boxes in zip(self.sets, self.plan.val, strict=True):
+            if not own_val or not len(boxes):
+                exclude.append(None)
+                continue
+            out = np.zeros(ps.shape, bool)
+            for z0, y0, x0 in boxes:
+                out[
+                    z0 : z0 + self.pshape[0], y0 : y0 + self.pshape[1], x0 : x0 + self.pshape[2]
+                ] = True
+            exclude.append(out)
+        masks = [
+            volume_of(ts.mask).astype(bool) if ts.mask is not None else None for ts in training_sets
+        ]
+        labels, self.teacher_info = teacher_labels(
+            self.sets, k, params.pseudo_threshold, seed=params.seed, exclude=exclude, masks=masks
+        )
+        taught = []
+        for i, (ps, tl) in enumerate(zip(self.sets, labels, strict=True)):
+            if exclude[i] is not None:
+                tl[exclude[i]] = -1  # no teacher label inside a validation patch
+            lab = np.where(tl >= 0, tl + k, ps.labels).astype(np.int16)
+            taught.append(PreparedSet(ps.image, lab, ps.name))
+            # patches wherever a label (the user's or the teacher's) is, off validation
+            boxes = grid_boxes(
+                taught[-1], self.pshape, params.stride_ratio, params.full_labels_only
+            )
+            if len(self.plan.val[i]) and own_val:
+                boxes = boxes[~overlaps(boxes, self.plan.val[i], self.pshape)]
+            if len(boxes) >= len(self.plan.train[i]):
+                self.plan.train[i] = boxes
+        return taught
 
     @property
     def has_validation(self) -> bool:
@@ -345,6 +410,11 @@ class SegmentationModule(pl.LightningModule):
         self.memory_format: torch.memory_format | None = None
         #: set by :func:`nbseg.train`: learn from pseudo-labels on the unlabelled voxels
         self.pseudo_labels = False
+        #: set by :func:`nbseg.train`: the targets hold feature-teacher labels (``K + class``)
+        self.feature_teacher = False
+        #: set by :func:`nbseg.train`: seconds of ``max_minutes`` spent before the fit (the
+        #: feature teacher), taken off the schedule's budget
+        self.time_spent_s = 0.0
         self._ramp_t0: float | None = None
         self._unl_sum, self._conf_sum, self._unl_count = torch.zeros(()), torch.zeros(()), 0
 
@@ -448,9 +518,30 @@ class SegmentationModule(pl.LightningModule):
                 loss = loss + weight * u
         return loss
 
+    def _teacher_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss on the user's labels plus ``unlabelled_weight`` × the same loss on the
+        feature teacher's labels (coded ``K + class`` in the targets, see
+        :mod:`nbseg.training.teacher`)."""
+        k = self.spec.class_count
+        logits = self(x)
+        taught = y >= k
+        ignore = torch.full_like(y, IGNORE)
+        loss = self.loss_fn(logits, torch.where(taught, ignore, y))
+        n = int(taught.sum())
+        if n:
+            t = self.loss_fn(logits, torch.where(taught, y - k, ignore))
+            self._unl_sum += t.detach() * x.shape[0]
+            self._conf_sum += taught.float().mean() * x.shape[0]
+            self._unl_count += x.shape[0]
+            if self.params.unlabelled_weight > 0:
+                loss = loss + self.params.unlabelled_weight * t
+        return loss
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         x, y = batch
-        if self.pseudo_labels:
+        if self.feature_teacher:
+            loss = self._teacher_step(x, y)
+        elif self.pseudo_labels:
             loss = self._pseudo_label_step(x, y)
         else:
             loss = self.loss_fn(self(x), y)
@@ -496,8 +587,10 @@ class SegmentationModule(pl.LightningModule):
     def epoch_metrics(self) -> dict[str, float]:
         """The current epoch's pseudo-label figures (this process's batches): ``pseudo_loss``
         (the unweighted pseudo-label loss) and ``pseudo_share`` (share of the unlabelled
-        voxels confident enough to get a pseudo-label); empty without pseudo-labels."""
-        if not (self.pseudo_labels and self._unl_count):
+        voxels confident enough to get a pseudo-label); empty without pseudo-labels. With a
+        feature teacher: the unweighted loss on its labels and the share of the batches'
+        voxels it labelled."""
+        if not ((self.pseudo_labels or self.feature_teacher) and self._unl_count):
             return {}
         n = float(self._unl_count)
         return {"pseudo_loss": float(self._unl_sum) / n, "pseudo_share": float(self._conf_sum) / n}
@@ -579,7 +672,8 @@ class SegmentationModule(pl.LightningModule):
             monitor = "val_loss" if self.has_validation else "loss"
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor}}
         if p.lr_schedule == "cosine" and p.max_minutes:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, _TimeCosine(p.max_minutes * 60.0))
+            budget = max(0.1 * p.max_minutes * 60.0, p.max_minutes * 60.0 - self.time_spent_s)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, _TimeCosine(budget))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if p.lr_schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, p.epochs))

@@ -47,7 +47,7 @@ _STOP = "Early stopping"
 _LOSS = "Loss and class weights"
 _RUN = "Patches and run"
 _SEMI = "Unlabelled data"
-SEMI_SUPERVISED = ("auto", "off", "pseudo_labels")
+SEMI_SUPERVISED = ("auto", "off", "pseudo_labels", "feature_teacher")
 
 
 @dataclass
@@ -246,25 +246,29 @@ class TrainingParams(Settings):
         "Unlabelled voxels",
         "'pseudo_labels': the network's confident predictions on unlabelled voxels (the "
         "training sets' own and the unlabelled images') teach it under stronger intensity "
-        "changes (FixMatch-style consistency); 'auto' = pseudo_labels when unlabelled "
-        "images are given, else off",
+        "changes (FixMatch-style consistency); 'feature_teacher': a pixel classifier on "
+        "filter features (ilastik-style), trained on the labels first, labels the training "
+        "volumes' unlabelled voxels where it is confident; 'auto' = pseudo_labels when "
+        "unlabelled images are given, else off",
         group=_SEMI,
     )
     unlabelled_weight: float = setting(
         1.0,
         Float(0.0),
         "Unlabelled loss weight",
-        "Weight of the pseudo-label loss, ramped up from 0 over the first 30 % of the steps",
+        "Weight of the pseudo-label loss (ramped up from 0 over the first 30 % of the steps) "
+        "or of the feature teacher's labels",
         group=_SEMI,
-        enabled_if=("semi_supervised", ("auto", "pseudo_labels")),
+        enabled_if=("semi_supervised", ("auto", "pseudo_labels", "feature_teacher")),
     )
     pseudo_threshold: float = setting(
         0.9,
         Float(0.0, 1.0, open_min=True),
         "Confidence threshold",
-        "Only unlabelled voxels predicted with at least this probability get a pseudo-label",
+        "Only unlabelled voxels predicted with at least this probability get a pseudo-label "
+        "(by the network, or by the feature teacher)",
         group=_SEMI,
-        enabled_if=("semi_supervised", ("auto", "pseudo_labels")),
+        enabled_if=("semi_supervised", ("auto", "pseudo_labels", "feature_teacher")),
         widget="slider",
         step=0.01,
     )
@@ -371,6 +375,10 @@ class TrainingParams(Settings):
         if self.semi_supervised == "auto":
             return has_unlabelled
         return self.semi_supervised == "pseudo_labels"
+
+    def uses_feature_teacher(self) -> bool:
+        """Whether a feature teacher labels the training volumes' unlabelled voxels."""
+        return self.semi_supervised == "feature_teacher"
 
     def memory_estimate(self, spec: ModelSpec) -> MemoryEstimate:
         """Estimated peak memory of a training step for ``spec`` (Dragonfly's memory ratio)."""

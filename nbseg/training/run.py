@@ -513,6 +513,8 @@ def prepare(
         model.network, spec, params, names, weights, steps, dm.has_validation
     )
     module.pseudo_labels = dm.pseudo_labels
+    module.feature_teacher = bool(dm.teacher_info)
+    module.time_spent_s = dm.teacher_info.get("teacher_seconds", 0.0)
     monitor = params.monitor
     if not dm.has_validation and monitor.startswith("val_"):
         monitor = "loss"
@@ -574,8 +576,9 @@ def prepare(
         callbacks=pl_callbacks,
         deterministic=False,
     )
-    if params.max_minutes:
-        kwargs["max_time"] = {"seconds": float(params.max_minutes) * 60.0}
+    if params.max_minutes:  # the budget includes the feature teacher's time
+        seconds = float(params.max_minutes) * 60.0
+        kwargs["max_time"] = {"seconds": max(0.1 * seconds, seconds - module.time_spent_s)}
     kwargs.update(trainer_kwargs or {})
     try:
         trainer = pl.Trainer(**kwargs)
