@@ -37,6 +37,8 @@ scikit-image for the classical baselines.
     python benchmarks/quality.py --methods nbseg --datasets isbi2012 --minutes 30 --curve 8
     python benchmarks/quality.py --methods nbseg-sparse --minutes 4 --set semi_supervised=pseudo_labels
     python benchmarks/quality.py --methods nbseg-sparse --minutes 4 --unlabelled-test
+    python benchmarks/quality.py --methods nbseg-sparse --minutes 4 --set semi_supervised=feature_teacher
+    python benchmarks/quality.py --methods nbseg,forest --minutes 4 --labelled-slices 2
 """
 
 from __future__ import annotations
@@ -328,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparse", type=float, default=0.1, help="label fraction of *-sparse")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--labelled-slices",
+        type=int,
+        default=0,
+        help="keep the labels of only N evenly spaced training slices (the others stay in the "
+        "training images, unlabelled); 0 = all",
+    )
+    ap.add_argument(
         "--set",
         nargs="*",
         default=[],
@@ -374,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# budget {args.minutes} min per deep method; overrides {args.set or 'none'}; "
         f"architecture {args.arch}, parameters {args.model or 'defaults'}; validation "
         f"{args.validation}, window {args.window or 'patch size'}; unlabelled "
-        f"{'the test volume' if args.unlabelled_test else 'none'}"
+        f"{'the test volume' if args.unlabelled_test else 'none'}; labelled training slices "
+        f"{args.labelled_slices or 'all'}"
     )
     overrides = parse_overrides(args.set)
     rows = []
@@ -385,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
             sparse = args.sparse if method.endswith("-sparse") else None
             loader = load_synthetic if name in SYNTHETIC else load
             tr_img, tr_lab, te_img, truth, classes = loader(name, sparse, args.seed)
+            if args.labelled_slices:  # only N evenly spaced training slices keep labels
+                n = tr_lab.shape[0]
+                keep = np.unique(np.linspace(0, n - 1, args.labelled_slices).round().astype(int))
+                tr_lab = tr_lab.copy()
+                tr_lab.values[np.setdiff1d(np.arange(n), keep)] = -1
             x, lab, test = tr_img.values, tr_lab.values.astype(np.int64), te_img.values
             k = len(classes)
             torch.manual_seed(args.seed)

@@ -81,8 +81,17 @@ def test_auto_uses_pseudo_labels_only_with_unlabelled_images():
     image, labels, _truth, _test = _sparse_fibres(1)
     other = nbseg.datasets.fibres(shape=(4, 64, 64), seed=5).image
     ts = nbseg.TrainingSet(image, labels)
+    # a wholly painted slice, no unlabelled images: neither pseudo-labels nor (strokes
+    # only, tests/test_feature_teacher.py) the feature teacher
+    painted = nbseg.datasets.fibres(shape=(8, 64, 64), labelled_slices=[4], seed=1)
     model = _tiny()
-    plain = nbseg.train(model, ts, _params(epochs=1), validation=0, feedback=False)
+    plain = nbseg.train(
+        model,
+        nbseg.TrainingSet(painted.image, painted.labels),
+        _params(epochs=1),
+        validation=0,
+        feedback=False,
+    )
     assert "pseudo_loss" not in plain.history[-1]
     model = _tiny()
     semi = nbseg.train(

@@ -188,6 +188,16 @@ def test_training_parameters_show_the_unlabelled_data_group():
     p.fields["semi_supervised"].value = "pseudo_labels"
     assert not p.fields["unlabelled_weight"].disabled
     assert "learnt from with pseudo-labels" in tool.inputs.summary.value
+    # the feature teacher labels the training volumes only: unlabelled images are unused
+    p.fields["semi_supervised"].value = "feature_teacher"
+    assert tool.workspace.params.semi_supervised == "feature_teacher", p.message.text
+    assert not p.fields["pseudo_threshold"].disabled
+    assert not p.fields["unlabelled_weight"].disabled
+    assert p.fields["unlabelled_share"].disabled
+    assert "not used while Training parameters → Unlabelled data is 'feature_teacher'" in (
+        tool.inputs.summary.value
+    )
+    assert "not used: Unlabelled data is 'feature_teacher'" in tool.training.summary.value
 
 
 def test_the_project_keeps_the_unlabelled_images(tmp_path):

@@ -20,8 +20,6 @@ from ..data.patches import (
     PreparedSet,
     class_positions,
     extract,
-    grid_boxes,
-    overlaps,
     patch_shape,
     plan_patches,
     random_train_boxes,
@@ -240,7 +238,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         #: the feature teacher's summary (``teacher_seconds``, ``teacher_share``), if one ran
         self.teacher_info: dict[str, float] = {}
         train_sets = self.sets
-        if params.uses_feature_teacher():
+        #: share of the voxels in the training patches that the user labelled
+        self.labelled_share = self._labelled_share()
+        if params.uses_feature_teacher(bool(unlabelled), self.labelled_share):
             train_sets = self._teach(training_sets, params)
         labelled = self.plan.train_count * factor
         self.train_patches = _TrainPatches(
@@ -257,12 +257,24 @@ class SegmentationDataModule(pl.LightningDataModule):
         val_sets = self.plan.val_sets or self.sets
         self.val_patches = _FixedPatches(val_sets, self.plan.val, self.pshape, spec)
 
+    def _labelled_share(self) -> float:
+        labelled = total = 0
+        pz, py, px = self.pshape
+        for ps, boxes in zip(self.sets, self.plan.train, strict=True):
+            cover = np.zeros(ps.shape, bool)
+            for z0, y0, x0 in boxes:
+                cover[z0 : z0 + pz, y0 : y0 + py, x0 : x0 + px] = True
+            total += int(cover.sum())
+            labelled += int((cover & (ps.labels >= 0)).sum())
+        return labelled / total if total else 1.0
+
     def _teach(
         self, training_sets: Sequence[TrainingSet], params: TrainingParams
     ) -> list[PreparedSet]:
         """The training sets with the feature teacher's labels (``K + class``) on their
-        unlabelled voxels, and the training patches extended to where those labels reach
-        (never overlapping a validation patch). Validation keeps the user's labels."""
+        unlabelled voxels. The patches stay where the user's labels are (extending them to
+        wholly unlabelled slices made epochs several times longer and scored lower with two
+        painted slices: docs/benchmarks.md); validation keeps the user's labels."""
         k = self.spec.class_count
         own_val = not self.plan.val_sets  # validation patches cut from the training sets
         exclude: list[np.ndarray | None] = []
@@ -288,14 +300,6 @@ class SegmentationDataModule(pl.LightningDataModule):
                 tl[exclude[i]] = -1  # no teacher label inside a validation patch
             lab = np.where(tl >= 0, tl + k, ps.labels).astype(np.int16)
             taught.append(PreparedSet(ps.image, lab, ps.name))
-            # patches wherever a label (the user's or the teacher's) is, off validation
-            boxes = grid_boxes(
-                taught[-1], self.pshape, params.stride_ratio, params.full_labels_only
-            )
-            if len(self.plan.val[i]) and own_val:
-                boxes = boxes[~overlaps(boxes, self.plan.val[i], self.pshape)]
-            if len(boxes) >= len(self.plan.train[i]):
-                self.plan.train[i] = boxes
         return taught
 
     @property

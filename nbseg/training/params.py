@@ -48,6 +48,9 @@ _LOSS = "Loss and class weights"
 _RUN = "Patches and run"
 _SEMI = "Unlabelled data"
 SEMI_SUPERVISED = ("auto", "off", "pseudo_labels", "feature_teacher")
+#: 'auto' uses the feature teacher when under this share of the training patches' voxels
+#: is labelled (docs/benchmarks.md, "Few labels: a feature teacher")
+SPARSE_LABELS = 0.5
 
 
 @dataclass
@@ -249,7 +252,8 @@ class TrainingParams(Settings):
         "changes (FixMatch-style consistency); 'feature_teacher': a pixel classifier on "
         "filter features (ilastik-style), trained on the labels first, labels the training "
         "volumes' unlabelled voxels where it is confident; 'auto' = pseudo_labels when "
-        "unlabelled images are given, else off",
+        "unlabelled images are given, else feature_teacher when under half of the voxels in "
+        "the training patches are labelled (strokes), else off",
         group=_SEMI,
     )
     unlabelled_weight: float = setting(
@@ -376,8 +380,13 @@ class TrainingParams(Settings):
             return has_unlabelled
         return self.semi_supervised == "pseudo_labels"
 
-    def uses_feature_teacher(self) -> bool:
-        """Whether a feature teacher labels the training volumes' unlabelled voxels."""
+    def uses_feature_teacher(self, has_unlabelled: bool, labelled_share: float) -> bool:
+        """Whether a feature teacher labels the training volumes' unlabelled voxels:
+        'auto' turns it on without unlabelled images when under :data:`SPARSE_LABELS` of
+        the voxels in the training patches are labelled (``labelled_share``: strokes, not
+        wholly painted slices)."""
+        if self.semi_supervised == "auto":
+            return not has_unlabelled and labelled_share < SPARSE_LABELS
         return self.semi_supervised == "feature_teacher"
 
     def memory_estimate(self, spec: ModelSpec) -> MemoryEstimate:

@@ -854,10 +854,11 @@ class InputsPanel(widgets.VBox):
         if self.unlabelled:
             names = "; ".join(r.describe() for r in self.unlabelled_rows)
             params = self.workspace.params
-            off = isinstance(params, TrainingParams) and params.semi_supervised == "off"
+            off = isinstance(params, TrainingParams) and not params.uses_pseudo_labels(True)
             use = (
-                "not used while Training parameters → Unlabelled data is 'off'"
-                if off
+                "not used while Training parameters → Unlabelled data is "
+                f"'{params.semi_supervised}'"
+                if off and isinstance(params, TrainingParams)
                 else "learnt from with pseudo-labels"
             )
             unlabelled = (

@@ -709,10 +709,14 @@ class TrainingPanel(widgets.VBox):
             parts.append(f"<b>Validation:</b> {len(val)} set(s)")
         p = ws.params
         if ws.unlabelled:
-            off = isinstance(p, TrainingParams) and p.semi_supervised == "off"
+            off = isinstance(p, TrainingParams) and not p.uses_pseudo_labels(True)
             parts.append(
                 f"<b>Unlabelled:</b> {len(ws.unlabelled)} image(s)"
-                + (" <i>(not used: Unlabelled data is 'off')</i>" if off else " (pseudo-labels)")
+                + (
+                    f" <i>(not used: Unlabelled data is '{p.semi_supervised}')</i>"
+                    if off and isinstance(p, TrainingParams)
+                    else " (pseudo-labels)"
+                )
             )
         if isinstance(p, TrainingParams):
             parts.append(
