@@ -205,3 +205,18 @@ def test_auto_uses_the_teacher_for_strokes_only():
     # off: nothing
     off = _params(semi_supervised="off")
     assert not SegmentationDataModule([ts], spec, off, norm, 0.2).teacher_info
+
+
+def test_teacher_with_a_separate_validation_set_labels_only_inside_the_patches():
+    image, labels, _, _ = _sparse_fibres(8)  # strokes on slice 4 of 8
+    other = nbseg.datasets.fibres(shape=(4, 64, 64), labelled_slices=[1, 2], seed=9)
+    spec = _tiny().spec
+    ts = nbseg.TrainingSet(image, labels)
+    norm = nbseg.Normalisation.fit([ts])
+    params = _params(semi_supervised="feature_teacher")
+    val = [nbseg.TrainingSet(other.image, other.labels)] * 2  # not one per training set
+    dm = SegmentationDataModule([ts], spec, params, norm, val)
+    taught = dm.train_patches.sets[0].labels
+    assert (taught >= 2).any()
+    assert set(np.flatnonzero((taught >= 2).any(axis=(1, 2)))) == {4}  # the patches' slice
+    assert len(dm.val_patches) > 0 and all(int(y.max()) < 2 for _, y in dm.val_patches)

@@ -259,14 +259,19 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _labelled_share(self) -> float:
         labelled = total = 0
-        pz, py, px = self.pshape
         for ps, boxes in zip(self.sets, self.plan.train, strict=True):
-            cover = np.zeros(ps.shape, bool)
-            for z0, y0, x0 in boxes:
-                cover[z0 : z0 + pz, y0 : y0 + py, x0 : x0 + px] = True
+            cover = self._cover(ps, boxes)
             total += int(cover.sum())
             labelled += int((cover & (ps.labels >= 0)).sum())
         return labelled / total if total else 1.0
+
+    def _cover(self, ps: PreparedSet, boxes: np.ndarray) -> np.ndarray:
+        """The voxels of ``ps`` inside any of ``boxes``."""
+        pz, py, px = self.pshape
+        cover = np.zeros(ps.shape, bool)
+        for z0, y0, x0 in boxes:
+            cover[z0 : z0 + pz, y0 : y0 + py, x0 : x0 + px] = True
+        return cover
 
     def _teach(
         self, training_sets: Sequence[TrainingSet], params: TrainingParams
@@ -277,20 +282,18 @@ class SegmentationDataModule(pl.LightningDataModule):
         painted slices: docs/benchmarks.md); validation keeps the user's labels."""
         k = self.spec.class_count
         own_val = not self.plan.val_sets  # validation patches cut from the training sets
-        exclude: list[np.ndarray | None] = []
-        for ps, boxes in zip(self.sets, self.plan.val, strict=True):
-            if not own_val or not len(boxes):
-                exclude.append(None)
-                continue
-            out = np.zeros(ps.shape, bool)
-            for z0, y0, x0 in boxes:
-                out[
-                    z0 : z0 + self.pshape[0], y0 : y0 + self.pshape[1], x0 : x0 + self.pshape[2]
-                ] = True
-            exclude.append(out)
-        masks = [
-            volume_of(ts.mask).astype(bool) if ts.mask is not None else None for ts in training_sets
-        ]
+        exclude: list[np.ndarray | None] = [None] * len(self.sets)
+        if own_val:
+            for i, (ps, boxes) in enumerate(zip(self.sets, self.plan.val, strict=True)):
+                if len(boxes):
+                    exclude[i] = self._cover(ps, boxes)
+        # where the teacher labels: inside the training patches (and the mask)
+        masks = []
+        for ts, ps, boxes in zip(training_sets, self.sets, self.plan.train, strict=True):
+            where = self._cover(ps, boxes)
+            if ts.mask is not None:
+                where &= volume_of(ts.mask).astype(bool)
+            masks.append(where)
         labels, self.teacher_info = teacher_labels(
             self.sets, k, params.pseudo_threshold, seed=params.seed, exclude=exclude, masks=masks
         )
