@@ -56,26 +56,7 @@ def load(name: str, sparse: float | None = None, seed: int = 0):
 
 def scribbles(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Keep ~``fraction`` of the labelled pixels as short random strokes (scribble-like)."""
-    rng = np.random.default_rng(seed)
-    out = np.full_like(labels, -1)
-    target = fraction * labels.size
-    kept = 0
-    z, h, w = labels.shape
-    while kept < target:
-        zz, y, x = rng.integers(z), rng.integers(h), rng.integers(w)
-        angle = rng.uniform(0, np.pi)
-        length = rng.integers(10, 60)
-        t = np.arange(length)
-        ys = np.clip((y + t * np.sin(angle)).astype(int), 0, h - 1)
-        xs = np.clip((x + t * np.cos(angle)).astype(int), 0, w - 1)
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                yy, xx = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
-                # a stroke stays inside one class, as a user's scribble does
-                same = labels[zz, yy, xx] == labels[zz, y, x]
-                out[zz, yy[same], xx[same]] = labels[zz, yy[same], xx[same]]
-        kept = int((out >= 0).sum())
-    return out
+    return nbseg.datasets.strokes(labels, fraction, seed)
 
 
 def dice_per_class(pred: np.ndarray, truth: np.ndarray, k: int) -> list[float]:

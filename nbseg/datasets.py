@@ -45,7 +45,7 @@ from scipy import ndimage
 from .data.multiroi import UNLABELLED
 from .errors import InputError, ParamsError
 
-__all__ = ["SAMPLES", "fibres", "load", "membranes", "multiphase"]
+__all__ = ["SAMPLES", "fibres", "load", "membranes", "multiphase", "strokes"]
 
 #: Names accepted by :func:`load`.
 SAMPLES: tuple[str, ...] = ("fibres", "multiphase", "membranes")
@@ -670,3 +670,32 @@ def load(name: str, **kwargs: Any) -> xr.Dataset:
             "labelled_slices, seed, noise"
         )
     return _LOADERS[name](**kwargs)
+
+
+def strokes(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Simulated user strokes: ~``fraction`` of the labelled voxels of dense ``labels``
+    ``(z, y, x)`` kept as short random 3-pixel-wide strokes (10–60 px), each inside one
+    class as a scribble stays; the rest becomes ``-1`` (unlabelled). Deterministic per seed.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ParamsError(f"fraction={fraction!r} is invalid: give a share in (0, 1].")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    out = np.full_like(labels, UNLABELLED)
+    target = fraction * labels.size
+    kept = 0
+    z, h, w = labels.shape
+    while kept < target:
+        zz, y, x = rng.integers(z), rng.integers(h), rng.integers(w)
+        angle = rng.uniform(0, np.pi)
+        length = rng.integers(10, 60)
+        t = np.arange(length)
+        ys = np.clip((y + t * np.sin(angle)).astype(int), 0, h - 1)
+        xs = np.clip((x + t * np.cos(angle)).astype(int), 0, w - 1)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                yy, xx = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
+                same = labels[zz, yy, xx] == labels[zz, y, x]
+                out[zz, yy[same], xx[same]] = labels[zz, yy[same], xx[same]]
+        kept = int((out >= 0).sum())
+    return out

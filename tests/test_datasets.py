@@ -179,3 +179,15 @@ def test_multiphase_dense_grains_makes_a_rare_class():
     assert (default.image.values == same.image.values).all()
     with pytest.raises(nbseg.ParamsError, match="dense_grains"):
         nbseg.datasets.multiphase(shape=(8, 64, 64), dense_grains=1.5)
+
+
+def test_strokes_keep_a_share_of_the_labels_inside_one_class_each():
+    ds = nbseg.datasets.multiphase(shape=(2, 64, 64), labelled_slices=[0, 1], seed=1)
+    dense = ds.labels.values.astype(np.int16)
+    s = nbseg.datasets.strokes(dense, 0.1, seed=3)
+    kept = s >= 0
+    assert 0.1 <= kept.mean() < 0.2
+    assert np.array_equal(s[kept], dense[kept])  # every kept label is the true one
+    assert np.array_equal(s, nbseg.datasets.strokes(dense, 0.1, seed=3))  # deterministic
+    with pytest.raises(nbseg.ParamsError, match="fraction"):
+        nbseg.datasets.strokes(dense, 0.0)

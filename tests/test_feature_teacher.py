@@ -17,25 +17,6 @@ from nbseg.training.teacher import FEATURES_PER_CHANNEL, slice_features, teacher
 from .test_semi_supervised import _params, _sparse_fibres, _tiny
 
 
-def _strokes(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """~``fraction`` of the voxels as short 3-px strokes inside one class (as
-    benchmarks/real_data.py's scribbles)."""
-    rng = np.random.default_rng(seed)
-    out = np.full_like(labels, -1)
-    z, h, w = labels.shape
-    while (out >= 0).sum() < fraction * labels.size:
-        zz, y, x = rng.integers(z), rng.integers(h), rng.integers(w)
-        angle, t = rng.uniform(0, np.pi), np.arange(rng.integers(10, 60))
-        ys = np.clip((y + t * np.sin(angle)).astype(int), 0, h - 1)
-        xs = np.clip((x + t * np.cos(angle)).astype(int), 0, w - 1)
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                yy, xx = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
-                same = labels[zz, yy, xx] == labels[zz, y, x]
-                out[zz, yy[same], xx[same]] = labels[zz, yy[same], xx[same]]
-    return out
-
-
 def test_feature_teacher_raises_dice_from_strokes():
     """10 % strokes on a multiphase volume, tiny U-Net, 8 epochs: with the teacher's labels
     between the strokes the three common phases score higher, for both seeds (measured:
@@ -47,7 +28,7 @@ def test_feature_teacher_raises_dice_from_strokes():
         )
         truth = ds.labels.values.astype(np.int16)
         labels = ds.labels.copy()
-        labels.values[:] = _strokes(truth, 0.1, seed)
+        labels.values[:] = nbseg.datasets.strokes(truth, 0.1, seed)
         scores = {}
         for mode in ("off", "feature_teacher"):
             spec = nbseg.ModelSpec(

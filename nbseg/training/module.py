@@ -238,10 +238,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         #: the feature teacher's summary (``teacher_seconds``, ``teacher_share``), if one ran
         self.teacher_info: dict[str, float] = {}
         train_sets = self.sets
+        covers = [self._cover(ps, boxes) for ps, boxes in zip(self.sets, self.plan.train)]
+        total = sum(int(c.sum()) for c in covers)
+        labelled = sum(int((c & (ps.labels >= 0)).sum()) for c, ps in zip(covers, self.sets))
         #: share of the voxels in the training patches that the user labelled
-        self.labelled_share = self._labelled_share()
+        self.labelled_share = labelled / total if total else 1.0
         if params.uses_feature_teacher(bool(unlabelled), self.labelled_share):
-            train_sets = self._teach(training_sets, params)
+            train_sets = self._teach(training_sets, params, covers)
         labelled = self.plan.train_count * factor
         self.train_patches = _TrainPatches(
             train_sets,
@@ -257,14 +260,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         val_sets = self.plan.val_sets or self.sets
         self.val_patches = _FixedPatches(val_sets, self.plan.val, self.pshape, spec)
 
-    def _labelled_share(self) -> float:
-        labelled = total = 0
-        for ps, boxes in zip(self.sets, self.plan.train, strict=True):
-            cover = self._cover(ps, boxes)
-            total += int(cover.sum())
-            labelled += int((cover & (ps.labels >= 0)).sum())
-        return labelled / total if total else 1.0
-
     def _cover(self, ps: PreparedSet, boxes: np.ndarray) -> np.ndarray:
         """The voxels of ``ps`` inside any of ``boxes``."""
         pz, py, px = self.pshape
@@ -274,7 +269,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         return cover
 
     def _teach(
-        self, training_sets: Sequence[TrainingSet], params: TrainingParams
+        self,
+        training_sets: Sequence[TrainingSet],
+        params: TrainingParams,
+        covers: Sequence[np.ndarray],
     ) -> list[PreparedSet]:
         """The training sets with the feature teacher's labels (``K + class``) on their
         unlabelled voxels. The patches stay where the user's labels are (extending them to
@@ -287,23 +285,21 @@ class SegmentationDataModule(pl.LightningDataModule):
             for i, (ps, boxes) in enumerate(zip(self.sets, self.plan.val, strict=True)):
                 if len(boxes):
                     exclude[i] = self._cover(ps, boxes)
-        # where the teacher labels: inside the training patches (and the mask)
+        # where the teacher labels: inside the training patches (which never meet a
+        # validation patch) and the mask
         masks = []
-        for ts, ps, boxes in zip(training_sets, self.sets, self.plan.train, strict=True):
-            where = self._cover(ps, boxes)
+        for ts, cover in zip(training_sets, covers, strict=True):
+            where = cover.copy()
             if ts.mask is not None:
                 where &= volume_of(ts.mask).astype(bool)
             masks.append(where)
         labels, self.teacher_info = teacher_labels(
             self.sets, k, params.pseudo_threshold, seed=params.seed, exclude=exclude, masks=masks
         )
-        taught = []
-        for i, (ps, tl) in enumerate(zip(self.sets, labels, strict=True)):
-            if exclude[i] is not None:
-                tl[exclude[i]] = -1  # no teacher label inside a validation patch
-            lab = np.where(tl >= 0, tl + k, ps.labels).astype(np.int16)
-            taught.append(PreparedSet(ps.image, lab, ps.name))
-        return taught
+        return [
+            PreparedSet(ps.image, np.where(tl >= 0, tl + k, ps.labels).astype(np.int16), ps.name)
+            for ps, tl in zip(self.sets, labels, strict=True)
+        ]
 
     @property
     def has_validation(self) -> bool:
