@@ -172,7 +172,13 @@ def test_training_parameters_show_the_unlabelled_data_group():
     p = tool.parameters
     titles = [s.children[0].value for s in p.advanced_box.children]
     section = next(s for s, t in zip(p.advanced_box.children, titles) if "Unlabelled data" in t)
-    names = ("semi_supervised", "unlabelled_weight", "pseudo_threshold", "unlabelled_share")
+    names = (
+        "semi_supervised",
+        "unlabelled_weight",
+        "pseudo_threshold",
+        "teacher_threshold",
+        "unlabelled_share",
+    )
     for name in names:
         assert name in p.fields
         shown = [w for row in section.children[1:] for w in getattr(row, "children", [row])]
@@ -191,7 +197,8 @@ def test_training_parameters_show_the_unlabelled_data_group():
     # the feature teacher labels the training volumes only: unlabelled images are unused
     p.fields["semi_supervised"].value = "feature_teacher"
     assert tool.workspace.params.semi_supervised == "feature_teacher", p.message.text
-    assert not p.fields["pseudo_threshold"].disabled
+    assert not p.fields["teacher_threshold"].disabled
+    assert p.fields["pseudo_threshold"].disabled  # the network's pseudo-labels only
     assert not p.fields["unlabelled_weight"].disabled
     assert p.fields["unlabelled_share"].disabled
     assert "not used while Training parameters → Unlabelled data is 'feature_teacher'" in (

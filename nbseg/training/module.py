@@ -294,7 +294,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                 where &= volume_of(ts.mask).astype(bool)
             masks.append(where)
         labels, self.teacher_info = teacher_labels(
-            self.sets, k, params.pseudo_threshold, seed=params.seed, exclude=exclude, masks=masks
+            self.sets, k, params.teacher_threshold, seed=params.seed, exclude=exclude, masks=masks
         )
         return [
             PreparedSet(ps.image, np.where(tl >= 0, tl + k, ps.labels).astype(np.int16), ps.name)

@@ -269,10 +269,21 @@ class TrainingParams(Settings):
         0.9,
         Float(0.0, 1.0, open_min=True),
         "Confidence threshold",
-        "Only unlabelled voxels predicted with at least this probability get a pseudo-label "
-        "(by the network, or by the feature teacher)",
+        "Only unlabelled voxels the network predicts with at least this probability get a "
+        "pseudo-label",
         group=_SEMI,
-        enabled_if=("semi_supervised", ("auto", "pseudo_labels", "feature_teacher")),
+        enabled_if=("semi_supervised", ("auto", "pseudo_labels")),
+        widget="slider",
+        step=0.01,
+    )
+    teacher_threshold: float = setting(
+        0.5,
+        Float(0.0, 1.0, open_min=True),
+        "Teacher threshold",
+        "Only unlabelled voxels the feature teacher predicts with at least this probability "
+        "get its label (0.5 beat 0.9 on the shared data with strokes: docs/benchmarks.md)",
+        group=_SEMI,
+        enabled_if=("semi_supervised", ("auto", "feature_teacher")),
         widget="slider",
         step=0.01,
     )

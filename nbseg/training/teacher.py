@@ -7,7 +7,8 @@ eigenvalues, differences of Gaussians, at σ 0.7 / 1.6 / 3.5 / 5) learns from th
 in seconds. Here that classifier is a small MLP (two hidden layers of 128) trained on a
 class-balanced sample of the labelled voxels; it then predicts the unlabelled voxels inside
 the training patches (the slices and regions the user labelled in), and where its
-probability reaches ``pseudo_threshold`` its class becomes a *teacher label* for the network (:class:`~nbseg.training.module.SegmentationDataModule`), weighted by
+probability reaches ``teacher_threshold`` its class becomes a *teacher label* for the
+network (:class:`~nbseg.training.module.SegmentationDataModule`), weighted by
 ``unlabelled_weight``. The user's labels always win, validation is scored on the user's
 labels only, and the teacher is not part of the model: the saved model is the network alone.
 
