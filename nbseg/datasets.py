@@ -102,6 +102,22 @@ def _resolve_slices(labelled_slices: int | Sequence[int], nz: int) -> list[int]:
     return sorted(out)
 
 
+def _check_layer(layer: Any, nz: int) -> tuple[int, int] | None:
+    if layer is None:
+        return None
+    try:
+        z0, z1 = (int(v) for v in layer)
+        ok = all(float(v) == int(v) for v in layer)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 0 <= z0 < z1 <= nz:
+        raise InputError(
+            f"dense_layer={layer!r} is invalid: give (z0, z1) with 0 <= z0 < z1 <= {nz} "
+            "(the volume's z size), or None."
+        )
+    return z0, z1
+
+
 def _check_noise(noise: float) -> float:
     try:
         value = float(noise)
@@ -380,6 +396,7 @@ def multiphase(
     seed: int = 0,
     noise: float = 1.0,
     dense_grains: float = 0.04,
+    dense_layer: Sequence[int] | None = None,
 ) -> xr.Dataset:
     """Sandstone-like multi-phase micro-CT (four classes, dark to bright).
 
@@ -404,6 +421,13 @@ def multiphase(
         Share of the grains made of the dense mineral (0 … 1; default 0.04, about 2 % of the
         voxels dense). ``0`` leaves only the small dense inclusions: a rare class of about
         0.5 % of the voxels.
+    dense_layer
+        ``(z0, z1)``: the dense mineral occurs only in the layer ``z0 <= z < z1`` (a heavy-
+        mineral lamina): the small inclusions are all placed in it (as many as the whole
+        volume would hold) and only the dense grains seeded in it stay dense. ``None``
+        (default): everywhere. With ``dense_grains=0`` the dense class is absent from every
+        slice outside the layer (inclusions reach at most 4 slices beyond it), the case a
+        few evenly spaced labelled slices miss.
 
     Returns
     -------
@@ -423,6 +447,7 @@ def multiphase(
     noise = _check_noise(noise)
     if not (isinstance(dense_grains, (int, float)) and 0.0 <= float(dense_grains) <= 1.0):
         raise ParamsError(f"dense_grains={dense_grains!r} must be a share between 0 and 1.")
+    layer = _check_layer(dense_layer, shape[0])
     rng = np.random.default_rng(seed)
 
     grain_r = 11.0  # typical grain radius in voxels
@@ -452,6 +477,8 @@ def multiphase(
     radius = rng.uniform(1.0, 1.6, len(seeds)) * grain_r
     grain = (dist_wall > gap) & (dist_seed < radius[cell])
     dense_grain = rng.random(len(seeds)) < float(dense_grains)
+    if layer is not None:
+        dense_grain &= (seeds[:, 0] >= layer[0]) & (seeds[:, 0] < layer[1])
     truth = np.zeros(shape, dtype=np.int16)  # pore
     clay = _smooth_field(rng, shape, 8.0) > 0.25
     truth[~grain & clay] = 1  # matrix
@@ -462,6 +489,8 @@ def multiphase(
     n_inc = max(1, int(np.prod(shape) / 12000))
     for _ in range(n_inc):
         c = rng.random(3) * np.array(shape)
+        if layer is not None:  # the same draws, squeezed into the layer
+            c[0] = layer[0] + c[0] / shape[0] * (layer[1] - layer[0])
         r = rng.uniform(1.5, 3.5)
         lo = np.maximum(np.floor(c - r).astype(int), 0)
         hi = np.minimum(np.ceil(c + r).astype(int) + 1, shape)

@@ -181,6 +181,20 @@ def test_multiphase_dense_grains_makes_a_rare_class():
         nbseg.datasets.multiphase(shape=(8, 64, 64), dense_grains=1.5)
 
 
+def test_multiphase_dense_layer_confines_the_dense_class_to_a_z_band():
+    """``dense_layer=(z0, z1)`` with ``dense_grains=0``: the dense class lies in the layer
+    (inclusions reach at most 4 slices beyond it) and nowhere else; bad layers are refused
+    with the argument named."""
+    ds = nbseg.datasets.multiphase(shape=(40, 64, 64), seed=0, dense_grains=0, dense_layer=(20, 23))
+    per_slice = (ds.truth.values == 3).sum(axis=(1, 2))
+    assert per_slice[20:23].min() > 0
+    assert per_slice[:16].sum() == 0 and per_slice[27:].sum() == 0
+    assert ds.image.values[ds.truth.values == 3].mean() > ds.image.values.mean() + 50
+    for bad in [(5, 5), (-1, 3), (30, 41), (1,), "ab", (1.5, 3)]:
+        with pytest.raises(nbseg.InputError, match="dense_layer"):
+            nbseg.datasets.multiphase(shape=(40, 64, 64), dense_layer=bad)
+
+
 def test_strokes_keep_a_share_of_the_labels_inside_one_class_each():
     ds = nbseg.datasets.multiphase(shape=(2, 64, 64), labelled_slices=[0, 1], seed=1)
     dense = ds.labels.values.astype(np.int16)

@@ -150,6 +150,64 @@ def test_bad_suggestion_arguments_are_named(monkeypatch, kwargs, word):
         nbseg.suggest_slices(None, image, **kwargs)
 
 
+def test_confidently_wrong_slices_are_found_by_novelty(monkeypatch):
+    """The model is sure everywhere (as softmax networks are on what they never saw), but
+    slices 7-10 hold a bright phase absent from the labelled slices 0 and 3: the
+    suggestions (slices and boxes) go there, and only because of the labels' coverage."""
+    _known_probabilities(monkeypatch, unsure=())
+    rng = np.random.default_rng(0)
+    values = rng.normal(100, 5, (12, 32, 32)).astype(np.float32)
+    values[7:11, 4:14, 18:28] = 200 + rng.normal(0, 5, (4, 10, 10))
+    image = xr.DataArray(values, dims=("z", "y", "x"))
+    labels = xr.full_like(image, nbseg.UNLABELLED, dtype=np.int16)
+    labels[[0, 3]] = 0
+    picks = nbseg.suggest_slices(None, image, labels, count=2)
+    assert len(picks) == 2 and all(7 <= z <= 10 for z in picks)
+    best = nbseg.suggest_regions(None, image, labels, count=1, size=16)[0]
+    assert 7 <= best.z <= 10 and best.y0 < 14 and best.y1 > 4 and best.x0 < 28 and best.x1 > 18
+    s = unc.suggest(None, image, labels, count=2, regions=1, size=16)  # the Label tab's call
+    assert s.slices == picks and all(v > 0.05 for v in s.slice_novelty)
+    assert s.uncertain_mask(s.slices[0])[4:14, 18:28].mean() > 0.9  # outlined there
+    # once a bright slice is labelled, that phase is covered: nothing is novel any more
+    labels[8] = 1
+    inside = np.ones(image.shape, bool)
+    assert unc.novelty(image, labels, inside, ["z", "y", "x"])[[7, 9, 10]].mean() < 0.01
+    assert unc.novelty(image, None, inside, ["z", "y", "x"]) is None
+
+
+def test_novelty_reads_every_input_channel():
+    base = np.full((4, 16, 16), 10.0, np.float32) + np.arange(16, dtype=np.float32)
+    other = base.copy()
+    other[3, :8] = 90.0  # only the second input differs, on slice 3
+    c = xr.DataArray(np.stack([base, other]), dims=("c", "z", "y", "x"))
+    labels = np.full((4, 16, 16), -1, np.int16)
+    labels[0] = 0
+    novel = unc.novelty(c, labels, np.ones((4, 16, 16), bool), ["z", "y", "x"])
+    assert novel[3, :8].all() and not novel[:3].any() and not novel[3, 8:].any()
+    split = unc.novelty([c.isel(c=0), c.isel(c=1)], labels, np.ones((4, 16, 16), bool), "zyx")
+    assert np.array_equal(novel, split)
+
+
+def test_real_model_finds_the_layer_the_labels_missed():
+    """A dense-mineral layer (z 16-19) that neither labelled slice (4, 10) crosses: the
+    suggested slices lie in it."""
+    ds = nbseg.datasets.multiphase(shape=(24, 64, 64), seed=0, dense_grains=0, dense_layer=(16, 19))
+    truth = ds.truth.values.astype(np.int16)
+    lab = np.full(truth.shape, nbseg.UNLABELLED, np.int16)
+    lab[[4, 10]] = truth[[4, 10]]
+    labels = nbseg.multi_roi(ds.truth.copy(data=lab), ["pore", "matrix", "grain", "dense"])
+    spec = nbseg.ModelSpec(class_count=4, input_dimension="2D", parameters=TINY)
+    model = nbseg.generate_model(spec, class_names=["pore", "matrix", "grain", "dense"], seed=0)
+    nbseg.train(
+        model,
+        nbseg.TrainingSet(ds.image, labels),
+        nbseg.TrainingParams(epochs=2, patch_size=32),
+        feedback=False,
+    )
+    picks = nbseg.suggest_slices(model, ds.image, labels, count=2)
+    assert all(14 <= z <= 21 for z in picks), picks
+
+
 def test_real_model_suggests_unlabelled_slices(trained):
     model, image, labels, _ = trained
     picks = nbseg.suggest_slices(model, image, labels, count=3)

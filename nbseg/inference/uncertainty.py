@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from ..data.multiroi import UNLABELLED
+from ..data.trainingset import CHANNEL_DIMS
 from ..errors import InputError
 from ..progress import ProgressCallback
 from .maps import (
@@ -73,16 +74,26 @@ class Suggestions:
     method: str = "entropy"
     unsure_level: float = 0.5
     """The outline level: the larger of 0.5 and the volume's 90th percentile of uncertainty."""
+    novelty: xr.DataArray | None = field(default=None, repr=False)
+    """Bool map (the image's dims) of the voxels whose intensity the labels do not cover
+    (:func:`novelty`); None when nothing is labelled."""
+    slice_novelty: list[float] = field(default_factory=list)
+    """Per suggested slice: the share of its voxels in :attr:`novelty`."""
 
     def uncertain_mask(self, z: int, level: float | None = None) -> np.ndarray:
         """Where slice ``z`` (position along ``axis``) is unsure: uncertainty above ``level``
-        (default :attr:`unsure_level`), as a ``(H, W)`` bool array in the image's dim order —
-        what the Label tab outlines."""
+        (default :attr:`unsure_level`) or an intensity the labels do not cover
+        (:attr:`novelty`), as a ``(H, W)`` bool array in the image's dim order — what the
+        Label tab outlines."""
         u = self.uncertainty
         if level is None:
             level = self.unsure_level
         plane = u.isel({self.axis: int(z)}) if u.ndim == 3 else u
-        return np.asarray(plane.values) > float(level)
+        out = np.asarray(plane.values) > float(level)
+        if self.novelty is not None:
+            new = self.novelty.isel({self.axis: int(z)}) if u.ndim == 3 else self.novelty
+            out |= np.asarray(new.values, bool)
+        return out
 
 
 # -- public API --------------------------------------------------------------------------------
@@ -201,6 +212,74 @@ def _voxel_scores(u: xr.DataArray, pred: xr.DataArray, k: int) -> tuple[xr.DataA
     return score, inside
 
 
+#: intensity histogram of the novelty term: bins between the 0.1 and 99.9 percentiles
+NOVELTY_BINS = 64
+#: a bin is under-covered when the labelled voxels hold under this share of the image's
+#: proportion of voxels in it (a tenth)
+NOVELTY_COVER = 0.1
+#: how much a slice's (or box's) share of novel voxels adds to its score: 10 % novel
+#: voxels add 1, as much as the whole range of the uncertainty term
+NOVELTY_WEIGHT = 10.0
+
+
+def _labelled_voxels(labels: Any, dims: Sequence[str], shape: tuple[int, ...]) -> np.ndarray:
+    """Bool array (in ``dims`` order, ``shape``): where ``labels`` holds a label."""
+    if labels is None:
+        return np.zeros(shape, bool)
+    lab_da = labels if isinstance(labels, xr.DataArray) else xr.DataArray(labels, dims=dims)
+    if set(map(str, lab_da.dims)) == set(dims):
+        lab_da = lab_da.transpose(*dims)
+    marker = lab_da.attrs.get("unlabelled", UNLABELLED)
+    arr = np.asarray(lab_da.values)
+    has = (arr != marker) & (arr != UNLABELLED)
+    if has.shape != tuple(shape):
+        raise InputError(
+            f"labels has shape {arr.shape} but the image {tuple(shape)}; give the multi-ROI "
+            "of this image."
+        )
+    return has
+
+
+def _channels(image: Any, dims: Sequence[str]) -> list[np.ndarray]:
+    """Every input channel of ``image`` as a float32 array in ``dims`` order."""
+    out = []
+    for im in as_images(image):
+        extra = [d for d in map(str, im.dims) if d in CHANNEL_DIMS]
+        planes = [im.isel({extra[0]: i}) for i in range(im.sizes[extra[0]])] if extra else [im]
+        for plane in planes:
+            if set(map(str, plane.dims)) == set(dims):
+                plane = plane.transpose(*dims)
+            out.append(np.asarray(plane.values, dtype=np.float32))
+    return out
+
+
+def novelty(image: Any, labels: Any, inside: np.ndarray, dims: Sequence[str]) -> np.ndarray | None:
+    """Per voxel (``dims`` order): whether its intensity, in any input channel, lies in a
+    range the labels under-cover — a bin of a :data:`NOVELTY_BINS`-bin histogram (between
+    the 0.1 and 99.9 percentiles of the image inside the mask) where the labelled voxels'
+    share is under :data:`NOVELTY_COVER` of the image's share. A model is confidently wrong
+    on what it never saw (a mineral, a tissue, a contrast absent from the labelled slices):
+    its uncertainty does not flag such voxels, this does. None when nothing is labelled."""
+    dims = [str(d) for d in dims]
+    labelled = _labelled_voxels(labels, dims, inside.shape) & inside
+    n_lab, n_in = int(labelled.sum()), int(inside.sum())
+    if not n_lab or not n_in:
+        return None
+    novel = np.zeros(inside.shape, bool)
+    for v in _channels(image, dims):
+        if v.shape != inside.shape:
+            continue
+        lo, hi = (float(q) for q in np.percentile(v[inside], [0.1, 99.9]))
+        if not hi > lo:
+            continue
+        b = np.clip((v - lo) * (NOVELTY_BINS / (hi - lo)), 0, NOVELTY_BINS - 1).astype(np.int16)
+        share = np.bincount(b[inside], minlength=NOVELTY_BINS) / n_in
+        share_lab = np.bincount(b[labelled], minlength=NOVELTY_BINS) / n_lab
+        under = share_lab < NOVELTY_COVER * share
+        novel |= under[b]
+    return novel & inside
+
+
 def _scores(
     model: Model,
     image: Any,
@@ -208,9 +287,13 @@ def _scores(
     method: str,
     settings: Any,
     overrides: Mapping[str, Any],
-) -> tuple[xr.DataArray, xr.DataArray]:
-    """(voxel score, in-mask flag) of :func:`_voxel_scores` for ``model`` on ``image``."""
-    return _voxel_scores(*_maps(model, image, mask, method, settings, overrides))
+    labels: Any = None,
+) -> tuple[xr.DataArray, xr.DataArray, np.ndarray | None]:
+    """(voxel score, in-mask flag, novelty) of :func:`_voxel_scores` and :func:`novelty`
+    for ``model`` on ``image``."""
+    score, inside = _voxel_scores(*_maps(model, image, mask, method, settings, overrides))
+    dims = [str(d) for d in score.dims]
+    return score, inside, novelty(image, labels, np.asarray(inside.values, bool), dims)
 
 
 def _check_count(count: Any, name: str = "count") -> int:
@@ -246,17 +329,26 @@ def _rank_slices(
     axis: str,
     quantile: float,
     count: int,
-) -> tuple[list[int], np.ndarray]:
-    """(chosen slices, every slice's score; -inf for skipped ones)."""
+    novel: np.ndarray | None = None,
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(chosen slices, every slice's score (-inf for skipped ones), every slice's share of
+    novel voxels)."""
     pos = list(score.dims).index(axis)
-    values = np.moveaxis(score.values, pos, 0).reshape(score.sizes[axis], -1)
-    ok = np.moveaxis(inside.values, pos, 0).reshape(score.sizes[axis], -1)
-    slice_scores = np.full(values.shape[0], -np.inf)
-    for i in range(values.shape[0]):
+    n = score.sizes[axis]
+    values = np.moveaxis(score.values, pos, 0).reshape(n, -1)
+    ok = np.moveaxis(inside.values, pos, 0).reshape(n, -1)
+    new = np.moveaxis(novel, pos, 0).reshape(n, -1) if novel is not None else None
+    slice_scores = np.full(n, -np.inf)
+    shares = np.zeros(n)
+    for i in range(n):
+        if new is not None and ok[i].any():
+            shares[i] = float(new[i][ok[i]].mean())
         if labelled[i] or not ok[i].any():
             continue
-        slice_scores[i] = float(np.quantile(values[i][ok[i]], quantile))
-    return _spread(slice_scores, count), slice_scores
+        slice_scores[i] = (
+            float(np.quantile(values[i][ok[i]], quantile)) + NOVELTY_WEIGHT * shares[i]
+        )
+    return _spread(slice_scores, count), slice_scores, shares
 
 
 def suggest_slices(
@@ -279,17 +371,20 @@ def suggest_slices(
     the whole prediction, scaled to mean 1), so that an unsure voxel of a rare class counts
     more than one of the background; a slice scores the ``quantile`` (0.9) of these values
     over its voxels inside the mask — high when a sizeable part of it is unsure, not just
-    one voxel. Slices that already hold labels in ``labels`` and slices with no voxel inside
-    the mask are skipped, and suggestions are spread: no two adjacent slices unless nothing
-    else is left. Returns slice indices (positions along ``axis``).
+    one voxel — plus ``10 ×`` the share of its voxels whose intensity the labels do not cover
+    (:func:`novelty`: a model is often *confidently* wrong on what it never saw, e.g. a
+    mineral present only in unlabelled slices; 10 % such voxels add 1). Slices that already
+    hold labels in ``labels`` and slices with no voxel inside the mask are skipped, and
+    suggestions are spread: no two adjacent slices unless nothing else is left. Returns
+    slice indices (positions along ``axis``).
     """
     count = _check_count(count)
     quantile = _check_quantile(quantile)
     ref = as_images(image)[0]
     _check_axis(ref, axis)
     labelled = _labelled_along(labels, ref, axis)
-    score, inside = _scores(model, image, mask, method, settings, overrides)
-    return _rank_slices(score, inside, labelled, axis, quantile, count)[0]
+    score, inside, novel = _scores(model, image, mask, method, settings, overrides, labels)
+    return _rank_slices(score, inside, labelled, axis, quantile, count, novel)[0]
 
 
 def _spread(scores: np.ndarray, count: int) -> list[int]:
@@ -323,14 +418,15 @@ def suggest_regions(
     """Boxes of ``size`` x ``size`` voxels most worth painting, for large slices.
 
     Voxel scores as in :func:`suggest_slices` (uncertainty x class rarity); a box scores the
-    mean over its voxels inside the mask. Boxes are placed every ``size / 2`` voxels on every
+    mean over its voxels inside the mask plus ``10 ×`` its share of voxels whose intensity
+    the labels do not cover (:func:`novelty`). Boxes are placed every ``size / 2`` voxels on every
     slice; boxes that are mostly labelled already (> 50 %) or mostly outside the mask are
     skipped, and the chosen boxes do not overlap. A 2D image gives ``z = 0``.
     """
     count, size = _check_count(count), _check_size(size)
     ref = as_images(image)[0]
-    score, inside = _scores(model, image, mask, method, settings, overrides)
-    return _rank_regions(score, inside, labels, ref, count, size)
+    score, inside, novel = _scores(model, image, mask, method, settings, overrides, labels)
+    return _rank_regions(score, inside, labels, ref, count, size, novel)
 
 
 def _rank_regions(
@@ -340,24 +436,13 @@ def _rank_regions(
     ref: xr.DataArray,
     count: int,
     size: int,
+    novel: np.ndarray | None = None,
 ) -> list[Region]:
     dims = [str(d) for d in score.dims]
     vol = score.values if score.ndim == 3 else score.values[None]
     ok = inside.values if inside.ndim == 3 else inside.values[None]
-    lab = np.zeros(vol.shape, bool)
-    if labels is not None:
-        lab_da = labels if isinstance(labels, xr.DataArray) else xr.DataArray(labels, dims=ref.dims)
-        if set(map(str, lab_da.dims)) == set(dims):
-            lab_da = lab_da.transpose(*dims)
-        marker = lab_da.attrs.get("unlabelled", UNLABELLED)
-        arr = np.asarray(lab_da.values)
-        has = (arr != marker) & (arr != UNLABELLED)
-        lab = has if has.ndim == 3 else has[None]
-        if lab.shape != vol.shape:
-            raise InputError(
-                f"labels has shape {arr.shape} but the image {score.shape}; give the multi-ROI "
-                "of this image."
-            )
+    lab = _labelled_voxels(labels, dims, score.shape).reshape(vol.shape)
+    new = novel.reshape(vol.shape) if novel is not None else None
     nz, ny, nx = vol.shape
     sy, sx = min(size, ny), min(size, nx)
 
@@ -377,8 +462,12 @@ def _rank_regions(
                     continue
                 if lab[z, y0 : y0 + sy, x0 : x0 + sx].mean() > 0.5:
                     continue
-                v = vol[z, y0 : y0 + sy, x0 : x0 + sx][inside_box]
-                boxes.append(Region(z, y0, y0 + sy, x0, x0 + sx, float(v.mean())))
+                v = float(vol[z, y0 : y0 + sy, x0 : x0 + sx][inside_box].mean())
+                if new is not None:
+                    v += NOVELTY_WEIGHT * float(
+                        new[z, y0 : y0 + sy, x0 : x0 + sx][inside_box].mean()
+                    )
+                boxes.append(Region(z, y0, y0 + sy, x0, x0 + sx, v))
     boxes.sort(key=lambda r: -r.score)
     chosen: list[Region] = []
     for b in boxes:
@@ -422,8 +511,9 @@ def suggest(
     labelled = _labelled_along(labels, ref, axis)
     u, pred, k = _maps(model, image, mask, method, settings, overrides, progress, stop_event)
     score, inside = _voxel_scores(u, pred, k)
-    slices, scores = _rank_slices(score, inside, labelled, axis, quantile, count)
-    boxes = _rank_regions(score, inside, labels, ref, n_regions, size)
+    novel = novelty(image, labels, np.asarray(inside.values, bool), [str(d) for d in score.dims])
+    slices, scores, new = _rank_slices(score, inside, labelled, axis, quantile, count, novel)
+    boxes = _rank_regions(score, inside, labels, ref, n_regions, size, novel)
     return Suggestions(
         axis=axis,
         slices=slices,
@@ -433,4 +523,6 @@ def suggest(
         prediction=pred,
         method=method,
         unsure_level=max(0.5, float(np.quantile(np.asarray(u.values), 0.9))),
+        novelty=u.copy(data=novel) if novel is not None else None,
+        slice_novelty=[float(new[i]) for i in slices],
     )

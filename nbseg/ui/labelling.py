@@ -1253,11 +1253,16 @@ class LabelEditor(widgets.VBox):
             volume = self._image is not None and self._image.ndim == 3
             rows: list[widgets.Widget] = []
             if volume:
-                for z, score in zip(s.slices, s.slice_scores):
+                shares = s.slice_novelty or [0.0] * len(s.slices)
+                for z, score, new in zip(s.slices, s.slice_scores, shares, strict=True):
+                    note = f" · {new:.0%} new intensities" if new >= 0.005 else ""
                     b = widgets.Button(
-                        description=f"Slice {z} · score {score:.2f}",
+                        description=f"Slice {z} · score {score:.2f}{note}",
                         icon="crosshairs",
-                        tooltip=f"Go to slice {z} (unsure areas outlined)",
+                        tooltip=f"Go to slice {z} (unsure areas outlined)"
+                        + (
+                            f"; {new:.0%} of it has intensities no label covers yet" if note else ""
+                        ),
                         layout=widgets.Layout(width="auto"),
                     )
                     b.on_click(lambda _, z=z: self._ui(self.jump_to, z))
