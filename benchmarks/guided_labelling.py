@@ -45,7 +45,7 @@ and the share of the errors in the upper half (50 % = the map says nothing).
 Needs ``../shared/data`` for isbi2012 and sandstone (skipped with a message when absent).
 
     python benchmarks/guided_labelling.py --quick                       # smoke run, seconds
-    python benchmarks/guided_labelling.py                               # all three datasets
+    python benchmarks/guided_labelling.py                               # all four datasets
     python benchmarks/guided_labelling.py --max-minutes 1               # wall-clock budget
     python benchmarks/guided_labelling.py --datasets multiphase --rounds 3 --per-round 2
     python benchmarks/guided_labelling.py --datasets lamina --seed 1
@@ -180,7 +180,7 @@ def load_case(name: str, args: argparse.Namespace) -> Case | None:
 
 
 def lamina_case(args: argparse.Namespace) -> Case:
-    """A dense-mineral layer 3 slices thick (its inclusions reach 3 slices beyond it) in a
+    """A dense-mineral layer 3 slices thick (its inclusions reach 3 slices below it and 4 above) in a
     ``nbseg.datasets.multiphase(dense_grains=0)`` pool of 192 x 256² (a tall volume of
     which a user labels a handful of slices); it lies where no start slice crosses it (a
     start that does makes every arm equal and shows nothing about the choice), drawn with

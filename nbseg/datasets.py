@@ -59,7 +59,7 @@ Shape = tuple[int, int, int]
 def _check_shape(shape: Sequence[int], minimum: Shape) -> Shape:
     try:
         values = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(
             f"shape must be three integers (z, y, x), got {shape!r}; e.g. shape=(32, 128, 128)"
         ) from None
@@ -426,7 +426,7 @@ def multiphase(
         mineral lamina): the small inclusions are all placed in it (as many as the whole
         volume would hold) and only the dense grains seeded in it stay dense. ``None``
         (default): everywhere. With ``dense_grains=0`` the dense class is absent from every
-        slice outside the layer (inclusions reach at most 4 slices beyond it), the case a
+        slice outside the layer (inclusions reach 3 slices below it and 4 above), the case a
         few evenly spaced labelled slices miss.
 
     Returns

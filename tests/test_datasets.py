@@ -183,7 +183,7 @@ def test_multiphase_dense_grains_makes_a_rare_class():
 
 def test_multiphase_dense_layer_confines_the_dense_class_to_a_z_band():
     """``dense_layer=(z0, z1)`` with ``dense_grains=0``: the dense class lies in the layer
-    (inclusions reach at most 4 slices beyond it) and nowhere else; bad layers are refused
+    (inclusions reach 3 slices below it and 4 above) and nowhere else; bad layers are refused
     with the argument named."""
     ds = nbseg.datasets.multiphase(shape=(40, 64, 64), seed=0, dense_grains=0, dense_layer=(20, 23))
     per_slice = (ds.truth.values == 3).sum(axis=(1, 2))

@@ -281,7 +281,8 @@ class TrainingParams(Settings):
         Float(0.0, 1.0, open_min=True),
         "Teacher threshold",
         "Only unlabelled voxels the feature teacher predicts with at least this probability "
-        "get its label (0.5 beat 0.9 on the shared data with strokes: docs/benchmarks.md)",
+        "get its label (0.5 beat 0.9 on the shared data with strokes: docs/benchmarks.md; with "
+        "2 classes 0.5 lets every voxel in the training patches through)",
         group=_SEMI,
         enabled_if=("semi_supervised", ("auto", "feature_teacher")),
         widget="slider",

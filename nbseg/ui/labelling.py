@@ -720,8 +720,11 @@ class LabelEditor(widgets.VBox):
         if self.outline_check.value:
             if plane == "xy":
                 outline = s.uncertain_mask(z)
-            else:  # the level uncertain_mask uses, on this plane
+            else:  # what uncertain_mask outlines, on this plane
                 outline = u_z > s.unsure_level
+                if s.novelty is not None:
+                    nv = np.asarray(s.novelty.values, bool)
+                    outline |= nv if nv.ndim == 2 else plane_of(nv, plane, z)
         r = self._region
         same_method = s.method == self.uncertainty_controls.method.value
         if self.uncertainty_controls.enabled and not same_method:
@@ -1255,7 +1258,7 @@ class LabelEditor(widgets.VBox):
             if volume:
                 shares = s.slice_novelty or [0.0] * len(s.slices)
                 for z, score, new in zip(s.slices, s.slice_scores, shares, strict=True):
-                    note = f" · {new:.0%} new intensities" if new >= 0.005 else ""
+                    note = f" · {new:.0%} new intensities" if new >= 0.01 else ""
                     b = widgets.Button(
                         description=f"Slice {z} · score {score:.2f}{note}",
                         icon="crosshairs",
