@@ -424,16 +424,14 @@ def suggest_regions(
     skipped, and the chosen boxes do not overlap. A 2D image gives ``z = 0``.
     """
     count, size = _check_count(count), _check_size(size)
-    ref = as_images(image)[0]
     score, inside, novel = _scores(model, image, mask, method, settings, overrides, labels)
-    return _rank_regions(score, inside, labels, ref, count, size, novel)
+    return _rank_regions(score, inside, labels, count, size, novel)
 
 
 def _rank_regions(
     score: xr.DataArray,
     inside: xr.DataArray,
     labels: Any,
-    ref: xr.DataArray,
     count: int,
     size: int,
     novel: np.ndarray | None = None,
@@ -513,7 +511,7 @@ def suggest(
     score, inside = _voxel_scores(u, pred, k)
     novel = novelty(image, labels, np.asarray(inside.values, bool), [str(d) for d in score.dims])
     slices, scores, new = _rank_slices(score, inside, labelled, axis, quantile, count, novel)
-    boxes = _rank_regions(score, inside, labels, ref, n_regions, size, novel)
+    boxes = _rank_regions(score, inside, labels, n_regions, size, novel)
     return Suggestions(
         axis=axis,
         slices=slices,
