@@ -188,6 +188,59 @@ def test_novelty_reads_every_input_channel():
     assert np.array_equal(novel, split)
 
 
+def test_novelty_streams_slab_by_slab_and_reads_dask(monkeypatch):
+    """Slabs of a few slices, a strided sample for the range and a dask image give the
+    answer of the whole-array pass."""
+    rng = np.random.default_rng(1)
+    values = rng.normal(100, 5, (12, 32, 32)).astype(np.float32)
+    values[7:11, 4:14, 18:28] = 200
+    image = xr.DataArray(values, dims=("z", "y", "x"))
+    labels = np.full(values.shape, nbseg.UNLABELLED, np.int16)
+    labels[[0, 3]] = 0
+    inside = np.ones(values.shape, bool)
+    whole = unc.novelty(image, labels, inside, "zyx")
+    assert whole[7:11, 4:14, 18:28].all() and whole.mean() < 0.05
+    monkeypatch.setattr(unc, "NOVELTY_SLAB_VOXELS", 3 * 32 * 32)  # 4 slabs of 3 slices
+    assert np.array_equal(unc.novelty(image, labels, inside, "zyx"), whole)
+    assert np.array_equal(unc.novelty(image.chunk({"z": 2}), labels, inside, "zyx"), whole)
+    monkeypatch.setattr(unc, "NOVELTY_SAMPLE", 1000)  # the range from every 12th voxel
+    sampled = unc.novelty(image, labels, inside, "zyx")
+    assert sampled[7:11, 4:14, 18:28].all() and (sampled != whole).mean() < 0.01
+
+
+def test_suggestions_on_a_multichannel_image_with_labels(monkeypatch):
+    """A (c, z, y, x) image: the labels (z, y, x) are those of its voxels, not refused."""
+    _known_probabilities(monkeypatch, unsure=range(6, 12))
+    values = np.zeros((2, 12, 32, 32), np.float32)
+    values[1] = np.arange(32, dtype=np.float32)
+    image = xr.DataArray(values, dims=("c", "z", "y", "x"))
+    labels = xr.DataArray(np.full((12, 32, 32), nbseg.UNLABELLED, np.int16), dims=("z", "y", "x"))
+    labels[[6, 8]] = 0
+    picks = nbseg.suggest_slices(None, image, labels, count=2)
+    assert len(picks) == 2 and not {6, 8} & set(picks) and all(6 <= z < 12 for z in picks)
+    s = unc.suggest(None, image, labels, count=2, regions=2, size=16)
+    assert s.slices == picks and all(r.z not in (6, 8) for r in s.regions)
+    with pytest.raises(nbseg.InputError, match="axis='c'"):
+        nbseg.suggest_slices(None, image, labels, axis="c")
+    with pytest.raises(nbseg.InputError, match="labels has shape"):
+        nbseg.suggest_slices(None, image, labels.isel(z=slice(0, 6)))
+
+
+def test_regions_report_the_slice_whatever_the_dim_order(monkeypatch):
+    """An image stored (y, x, z): a region's ``z`` is still the slice."""
+    image = _known_probabilities(monkeypatch)
+    best = nbseg.suggest_regions(None, image, count=1, size=16)[0]
+    from nbseg.inference.uncertainty import _rank_regions, _voxel_scores
+
+    probs = unc.segment(None, image)
+    u = 1 - probs.max("class")
+    pred = probs.argmax("class")
+    score, inside = _voxel_scores(u.transpose("y", "x", "z"), pred.transpose("y", "x", "z"), 3)
+    moved = _rank_regions(score, inside, None, 1, 16)[0]
+    assert 6 <= moved.z < 12 and 6 <= best.z < 12
+    assert (moved.y0, moved.x0) == (best.y0, best.x0)
+
+
 def test_real_model_finds_the_layer_the_labels_missed():
     """A dense-mineral layer (z 16-19) that neither labelled slice (4, 10) crosses: the
     suggested slices lie in it."""

@@ -3,7 +3,8 @@
 - :func:`uncertainty`: a float32 map in [0, 1] with the image's dims and coords (entropy,
   margin or test-time-flip disagreement), in memory or streamed into zarr.
 - :func:`suggest_slices` / :func:`suggest_regions`: the slices (and boxes) most worth
-  labelling next, scored from the uncertainty and the rarity of the predicted classes.
+  labelling next, scored from the uncertainty, the rarity of the predicted classes and the
+  share of voxels whose intensity no label covers (:func:`novelty`).
 
 The loop they serve: paint a few slices → :func:`nbseg.train` → ``suggest_slices`` → paint
 the suggested slice → ``nbseg.train(model, ...)`` again, which continues from the model's
@@ -41,7 +42,15 @@ from .sliding import segment
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["Region", "Suggestions", "suggest", "suggest_regions", "suggest_slices", "uncertainty"]
+__all__ = [
+    "Region",
+    "Suggestions",
+    "novelty",
+    "suggest",
+    "suggest_regions",
+    "suggest_slices",
+    "uncertainty",
+]
 
 
 class Region(NamedTuple):
@@ -61,8 +70,10 @@ class Suggestions:
     """What :func:`suggest` found, from one pass of the model over the image.
 
     ``slices`` (most useful first) with their ``slice_scores``, ``regions`` (boxes on any
-    slice), and the maps they come from: ``uncertainty`` (as :func:`uncertainty`) and
-    ``prediction`` (labels as :func:`nbseg.segment`), both with the image's dims and coords.
+    slice), and the maps they come from: ``uncertainty`` (as :func:`uncertainty`),
+    ``prediction`` (labels as :func:`nbseg.segment`), both with the image's dims and coords,
+    and ``novelty`` (voxels whose intensity the labels do not cover, :func:`novelty`), with
+    each suggested slice's share of them in ``slice_novelty``.
     """
 
     axis: str
@@ -151,12 +162,24 @@ def uncertainty(
     return u
 
 
-def _labelled_along(labels: Any, ref: xr.DataArray, axis: str) -> np.ndarray:
-    """Per position along ``axis``: whether ``labels`` holds any label there."""
-    n = ref.sizes[axis]
+def _spatial(ref: xr.DataArray) -> xr.DataArray:
+    """``ref`` without its channel dim (the first channel): the dims labels live on."""
+    extra = [d for d in map(str, ref.dims) if d in CHANNEL_DIMS]
+    return ref.isel({d: 0 for d in extra}) if extra else ref
+
+
+def _labelled_mask(labels: Any, ref: xr.DataArray) -> np.ndarray | None:
+    """Where ``labels`` holds a label, as a bool array in the dims order of ``ref`` (the
+    image, channel dims ignored); None when ``labels`` is None. Checks the labels fit."""
     if labels is None:
-        return np.zeros(n, bool)
+        return None
+    ref = _spatial(ref)
     if isinstance(labels, np.ndarray):
+        if labels.ndim != ref.ndim:
+            raise InputError(
+                f"labels has {labels.ndim} dims but the image {ref.ndim} {ref.dims}; give the "
+                "multi-ROI of this image."
+            )
         labels = xr.DataArray(labels, dims=ref.dims)
     if not isinstance(labels, xr.DataArray):
         raise InputError(f"labels: expected a multi-ROI DataArray, got {type(labels).__name__}.")
@@ -167,17 +190,35 @@ def _labelled_along(labels: Any, ref: xr.DataArray, axis: str) -> np.ndarray:
                 "of this image."
             )
         labels = labels.rename(dict(zip(labels.dims, ref.dims)))
-    if labels.sizes != ref.sizes:
+    labels = labels.transpose(*ref.dims)
+    if labels.shape != ref.shape:
         raise InputError(
             f"labels has shape {dict(labels.sizes)} but the image {dict(ref.sizes)}; give the "
             "multi-ROI of this image."
         )
     marker = labels.attrs.get("unlabelled", UNLABELLED)
-    has = labels != marker
-    if marker != UNLABELLED:
-        has = has & (labels != UNLABELLED)
-    others = [d for d in has.dims if d != axis]
-    return np.asarray(has.any(others).values, bool)
+    arr = np.asarray(labels.values)
+    return (arr != marker) & (arr != UNLABELLED)
+
+
+def _along(has: np.ndarray | None, ref: xr.DataArray, axis: str) -> np.ndarray:
+    """Per position along ``axis`` of ``ref``: whether the labelled mask ``has`` holds any
+    label there."""
+    ref = _spatial(ref)
+    n = ref.sizes[axis]
+    if has is None:
+        return np.zeros(n, bool)
+    pos = [str(d) for d in ref.dims].index(axis)
+    return np.asarray(np.moveaxis(has, pos, 0).reshape(n, -1).any(axis=1), bool)
+
+
+def _in_order(has: np.ndarray | None, ref: xr.DataArray, dims: Sequence[str]) -> np.ndarray | None:
+    """The labelled mask ``has`` (``ref``'s spatial dims order) transposed to ``dims``."""
+    if has is None:
+        return None
+    src = [str(d) for d in _spatial(ref).dims]
+    dims = [str(d) for d in dims]
+    return has if src == dims else np.transpose(has, [src.index(d) for d in dims])
 
 
 def _maps(
@@ -222,26 +263,14 @@ NOVELTY_COVER = 0.1
 NOVELTY_WEIGHT = 10.0
 
 
-def _labelled_voxels(labels: Any, dims: Sequence[str], shape: tuple[int, ...]) -> np.ndarray:
-    """Bool array (in ``dims`` order, ``shape``): where ``labels`` holds a label."""
-    if labels is None:
-        return np.zeros(shape, bool)
-    lab_da = labels if isinstance(labels, xr.DataArray) else xr.DataArray(labels, dims=dims)
-    if set(map(str, lab_da.dims)) == set(dims):
-        lab_da = lab_da.transpose(*dims)
-    marker = lab_da.attrs.get("unlabelled", UNLABELLED)
-    arr = np.asarray(lab_da.values)
-    has = (arr != marker) & (arr != UNLABELLED)
-    if has.shape != tuple(shape):
-        raise InputError(
-            f"labels has shape {arr.shape} but the image {tuple(shape)}; give the multi-ROI "
-            "of this image."
-        )
-    return has
+#: voxels per slab when the novelty term reads the image (flat memory on big images)
+NOVELTY_SLAB_VOXELS = 1 << 22
+#: at most this many voxels (an even stride over the mask) set the histogram's range
+NOVELTY_SAMPLE = 1 << 21
 
 
-def _channels(image: Any, dims: Sequence[str]) -> list[np.ndarray]:
-    """Every input channel of ``image`` as a float32 array in ``dims`` order."""
+def _channel_planes(image: Any, dims: Sequence[str]) -> list[xr.DataArray]:
+    """Every input channel of ``image`` as a (lazy) DataArray in ``dims`` order."""
     out = []
     for im in as_images(image):
         extra = [d for d in map(str, im.dims) if d in CHANNEL_DIMS]
@@ -249,7 +278,7 @@ def _channels(image: Any, dims: Sequence[str]) -> list[np.ndarray]:
         for plane in planes:
             if set(map(str, plane.dims)) == set(dims):
                 plane = plane.transpose(*dims)
-            out.append(np.asarray(plane.values, dtype=np.float32))
+            out.append(plane)
     return out
 
 
@@ -259,24 +288,62 @@ def novelty(image: Any, labels: Any, inside: np.ndarray, dims: Sequence[str]) ->
     the 0.1 and 99.9 percentiles of the image inside the mask) where the labelled voxels'
     share is under :data:`NOVELTY_COVER` of the image's share. A model is confidently wrong
     on what it never saw (a mineral, a tissue, a contrast absent from the labelled slices):
-    its uncertainty does not flag such voxels, this does. None when nothing is labelled."""
+    its uncertainty does not flag such voxels, this does. None when nothing is labelled.
+
+    ``labels`` is the multi-ROI (or a bool array of where it holds labels, in ``dims``
+    order); ``inside`` the bool in-mask flag in ``dims`` order. The image is read slab by
+    slab (:data:`NOVELTY_SLAB_VOXELS`), so a dask image is never held whole as float; the
+    extra memory is one byte per voxel."""
     dims = [str(d) for d in dims]
-    labelled = _labelled_voxels(labels, dims, inside.shape) & inside
+    if labels is None:
+        return None
+    if isinstance(labels, np.ndarray) and labels.dtype == bool:
+        has: np.ndarray | None = labels
+    else:
+        has = _labelled_mask(labels, xr.DataArray(np.empty(inside.shape, bool), dims=dims))
+    assert has is not None
+    labelled = has & inside
     n_lab, n_in = int(labelled.sum()), int(inside.sum())
     if not n_lab or not n_in:
         return None
+    n0 = inside.shape[0]
+    per = max(1, NOVELTY_SLAB_VOXELS // max(1, int(np.prod(inside.shape[1:]))))
+    slabs = [slice(i, min(i + per, n0)) for i in range(0, n0, per)]
+    stride = max(1, n_in // NOVELTY_SAMPLE)
     novel = np.zeros(inside.shape, bool)
-    for v in _channels(image, dims):
-        if v.shape != inside.shape:
+    bins = np.zeros(inside.shape, np.uint8)
+    for plane in _channel_planes(image, dims):
+        if tuple(plane.shape) != inside.shape:
             continue
-        lo, hi = (float(q) for q in np.percentile(v[inside], [0.1, 99.9]))
+
+        def read(s: slice, plane: xr.DataArray = plane) -> np.ndarray:
+            return np.asarray(plane.isel({dims[0]: s}).values, dtype=np.float32)
+
+        if stride == 1:
+            sample = np.concatenate([read(s)[inside[s]] for s in slabs])
+        else:  # an even stride over the in-mask voxels, slab by slab
+            parts, seen = [], 0
+            for s in slabs:
+                v = read(s)[inside[s]]
+                parts.append(v[(-seen) % stride :: stride])
+                seen += v.size
+            sample = np.concatenate(parts)
+        lo, hi = (float(q) for q in np.percentile(sample, [0.1, 99.9]))
+        del sample
         if not hi > lo:
             continue
-        b = np.clip((v - lo) * (NOVELTY_BINS / (hi - lo)), 0, NOVELTY_BINS - 1).astype(np.int16)
-        share = np.bincount(b[inside], minlength=NOVELTY_BINS) / n_in
-        share_lab = np.bincount(b[labelled], minlength=NOVELTY_BINS) / n_lab
-        under = share_lab < NOVELTY_COVER * share
-        novel |= under[b]
+        scale = NOVELTY_BINS / (hi - lo)
+        share = np.zeros(NOVELTY_BINS)
+        share_lab = np.zeros(NOVELTY_BINS)
+        for s in slabs:
+            b = np.clip((read(s) - lo) * scale, 0, NOVELTY_BINS - 1).astype(np.uint8)
+            bins[s] = b
+            share += np.bincount(b[inside[s]], minlength=NOVELTY_BINS)
+            share_lab += np.bincount(b[labelled[s]], minlength=NOVELTY_BINS)
+        under = share_lab / n_lab < NOVELTY_COVER * (share / n_in)
+        if under.any():
+            for s in slabs:
+                novel[s] |= under[bins[s]]
     return novel & inside
 
 
@@ -287,13 +354,28 @@ def _scores(
     method: str,
     settings: Any,
     overrides: Mapping[str, Any],
-    labels: Any = None,
-) -> tuple[xr.DataArray, xr.DataArray, np.ndarray | None]:
-    """(voxel score, in-mask flag, novelty) of :func:`_voxel_scores` and :func:`novelty`
-    for ``model`` on ``image``."""
+    has: np.ndarray | None = None,
+    ref: xr.DataArray | None = None,
+) -> tuple[xr.DataArray, xr.DataArray, np.ndarray | None, np.ndarray | None]:
+    """(voxel score, in-mask flag, labelled mask, novelty) for ``model`` on ``image``:
+    :func:`_voxel_scores`, ``has`` (:func:`_labelled_mask` on ``ref``) in the score's dims
+    order, and :func:`novelty`."""
     score, inside = _voxel_scores(*_maps(model, image, mask, method, settings, overrides))
+    return (score, inside, *_labelled_and_novel(image, has, ref, score, inside))
+
+
+def _labelled_and_novel(
+    image: Any,
+    has: np.ndarray | None,
+    ref: xr.DataArray | None,
+    score: xr.DataArray,
+    inside: xr.DataArray,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if has is None or ref is None:
+        return None, None
     dims = [str(d) for d in score.dims]
-    return score, inside, novelty(image, labels, np.asarray(inside.values, bool), dims)
+    lab = _in_order(has, ref, dims)
+    return lab, novelty(image, lab, np.asarray(inside.values, bool), dims)
 
 
 def _check_count(count: Any, name: str = "count") -> int:
@@ -381,9 +463,10 @@ def suggest_slices(
     count = _check_count(count)
     quantile = _check_quantile(quantile)
     ref = as_images(image)[0]
-    _check_axis(ref, axis)
-    labelled = _labelled_along(labels, ref, axis)
-    score, inside, novel = _scores(model, image, mask, method, settings, overrides, labels)
+    _check_axis(_spatial(ref), axis)
+    has = _labelled_mask(labels, ref)
+    labelled = _along(has, ref, axis)
+    score, inside, _lab, novel = _scores(model, image, mask, method, settings, overrides, has, ref)
     return _rank_slices(score, inside, labelled, axis, quantile, count, novel)[0]
 
 
@@ -424,23 +507,31 @@ def suggest_regions(
     skipped, and the chosen boxes do not overlap. A 2D image gives ``z = 0``.
     """
     count, size = _check_count(count), _check_size(size)
-    score, inside, novel = _scores(model, image, mask, method, settings, overrides, labels)
-    return _rank_regions(score, inside, labels, count, size, novel)
+    ref = as_images(image)[0]
+    has = _labelled_mask(labels, ref)
+    score, inside, lab, novel = _scores(model, image, mask, method, settings, overrides, has, ref)
+    return _rank_regions(score, inside, lab, count, size, novel)
 
 
 def _rank_regions(
     score: xr.DataArray,
     inside: xr.DataArray,
-    labels: Any,
+    labelled: np.ndarray | None,
     count: int,
     size: int,
     novel: np.ndarray | None = None,
 ) -> list[Region]:
+    """Boxes by score (see :func:`suggest_regions`); ``labelled`` and ``novel`` are bool
+    arrays in ``score``'s dims order (or None)."""
     dims = [str(d) for d in score.dims]
-    vol = score.values if score.ndim == 3 else score.values[None]
-    ok = inside.values if inside.ndim == 3 else inside.values[None]
-    lab = _labelled_voxels(labels, dims, score.shape).reshape(vol.shape)
-    new = novel.reshape(vol.shape) if novel is not None else None
+    first = dims.index("z") if score.ndim == 3 and "z" in dims else 0
+
+    def zyx(a: np.ndarray) -> np.ndarray:  # slices first, then the plane in image order
+        return np.moveaxis(a, first, 0) if a.ndim == 3 else a[None]
+
+    vol, ok = zyx(np.asarray(score.values)), zyx(np.asarray(inside.values, bool))
+    lab = zyx(labelled) if labelled is not None else np.zeros(vol.shape, bool)
+    new = zyx(novel) if novel is not None else None
     nz, ny, nx = vol.shape
     sy, sx = min(size, ny), min(size, nx)
 
@@ -505,13 +596,14 @@ def suggest(
     n_regions = _check_count(regions, "regions")
     quantile = _check_quantile(quantile)
     ref = as_images(image)[0]
-    _check_axis(ref, axis)
-    labelled = _labelled_along(labels, ref, axis)
+    _check_axis(_spatial(ref), axis)
+    has = _labelled_mask(labels, ref)  # read once, checked before the model runs
+    labelled = _along(has, ref, axis)
     u, pred, k = _maps(model, image, mask, method, settings, overrides, progress, stop_event)
     score, inside = _voxel_scores(u, pred, k)
-    novel = novelty(image, labels, np.asarray(inside.values, bool), [str(d) for d in score.dims])
+    lab, novel = _labelled_and_novel(image, has, ref, score, inside)
     slices, scores, new = _rank_slices(score, inside, labelled, axis, quantile, count, novel)
-    boxes = _rank_regions(score, inside, labels, n_regions, size, novel)
+    boxes = _rank_regions(score, inside, lab, n_regions, size, novel)
     return Suggestions(
         axis=axis,
         slices=slices,

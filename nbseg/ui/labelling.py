@@ -251,7 +251,8 @@ class LabelEditor(widgets.VBox):
             icon="lightbulb-o",
             button_style="info",
             tooltip="Run the model over the image and list the unlabelled slices and regions "
-            "where it is most unsure (rare classes count more)",
+            "where it is most unsure (rare classes count more) or whose intensities no label "
+            "covers yet",
             layout=widgets.Layout(width="auto"),
         )
         self.retrain_button = widgets.Button(
