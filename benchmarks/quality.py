@@ -279,6 +279,12 @@ def run_nbseg(
     t0 = time.perf_counter()
     pred_tta = nbseg.segment(model, test_img, tta=True, window=window).values
     info = {"epochs": len(result.history), "best": result.best_epoch}
+    choice = result.extra.get("teacher") or {}
+    if choice:  # the feature teacher ran: was it kept for the prediction (teacher_blend)?
+        info["teacher kept"] = (
+            f"{'yes' if choice['kept'] else 'no'} (val Dice {choice['val_dice_network']:.3f} "
+            f"alone, {choice['val_dice_blend']:.3f} blended)"
+        )
     tta_info = {**info, "tta predict s": round(time.perf_counter() - t0, 1)}
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from .models.spec import ModelSpec
 from .store.fileformat import check_meta, read_model_file, write_model_file
 from .training.params import TrainingParams
 from .training.run import epochs_text, is_partial
+from .training.teacher import FeatureTeacher
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -51,6 +52,8 @@ class Model:
         history: list[dict[str, Any]] | None = None,
         created: str | None = None,
         updated: str | None = None,
+        teacher: FeatureTeacher | None = None,
+        teacher_blend: float = 0.0,
     ) -> None:
         self.spec = spec
         self.network = network
@@ -62,6 +65,11 @@ class Model:
         self.history: list[dict[str, Any]] = list(history or [])
         self.created = created or now_iso()
         self.updated = updated or self.created
+        #: the feature teacher kept from the last training that used one (``teacher_blend``
+        #: > 0): :func:`nbseg.segment` predicts with a geometric mean of the network's and
+        #: its probabilities, ``teacher_blend`` on the teacher's; None = the network alone
+        self.teacher = teacher
+        self.teacher_blend = float(teacher_blend) if teacher is not None else 0.0
 
     # -- classes -------------------------------------------------------------------------
     def check_classes(self) -> None:
@@ -95,6 +103,8 @@ class Model:
 
     def __repr__(self) -> str:
         state = f"trained {self.epochs_text}" if self.trained else "untrained"
+        if self.teacher is not None:
+            state += f", + feature teacher (blend {self.teacher_blend:g})"
         return (
             f"<nbseg.Model {self.spec.name!r}: {self.spec.architecture} "
             f"{self.spec.input_dimension}, {self.spec.class_count} classes "
@@ -113,6 +123,11 @@ class Model:
             "created": self.created,
             "updated": self.updated,
             "nbseg_version": __import__("nbseg").__version__,
+            **(
+                {"teacher": {"blend": self.teacher_blend, "hidden": self.teacher.hidden}}
+                if self.teacher is not None
+                else {}
+            ),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -125,7 +140,10 @@ class Model:
         if path.suffix == "" and not path.is_dir():
             path = path.with_suffix(".nbseg")
         self.updated = now_iso()
-        return write_model_file(path, self.network.state_dict(), self.metadata())
+        state = dict(self.network.state_dict())
+        if self.teacher is not None:
+            state.update(self.teacher.tensors())
+        return write_model_file(path, state, self.metadata())
 
     @classmethod
     def from_parts(cls, state: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> Model:
@@ -139,6 +157,26 @@ class Model:
             raise ModelFileError(
                 f"{source}: model metadata field 'spec' is invalid ({err})."
             ) from None
+        prefix = FeatureTeacher.PREFIX
+        kept = {k: v for k, v in state.items() if k.startswith(prefix)}
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        teacher = None
+        if meta.get("teacher") is not None:
+            try:
+                teacher = FeatureTeacher.from_tensors(
+                    kept, spec.class_count, meta["teacher"]["hidden"]
+                )
+            except (KeyError, RuntimeError) as err:
+                raise ModelFileError(
+                    f"{source}: the feature teacher's weights are missing or do not fit "
+                    f"({str(err).splitlines()[0][:200]}); re-train the model or restore the "
+                    "file from the trash."
+                ) from None
+        elif kept:
+            raise ModelFileError(
+                f"{source}: the file holds feature-teacher weights but no 'teacher' metadata; "
+                "the file is damaged or was edited by hand."
+            )
         try:
             network.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -160,6 +198,8 @@ class Model:
             meta.get("history") or [],
             meta.get("created"),
             meta.get("updated"),
+            teacher,
+            meta["teacher"]["blend"] if teacher is not None else 0.0,
         )
 
     @classmethod
@@ -183,6 +223,8 @@ class Model:
             copy.deepcopy(self.history),
             self.created,
             self.updated,
+            copy.deepcopy(self.teacher),
+            self.teacher_blend,
         )
 
     # -- convenience ---------------------------------------------------------------------

@@ -12,7 +12,12 @@ import xarray as xr
 
 import nbseg
 from nbseg.training.module import SegmentationDataModule
-from nbseg.training.teacher import FEATURES_PER_CHANNEL, slice_features, teacher_labels
+from nbseg.training.teacher import (
+    FEATURES_PER_CHANNEL,
+    FeatureTeacher,
+    slice_features,
+    teacher_labels,
+)
 
 from .test_semi_supervised import _params, _sparse_fibres, _tiny
 
@@ -111,7 +116,7 @@ def test_teacher_labels_agree_with_the_truth_where_confident():
     from nbseg.data.patches import PreparedSet
 
     ps = PreparedSet.from_training_set(nbseg.TrainingSet(image, labels), norm)
-    (lab,), info = teacher_labels([ps], 2, 0.9, seed=0)
+    (lab,), info, _teacher = teacher_labels([ps], 2, 0.9, seed=0)
     given = lab >= 0
     assert given[test].mean() > 0.5
     # fibres fill about half of the volume: chance agreement is 0.5
@@ -177,7 +182,7 @@ def test_big_volumes_get_teacher_labels_on_every_nth_slice_only():
     ts = nbseg.TrainingSet(image, labels)
     ps = PreparedSet.from_training_set(ts, nbseg.Normalisation.fit([ts]))
     n = int(np.prod(ps.shape))
-    (lab,), _ = teacher_labels([ps], 2, 0.5, max_voxels=n // 4)  # 8 slices: every 4th
+    (lab,), _, _teacher = teacher_labels([ps], 2, 0.5, max_voxels=n // 4)  # 8 slices: every 4th
     taught = [z for z in range(ps.shape[0]) if (lab[z] >= 0).any()]
     assert taught and all(z % 4 == 0 for z in taught)
 
@@ -216,3 +221,149 @@ def test_teacher_with_a_separate_validation_set_labels_only_inside_the_patches()
     assert (taught >= 2).any()
     assert set(np.flatnonzero((taught >= 2).any(axis=(1, 2)))) == {4}  # the patches' slice
     assert len(dm.val_patches) > 0 and all(int(y.max()) < 2 for _, y in dm.val_patches)
+
+
+# -- the kept teacher: the model predicts with the network and the teacher ---------------------
+def _taught(blend=0.5, seed=1, epochs=3):
+    ds = nbseg.datasets.multiphase(
+        shape=(4, 96, 96), labelled_slices=list(range(4)), seed=seed, dense_grains=0
+    )
+    truth = ds.labels.values.astype(np.int16)
+    labels = ds.labels.copy()
+    labels.values[:] = nbseg.datasets.strokes(truth, 0.1, seed)
+    spec = nbseg.ModelSpec(
+        architecture="unet",
+        class_count=4,
+        input_dimension="2D",
+        parameters={"filters": 8, "depth": 2},
+    )
+    model = nbseg.generate_model(spec)
+    params = nbseg.TrainingParams(
+        patch_size=64,
+        batch_size=8,
+        seed=0,
+        learning_rate=3e-3,
+        epochs=epochs,
+        semi_supervised="feature_teacher",
+        teacher_blend=blend,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nbseg.train(model, nbseg.TrainingSet(ds.image, labels), params, feedback=False)
+    return model, ds.image, truth
+
+
+def _dice3(p, truth):
+    return np.mean(
+        [
+            2 * ((p == c) & (truth == c)).sum() / ((p == c).sum() + (truth == c).sum())
+            for c in range(3)
+        ]
+    )
+
+
+def test_the_model_keeps_the_teacher_and_predicts_better_with_it(tmp_path):
+    """Strokes, tiny U-Net, 3 epochs: the model predicting with its teacher (blend 0.5)
+    scores above the network alone, for two seeds; the file round-trips the teacher."""
+    gains = []
+    for seed in (1, 2):
+        model, image, truth = _taught(seed=seed)
+        assert model.teacher is not None and model.teacher_blend == 0.5
+        both = nbseg.segment(model, image).values
+        alone = model.copy()
+        alone.teacher = None
+        gains.append(_dice3(both, truth) - _dice3(nbseg.segment(alone, image).values, truth))
+    assert min(gains) > 0, gains
+    path = model.save(tmp_path / "m.nbseg")
+    back = nbseg.load_model(path)
+    assert back.teacher is not None and back.teacher_blend == 0.5
+    np.testing.assert_array_equal(nbseg.segment(back, image).values, both)
+    np.testing.assert_array_equal(nbseg.segment(model.copy(), image).values, both)
+
+
+def test_blend_0_keeps_no_teacher_and_a_later_training_replaces_it():
+    model, image, truth = _taught(blend=0.0, epochs=1)
+    assert model.teacher is None and model.teacher_blend == 0.0
+    model, image, truth = _taught(epochs=1)
+    assert model.teacher is not None
+    labels = xr.DataArray(truth, dims=image.dims)  # now every voxel labelled: no teacher
+    params = nbseg.TrainingParams(patch_size=64, batch_size=8, epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nbseg.train(model, nbseg.TrainingSet(image, labels), params, feedback=False)
+    assert model.teacher is None  # the old teacher learnt from the old labels
+
+
+def test_a_damaged_teacher_in_a_model_file_is_refused(tmp_path):
+    from nbseg.store.fileformat import read_model_file, write_model_file
+
+    model, _, _ = _taught(epochs=1)
+    path = model.save(tmp_path / "m.nbseg")
+    state, meta = read_model_file(path)
+    bad = tmp_path / "bad.nbseg"
+    write_model_file(bad, state, {**meta, "teacher": {"blend": 2, "hidden": 128}})
+    with pytest.raises(nbseg.ModelFileError, match=r"teacher\.blend"):
+        nbseg.load_model(bad)
+    no_meta = {k: v for k, v in meta.items() if k != "teacher"}
+    write_model_file(bad, state, no_meta)
+    with pytest.raises(nbseg.ModelFileError, match="no 'teacher' metadata"):
+        nbseg.load_model(bad)
+    write_model_file(bad, {k: v for k, v in state.items() if k != "teacher.mean"}, meta)
+    with pytest.raises(nbseg.ModelFileError, match="feature teacher's weights"):
+        nbseg.load_model(bad)
+    assert nbseg.load_model(path).teacher is not None  # the good file is untouched
+
+
+def test_an_export_of_a_model_with_a_teacher_warns(tmp_path):
+    from nbseg.store.export import export_torchscript
+
+    model, _, _ = _taught(epochs=1)
+    with pytest.warns(UserWarning, match="feature teacher"):
+        export_torchscript(model, tmp_path / "m.pt")
+
+
+class _Fixed(torch.nn.Module):
+    """A 'network' whose logits favour the truth where ``right`` (else the next class),
+    sure with ``scale`` 4 (p 0.98), unsure with 1 (p 0.73)."""
+
+    def __init__(self, truth, right, k=2, scale=4.0):
+        super().__init__()
+        self.scale = scale
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        answer = np.where(right, truth, (truth + 1) % k)
+        self.logits = torch.nn.functional.one_hot(torch.from_numpy(answer), k).permute(0, 3, 1, 2)
+
+    def forward(self, x):
+        return self.scale * self.logits[: x.shape[0]].float() + self.w
+
+
+class _StubTeacher(FeatureTeacher):
+    def __init__(self, probs):
+        self.probs = probs
+
+    def to(self, device):
+        return self
+
+    def on_network_input(self, x, spec):
+        return self.probs[: x.shape[0]]
+
+
+def test_the_teacher_is_kept_only_when_the_blend_scores_higher_on_validation():
+    from nbseg.training.teacher import blend_wins
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, (4, 16, 16))
+    patches = [(torch.zeros(1, 16, 16), torch.from_numpy(t)) for t in truth]
+    spec = _tiny().spec
+    sure_right = torch.nn.functional.one_hot(torch.from_numpy(truth), 2).permute(0, 3, 1, 2)
+    teacher = _StubTeacher(0.02 + 0.96 * sure_right.float())  # 0.98 on the truth
+    wrong_half = rng.random(truth.shape) < 0.5
+    wins, alone, both = blend_wins(
+        _Fixed(truth, ~wrong_half, scale=1.0), teacher, patches, spec, 0.5
+    )
+    assert wins and both > alone + 0.3  # a poor network gains from a sure, right teacher
+    unsure_wrong = _StubTeacher(0.45 + 0.1 * (1 - sure_right.float()))  # leans wrong
+    wins, alone, both = blend_wins(
+        _Fixed(truth, np.ones_like(wrong_half)), unsure_wrong, patches, spec, 0.5
+    )
+    assert not wins and alone == 1.0

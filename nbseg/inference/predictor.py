@@ -27,6 +27,7 @@ from ..errors import InputError
 from ..jobs import Cancelled
 from ..models.blocks import channels_last_nd
 from ..progress import ProgressCallback, ProgressTracker
+from ..training.teacher import blend
 from .settings import InferenceSettings
 from .tiling import gaussian_importance, tile_starts
 
@@ -106,6 +107,13 @@ class VolumePredictor:
         precision = s.resolved_precision(self.device.type, self.spec.input_dimension)
         self.autocast_dtype = _AUTOCAST.get(precision)
         self.memory_format: torch.memory_format | None = None  # set by predict
+        teacher = getattr(model, "teacher", None)
+        if teacher is not None and getattr(model, "teacher_blend", 0.0) > 0:
+            teacher = teacher.to(self.device)
+        else:
+            teacher = None
+        #: the model's kept feature teacher on the device (None: the network alone)
+        self.teacher = teacher
 
     def tiles(
         self, shape: tuple[int, int, int], mask: np.ndarray | None, z_indices: Sequence[int]
@@ -147,8 +155,12 @@ class VolumePredictor:
             if self.memory_format is not None and x.dim() in (4, 5):
                 x = x.contiguous(memory_format=self.memory_format)
             with torch.inference_mode(), self._autocast():
-                prob = self._probabilities(net, x) * self.importance
-            yield chunk, prob
+                prob = self._probabilities(net, x)
+            if self.teacher is not None:
+                with torch.inference_mode():
+                    t = self.teacher.on_network_input(x, self.spec)
+                    prob = blend(prob, t, self.model.teacher_blend)
+            yield chunk, prob * self.importance
 
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:

@@ -132,6 +132,7 @@ def export_torchscript(
     the network on the example and on an input of another spatial size. An existing file at
     ``path`` is refused (:class:`InputError`, before any work) unless ``overwrite``."""
     path = _export_path(path, overwrite, "export_torchscript")
+    _warn_network_only(model)
     x = example if example is not None else example_input(model)
     net = model.network.to("cpu").eval()
     with warnings.catch_warnings(), torch.no_grad():
@@ -165,6 +166,7 @@ def export_onnx(
     ``metadata_props["nbseg"]``; checked with onnxruntime against the network. An existing
     file at ``path`` is refused (:class:`InputError`, before any work) unless ``overwrite``."""
     path = _export_path(path, overwrite, "export_onnx")
+    _warn_network_only(model)
     try:
         import onnx
     except ImportError:
@@ -201,6 +203,19 @@ def export_onnx(
             got = sess.run(None, {"input": probe.numpy()})[0]
             _compare("ONNX", got, _network_output(model, probe), atol)
     return out
+
+
+def _warn_network_only(model: Model) -> None:
+    """Exports hold the network; a model that keeps a feature teacher predicts with both."""
+    if getattr(model, "teacher", None) is not None:
+        warnings.warn(
+            f"{model.name!r} keeps a feature teacher (teacher_blend {model.teacher_blend:g}) "
+            "that nbseg.segment blends into its predictions; the export holds the network "
+            "alone, so its output can differ from nbseg's. Retrain with teacher_blend=0 for "
+            "an export that matches.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _export_path(path: Any, overwrite: Any, what: str) -> Path:
@@ -473,6 +488,7 @@ def export_bioimageio(
     Needs ``pip install 'nbseg[bioimageio]'``; nothing is downloaded.
     """
     path = _export_path(path, overwrite, "export_bioimageio")
+    _warn_network_only(model)
     if path.suffix.lower() != ".zip":
         raise InputError(
             f"export_bioimageio: a bioimage.io package is a .zip file; give a path such as "
@@ -487,10 +503,12 @@ def export_bioimageio(
             weights["pytorch_state_dict"] = folder / "weights_state_dict.pt"
             state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
             torch.save(state, weights["pytorch_state_dict"])
-        weights["torchscript"] = export_torchscript(
-            model, folder / "weights_torchscript.pt", example=example
-        )
-        weights["onnx"] = export_onnx(model, folder / "weights.onnx", example=example)
+        with warnings.catch_warnings():  # warned once above
+            warnings.filterwarnings("ignore", message=".*keeps a feature teacher")
+            weights["torchscript"] = export_torchscript(
+                model, folder / "weights_torchscript.pt", example=example
+            )
+            weights["onnx"] = export_onnx(model, folder / "weights.onnx", example=example)
         return write_package(plan, path, weights, folder, overwrite)
 
 

@@ -49,6 +49,7 @@ META_KEYS = (
     "created",
     "updated",
     "nbseg_version",
+    "teacher",
 )
 _NORM_KEYS = ("method", "low", "high", "percentiles")
 _HEX = re.compile(r"#[0-9a-fA-F]{6}")
@@ -177,7 +178,8 @@ def check_meta(meta: Any, source: str) -> dict[str, Any]:
     ``normalisation`` (finite ``low``/``high`` lists, one per input, ``high > low``),
     ``params`` (:meth:`TrainingParams.from_dict`, one class weight per class), ``history``
     (a list of records with an integer ``epoch``), ``created``/``updated``/``nbseg_version``
-    (strings); unknown keys are refused. Architectures are not looked up here (a model of an
+    (strings), ``teacher`` (the kept feature teacher's ``blend`` and ``hidden``, or absent);
+    unknown keys are refused. Architectures are not looked up here (a model of an
     imported architecture lists fine); :func:`nbseg.load_model` builds the network.
     """
     if not isinstance(meta, dict):
@@ -211,11 +213,27 @@ def check_meta(meta: Any, source: str) -> dict[str, Any]:
         except (NbsegError, TypeError, ValueError) as err:
             raise _bad(source, "params", f"is invalid ({err})", _DAMAGED) from None
     out["history"] = _history(meta.get("history"), source)
+    out["teacher"] = _teacher(meta.get("teacher"), source)
     for key in ("created", "updated", "nbseg_version"):
         v = meta.get(key)
         if v is not None and not isinstance(v, str):
             raise _bad(source, key, f"is {v!r}", "it must be a string (an ISO time / a version)")
     return out
+
+
+def _teacher(teacher: Any, source: str) -> dict[str, Any] | None:
+    """The feature teacher's description: ``{"blend": weight in (0, 1], "hidden": units}``."""
+    if teacher is None:
+        return None
+    fix = 'it must be {"blend": a number in (0, 1], "hidden": a positive integer}'
+    if not isinstance(teacher, dict) or set(teacher) != {"blend", "hidden"}:
+        raise _bad(source, "teacher", f"is {_a(teacher)}", fix)
+    blend, hidden = teacher["blend"], teacher["hidden"]
+    if not _number(blend) or not 0 < blend <= 1:
+        raise _bad(source, "teacher.blend", f"is {blend!r}", fix)
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise _bad(source, "teacher.hidden", f"is {hidden!r}", fix)
+    return {"blend": float(blend), "hidden": hidden}
 
 
 def _class_names(names: Any, k: int, source: str) -> list[str] | None:

@@ -29,7 +29,7 @@ from ..models.registry import size_divisor
 from ..models.spec import ModelSpec
 from .losses import IGNORE, SegmentationLoss, confusion_matrix, metrics_from_confusion
 from .params import TrainingParams
-from .teacher import teacher_labels
+from .teacher import FeatureTeacher, teacher_labels
 
 #: at most this many candidate patch centres are kept per masked unlabelled source
 _MAX_CENTRES = 200_000
@@ -237,6 +237,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             sources.extend(UnlabelledSource(ps, None, rng) for ps in extra)
         #: the feature teacher's summary (``teacher_seconds``, ``teacher_share``), if one ran
         self.teacher_info: dict[str, float] = {}
+        #: the fitted feature teacher (None when none ran)
+        self.teacher: FeatureTeacher | None = None
         train_sets = self.sets
         covers = [self._cover(ps, boxes) for ps, boxes in zip(self.sets, self.plan.train)]
         total = sum(int(c.sum()) for c in covers)
@@ -293,7 +295,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             if ts.mask is not None:
                 where &= volume_of(ts.mask).astype(bool)
             masks.append(where)
-        labels, self.teacher_info = teacher_labels(
+        labels, self.teacher_info, self.teacher = teacher_labels(
             self.sets, k, params.teacher_threshold, seed=params.seed, exclude=exclude, masks=masks
         )
         return [

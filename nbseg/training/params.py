@@ -288,6 +288,20 @@ class TrainingParams(Settings):
         widget="slider",
         step=0.01,
     )
+    teacher_blend: float = setting(
+        0.5,
+        Float(0.0, 1.0),
+        "Teacher in the prediction",
+        "When the feature teacher ran, the model may keep it and predict with both: the "
+        "teacher's weight in a geometric mean of the two probability maps. It is kept only "
+        "when that blend scores a higher Dice than the network alone on the validation "
+        "patches (0 = never: the network alone). With strokes, 4 min: sandstone 0.925 -> "
+        "0.949 (docs/benchmarks.md)",
+        group=_SEMI,
+        enabled_if=("semi_supervised", ("auto", "feature_teacher")),
+        widget="slider",
+        step=0.05,
+    )
     unlabelled_share: float = setting(
         0.5,
         Float(0.0, 4.0),

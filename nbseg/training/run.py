@@ -49,6 +49,7 @@ from .callbacks import (
 from .memory import MemoryEstimate
 from .module import SegmentationDataModule, SegmentationModule
 from .params import TrainingParams, class_weight_vector
+from .teacher import blend_wins
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -660,6 +661,23 @@ def fit(plan: TrainingPlan) -> FitOutcome:
     return outcome
 
 
+def _keep_teacher(plan: TrainingPlan) -> dict[str, float]:
+    """The model keeps this training's feature teacher (and predicts with both) only when
+    ``teacher_blend`` > 0 and the blend scores a higher Dice than the network alone on the
+    validation patches; otherwise it has no teacher (an older one learnt from older labels).
+    Returns the two validation Dice scores ({} when no comparison ran)."""
+    model, params, dm = plan.model, plan.params, plan.datamodule
+    model.teacher, model.teacher_blend = None, 0.0
+    if dm.teacher is None or params.teacher_blend <= 0 or not dm.has_validation:
+        return {}
+    wins, alone, both = blend_wins(
+        model.network, dm.teacher, dm.val_patches, model.spec, params.teacher_blend
+    )
+    if wins:
+        model.teacher, model.teacher_blend = dm.teacher, params.teacher_blend
+    return {"val_dice_network": alone, "val_dice_blend": both, "kept": float(wins)}
+
+
 def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
     """Step 3 of :func:`train`: write weights, normalisation, class names, history and params
     to the model (see :func:`train` for what a failed or interrupted training keeps)."""
@@ -672,6 +690,7 @@ def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
         history = history[: live.completed_epochs]
         model.network.load_state_dict(live.last_completed_state or plan.initial_state)
     kept = {r["epoch"] for r in history}
+    teacher_choice: dict[str, float] = {}
     if (
         outcome.status != "failed"
         and params.restore_best
@@ -688,6 +707,7 @@ def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
         model.history.extend(history)
         model.params = params
         model.updated = now_iso()
+        teacher_choice = _keep_teacher(plan)
     result = TrainingResult(
         model=model,
         history=list(model.history),
@@ -704,6 +724,7 @@ def commit(plan: TrainingPlan, outcome: FitOutcome) -> TrainingResult:
             "global_rank": plan.trainer.global_rank,
             "world_size": plan.trainer.world_size,
             "interrupted": outcome.interrupted,
+            "teacher": teacher_choice,
         },
         run=plan.run,
     )

@@ -10,7 +10,9 @@ the training patches (the slices and regions the user labelled in), and where it
 probability reaches ``teacher_threshold`` its class becomes a *teacher label* for the
 network (:class:`~nbseg.training.module.SegmentationDataModule`), weighted by
 ``unlabelled_weight``. The user's labels always win, validation is scored on the user's
-labels only, and the teacher is not part of the model: the saved model is the network alone.
+labels only. With ``teacher_blend`` > 0 the trained model keeps the teacher (its tensors
+are saved in the model file beside the network's) and predicts with both, a geometric mean
+of the two probability maps (:func:`blend`, in :class:`~nbseg.inference.predictor.VolumePredictor`).
 
 Features are 2D, slice by slice along z, for every input channel; memory is one slice's
 feature stack (32 features per channel) plus the sampled training voxels (at most
@@ -19,17 +21,20 @@ feature stack (32 features per channel) plus the sampled training voxels (at mos
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.patches import PreparedSet
+from ..models.spec import ModelSpec
 
 #: Gaussian scales of the filter bank (pixels), as ilastik's defaults
 SIGMAS = (0.7, 1.6, 3.5, 5.0)
@@ -95,6 +100,63 @@ class FeatureTeacher:
     std: torch.Tensor
     class_count: int
 
+    hidden: int = 128
+
+    #: prefix of the teacher's tensors in a model file
+    PREFIX = "teacher."
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The teacher as named tensors (saved beside the network's in a model file)."""
+        out = {f"{self.PREFIX}net.{k}": v.detach().cpu() for k, v in self.net.state_dict().items()}
+        out[f"{self.PREFIX}mean"] = self.mean.detach().cpu()
+        out[f"{self.PREFIX}std"] = self.std.detach().cpu()
+        return out
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], class_count: int, hidden: int
+    ) -> FeatureTeacher:
+        """The teacher saved by :meth:`tensors` (raises KeyError/RuntimeError when they do
+        not fit)."""
+        mean = tensors[f"{cls.PREFIX}mean"].float()
+        net = _mlp(mean.numel(), hidden, class_count)
+        p = f"{cls.PREFIX}net."
+        net.load_state_dict({k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)})
+        net.eval()
+        return cls(net, mean, tensors[f"{cls.PREFIX}std"].float(), class_count, hidden)
+
+    def to(self, device: torch.device) -> FeatureTeacher:
+        """This teacher on ``device`` (itself when already there)."""
+        if self.mean.device == device:
+            return self
+        return FeatureTeacher(
+            copy.deepcopy(self.net).to(device),
+            self.mean.to(device),
+            self.std.to(device),
+            self.class_count,
+            self.hidden,
+        )
+
+    @torch.no_grad()
+    def batch_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, K, H, W)`` of a batch of ``(B, C, H, W)`` slices."""
+        return torch.stack([self.probabilities(t) for t in x])
+
+    @torch.no_grad()
+    def on_network_input(self, x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+        """The teacher's probabilities on a batch of network inputs, in the network
+        output's shape: the tile's own slice (2D), its centre slice (2.5D, inputs outermost
+        in the channels) or each of its slices (3D)."""
+        x = x.float().contiguous()
+        if spec.input_dimension == "3D":  # (B, C, Z, Y, X): slice by slice
+            return torch.stack([self.batch_probabilities(x[:, :, z]) for z in range(x.shape[2])], 2)
+        if spec.input_dimension == "2.5D":  # (B, C * S, Y, X)
+            offsets = list(spec.slice_offsets)
+            centre = offsets.index(0) if 0 in offsets else len(offsets) // 2
+            b, _, h, w = x.shape
+            x = x.reshape(b, -1, len(offsets), h, w)[:, :, centre]
+        return self.batch_probabilities(x)
+
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(K, H, W)`` of one ``(C, H, W)`` slice."""
@@ -103,6 +165,67 @@ class FeatureTeacher:
         flat = (f.reshape(f.shape[0], -1).T - self.mean) / self.std
         probs = torch.cat([self.net(part).softmax(1) for part in flat.split(262_144)])
         return probs.T.reshape(self.class_count, h, w)
+
+
+def _mlp(features: int, hidden: int, class_count: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(features, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, class_count),
+    )
+
+
+def blend(p_net: torch.Tensor, p_teacher: torch.Tensor, weight: float) -> torch.Tensor:
+    """Geometric mean of two probability maps (class dim 1), ``weight`` on the teacher's,
+    renormalised: a voxel both call class c stays c, and a sure answer outweighs an unsure
+    one (0.949 against 0.947 for the arithmetic mean on the sandstone with strokes)."""
+    logp = (1 - weight) * p_net.clamp_min(1e-6).log() + weight * p_teacher.clamp_min(1e-6).log()
+    return logp.softmax(dim=1)
+
+
+@torch.no_grad()
+def blend_wins(
+    network: torch.nn.Module,
+    teacher: FeatureTeacher,
+    patches: Any,
+    spec: ModelSpec,
+    weight: float,
+    batch: int = 8,
+) -> tuple[bool, float, float]:
+    """Whether predicting with the network *and* the teacher (:func:`blend`, ``weight``)
+    scores a higher macro Dice than the network alone on ``patches`` (the validation
+    patches: the user's labels, which the teacher never trained on). Returns (wins, Dice of
+    the network alone, Dice of the blend); no labelled voxel: (False, 0, 0). ``patches``:
+    a sized, indexable dataset of (input, target) tensor pairs."""
+    k = spec.class_count
+    stats = np.zeros((2, 3, k))  # (alone, blend) x (intersection, predicted, true) x class
+    was_training = network.training
+    network.eval()
+    device = next(network.parameters()).device
+    teacher = teacher.to(device)
+    try:
+        for i in range(0, len(patches), batch):
+            xs, ys = zip(*(patches[j] for j in range(i, min(i + batch, len(patches)))), strict=True)
+            x = torch.stack(list(xs)).to(device)
+            y = torch.stack(list(ys)).to(device).long()
+            p = network(x).float().softmax(1)
+            both = blend(p, teacher.on_network_input(x, spec), weight)
+            ok = (y >= 0) & (y < k)
+            for row, prob in enumerate((p, both)):
+                pred = prob.argmax(1)
+                for c in range(k):
+                    pc, tc = (pred == c) & ok, (y == c) & ok
+                    stats[row, :, c] += [float((pc & tc).sum()), float(pc.sum()), float(tc.sum())]
+    finally:
+        network.train(was_training)
+    present = stats[0, 2] > 0
+    if not present.any():
+        return False, 0.0, 0.0
+    dice = 2 * stats[:, 0] / np.maximum(stats[:, 1] + stats[:, 2], 1)
+    alone, both_dice = (float(d[present].mean()) for d in dice)
+    return both_dice > alone, alone, both_dice
 
 
 def fit_teacher(
@@ -163,13 +286,7 @@ def fit_teacher(
     gen = torch.Generator().manual_seed(int(seed))
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(int(seed))
-    net = torch.nn.Sequential(
-        torch.nn.Linear(X.shape[1], hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, class_count),
-    )
+    net = _mlp(X.shape[1], hidden, class_count)
     torch.random.set_rng_state(torch_state)  # the network's own initialisation stays seeded
     lr = 3e-3
     opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=0.0)
@@ -186,7 +303,7 @@ def fit_teacher(
         opt.step()
         sched.step()
     net.eval()
-    return FeatureTeacher(net, mean, std, class_count)
+    return FeatureTeacher(net, mean, std, class_count, hidden)
 
 
 def teacher_labels(
@@ -199,15 +316,15 @@ def teacher_labels(
     masks: Sequence[np.ndarray | None] | None = None,
     log: Callable[[str], None] | None = None,
     max_voxels: int = 32 * 2**20,
-) -> tuple[list[np.ndarray], dict[str, float]]:
+) -> tuple[list[np.ndarray], dict[str, float], FeatureTeacher]:
     """Per set, int16 teacher labels ``(z, y, x)``: the class where the teacher's probability
     reaches ``threshold`` on a voxel the user left unlabelled (inside the mask), else -1.
     When the training volumes hold more than ``max_voxels`` voxels, only every n-th slice
     is labelled (n = voxels / max_voxels, rounded up): about 3 s per 1024² slice on 2 CPU
     cores, so at most about 1.5 minutes.
 
-    Returns the label arrays and a summary: ``teacher_seconds``, ``teacher_share`` (share
-    of the unlabelled voxels that got a teacher label).
+    Returns the label arrays, a summary: ``teacher_seconds``, ``teacher_share`` (share of
+    the unlabelled voxels that got a teacher label), and the teacher itself.
     """
     t0 = time.perf_counter()
     with torch.inference_mode(False), torch.enable_grad():
@@ -240,4 +357,4 @@ def teacher_labels(
             f"feature teacher: {info['teacher_share']:.0%} of {open_:,} unlabelled voxels "
             f"labelled in {info['teacher_seconds']:.0f} s"
         )
-    return out, info
+    return out, info, teacher
