@@ -263,9 +263,11 @@ Choosing the slice to correct by eye is slow on a big volume. `nbseg.suggest` (t
 *uncertainty* of its voxels — the normalised entropy of the predicted class probabilities,
 0 = sure, 1 = all classes equally likely — weighted by how rare each voxel's predicted class is
 (an unsure fibre counts more than unsure matrix). A slice scores a high quantile (90 %) of these
-values, so a slice with a sizeable unsure area beats one with a single unsure voxel; labelled
-slices are skipped and no two suggestions are neighbours. The errors should sit where the map
-is high — check it:
+values, so a slice with a sizeable unsure area beats one with a single unsure voxel. A network
+is often *confidently* wrong on what it never saw (a phase absent from the labelled slices), so
+the score also adds 10 × the slice's share of voxels whose intensity no label covers
+(`sugg.slice_novelty`; the Label tab lists it as "new intensities"). Labelled slices are skipped
+and no two suggestions are neighbours. The errors should sit where the map is high — check it:
 """),
     code("""
 sugg = nbseg.suggest(tool.model, image, editor.labels, count=2)
