@@ -265,7 +265,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print(
         f"{result.status}: {len(result.history)} epochs in {time.perf_counter() - t0:.1f} s "
         f"(world size {result.extra.get('world_size', 1)}); best epoch {result.best_epoch}; "
-        f"saved {path}"
+        f"saved {path}" + (f"; {result.teacher_text}" if result.teacher_text else "")
     )
     return 0
 

@@ -447,11 +447,14 @@ def test_gradients_zeroed_before_the_forward_pass_train_exactly_as_lightning(mon
         return real(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.Adam, "zero_grad", spy)
-    _, early, *_ = _fit(epochs=2)
+    # the network's optimiser only: no feature teacher (it trains its own MLP with Adam)
+    _, early, *_ = _fit(epochs=2, semi_supervised="off")
     assert callers and set(callers) == {"on_train_batch_start"}  # before the forward pass
     callers.clear()
     monkeypatch.setattr(SegmentationModule, "_zero_grad_early", property(lambda self: False))
-    _, lightning, *_ = _fit(epochs=2)  # Lightning's order: between forward and backward
+    _, lightning, *_ = _fit(
+        epochs=2, semi_supervised="off"
+    )  # Lightning's order: between forward and backward
     assert callers and "on_train_batch_start" not in callers
     assert early.metric("loss") == lightning.metric("loss")
     assert early.metric("val_loss") == lightning.metric("val_loss")
@@ -530,3 +533,21 @@ def test_a_class_never_predicted_right_is_reported_during_training():
     assert len(seen) == 1 and issubclass(seen[0].category, UserWarning)
     text = str(seen[0].message)
     assert "'void'" in text and "3 epochs" in text and "class_balance" in text
+
+
+def test_a_time_budget_still_anneals_when_the_epochs_end_first():
+    """max_minutes with epochs that end well before it: the cosine follows the steps too, so
+    the last epoch trains near the floor, not at the start's learning rate."""
+    from nbseg.training.module import _TimeCosine
+
+    cos = _TimeCosine(budget_s=3600.0, total_steps=10)
+    assert cos(0) == pytest.approx(1.0) and cos(5) == pytest.approx(0.505, abs=1e-3)
+    assert cos(10) == pytest.approx(0.01) and cos(12) == pytest.approx(0.01)
+    image, labels, _ = blobs()
+    model = nbseg.generate_model(nbseg.ModelSpec(class_count=2, parameters={"filters": 4}))
+    params = nbseg.TrainingParams(
+        patch_size=32, batch_size=2, epochs=4, max_minutes=60.0, learning_rate=1e-3
+    )
+    result = nbseg.train(model, nbseg.TrainingSet(image, labels), params, feedback=False)
+    lrs = result.metric("lr")
+    assert lrs[0] > 0.5e-3 and lrs[-1] < 0.3e-3, lrs  # annealed by the steps, not the clock

@@ -29,7 +29,7 @@ from ..models.registry import size_divisor
 from ..models.spec import ModelSpec
 from .losses import IGNORE, SegmentationLoss, confusion_matrix, metrics_from_confusion
 from .params import TrainingParams
-from .teacher import FeatureTeacher, teacher_labels
+from .teacher import FeatureTeacher, fit_teacher, teacher_labels
 
 #: at most this many candidate patch centres are kept per masked unlabelled source
 _MAX_CENTRES = 200_000
@@ -245,8 +245,21 @@ class SegmentationDataModule(pl.LightningDataModule):
         labelled = sum(int((c & (ps.labels >= 0)).sum()) for c, ps in zip(covers, self.sets))
         #: share of the voxels in the training patches that the user labelled
         self.labelled_share = labelled / total if total else 1.0
+        #: whether the network learns from the teacher's labels (else the teacher, if any,
+        #: was fitted for the prediction only)
+        self.teacher_labelled = False
         if params.uses_feature_teacher(bool(unlabelled), self.labelled_share):
             train_sets = self._teach(training_sets, params, covers)
+            self.teacher_labelled = True
+        elif params.fits_feature_teacher(bool(unlabelled), self.labelled_share) and any(
+            len(b) for b in self.plan.val
+        ):  # painted slices: a teacher for the prediction (kept if it wins on validation)
+            t0 = time.perf_counter()
+            with torch.inference_mode(False), torch.enable_grad():
+                self.teacher = fit_teacher(
+                    self.sets, self.spec.class_count, seed=params.seed, exclude=self._val_cover()
+                )
+            self.teacher_info = {"teacher_seconds": time.perf_counter() - t0, "teacher_share": 0.0}
         labelled = self.plan.train_count * factor
         self.train_patches = _TrainPatches(
             train_sets,
@@ -270,6 +283,16 @@ class SegmentationDataModule(pl.LightningDataModule):
             cover[z0 : z0 + pz, y0 : y0 + py, x0 : x0 + px] = True
         return cover
 
+    def _val_cover(self) -> list[np.ndarray | None]:
+        """Per training set, its voxels inside a validation patch (None: none), which the
+        feature teacher never learns from."""
+        exclude: list[np.ndarray | None] = [None] * len(self.sets)
+        if not self.plan.val_sets:  # validation patches cut from the training sets
+            for i, (ps, boxes) in enumerate(zip(self.sets, self.plan.val, strict=True)):
+                if len(boxes):
+                    exclude[i] = self._cover(ps, boxes)
+        return exclude
+
     def _teach(
         self,
         training_sets: Sequence[TrainingSet],
@@ -281,12 +304,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         wholly unlabelled slices made epochs several times longer and scored lower with two
         painted slices: docs/benchmarks.md); validation keeps the user's labels."""
         k = self.spec.class_count
-        own_val = not self.plan.val_sets  # validation patches cut from the training sets
-        exclude: list[np.ndarray | None] = [None] * len(self.sets)
-        if own_val:
-            for i, (ps, boxes) in enumerate(zip(self.sets, self.plan.val, strict=True)):
-                if len(boxes):
-                    exclude[i] = self._cover(ps, boxes)
+        exclude = self._val_cover()
         # where the teacher labels: inside the training patches (which never meet a
         # validation patch) and the mask
         masks = []
@@ -371,10 +389,12 @@ def _fused_or_plain(
 
 
 class _TimeCosine:
-    """LR factor following a cosine over a wall-clock budget (for ``max_minutes``)."""
+    """LR factor following a cosine over a wall-clock budget (for ``max_minutes``) or over
+    ``total_steps``, whichever is nearer its end: a run whose epochs end before the budget
+    is spent still anneals."""
 
-    def __init__(self, budget_s: float, floor: float = 0.01) -> None:
-        self.budget_s, self.floor = budget_s, floor
+    def __init__(self, budget_s: float, total_steps: int = 0, floor: float = 0.01) -> None:
+        self.budget_s, self.total_steps, self.floor = budget_s, total_steps, floor
         self.t0: float | None = None
 
     def __call__(self, step: int) -> float:
@@ -382,6 +402,8 @@ class _TimeCosine:
         if self.t0 is None:
             self.t0 = now
         frac = min(1.0, (now - self.t0) / self.budget_s)
+        if self.total_steps > 0:
+            frac = max(frac, min(1.0, step / self.total_steps))
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
@@ -678,7 +700,8 @@ class SegmentationModule(pl.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor}}
         if p.lr_schedule == "cosine" and p.max_minutes:
             budget = max(0.1 * p.max_minutes * 60.0, p.max_minutes * 60.0 - self.time_spent_s)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, _TimeCosine(budget))
+            total = max(1, p.epochs * self.steps_per_epoch)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, _TimeCosine(budget, total))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if p.lr_schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, p.epochs))

@@ -193,12 +193,13 @@ def blend_wins(
     spec: ModelSpec,
     weight: float,
     batch: int = 8,
+    margin: float = 0.0,
 ) -> tuple[bool, float, float]:
     """Whether predicting with the network *and* the teacher (:func:`blend`, ``weight``)
-    scores a higher macro Dice than the network alone on ``patches`` (the validation
-    patches: the user's labels, which the teacher never trained on). Returns (wins, Dice of
-    the network alone, Dice of the blend); no labelled voxel: (False, 0, 0). ``patches``:
-    a sized, indexable dataset of (input, target) tensor pairs."""
+    scores a macro Dice more than ``margin`` above the network alone on ``patches`` (the
+    validation patches: the user's labels, which the teacher never trained on). Returns
+    (wins, Dice of the network alone, Dice of the blend); no labelled voxel: (False, 0, 0).
+    ``patches``: a sized, indexable dataset of (input, target) tensor pairs."""
     k = spec.class_count
     stats = np.zeros((2, 3, k))  # (alone, blend) x (intersection, predicted, true) x class
     was_training = network.training
@@ -225,7 +226,7 @@ def blend_wins(
         return False, 0.0, 0.0
     dice = 2 * stats[:, 0] / np.maximum(stats[:, 1] + stats[:, 2], 1)
     alone, both_dice = (float(d[present].mean()) for d in dice)
-    return both_dice > alone, alone, both_dice
+    return both_dice > alone + margin, alone, both_dice
 
 
 def fit_teacher(

@@ -573,7 +573,12 @@ class TrainingPanel(widgets.VBox):
             self.status.value = f"<b>{word}</b>"
             self.progress.bar_style = "success"
             self.progress.value = self.progress.max
-            self.message.show(f"{word}: {trained} in {took:.1f} s{in_all}.{restored}", "info")
+            teacher = (
+                f" {result.teacher_text}" if result is not None and result.teacher_text else ""
+            )
+            self.message.show(
+                f"{word}: {trained} in {took:.1f} s{in_all}.{restored}{teacher}", "info"
+            )
 
     def _fill_after_training(self, result: TrainingResult) -> None:
         hist = result.history

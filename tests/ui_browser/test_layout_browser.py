@@ -251,7 +251,18 @@ def _full_screenshot(page, tool, name: str) -> None:
     page.set_viewport_size(size)
 
 
+def _figures_seen(page, tool) -> None:
+    """Scroll each visible bqplot figure into view, as a user reaching it does: a figure
+    below the fold keeps its size from the last width until it is on screen."""
+    figures = tool.locator(".bqplot.figure")
+    for i in range(figures.count()):
+        if figures.nth(i).is_visible():
+            figures.nth(i).scroll_into_view_if_needed()
+            page.wait_for_timeout(200)
+
+
 def _problems(page, tool) -> dict:
+    _figures_seen(page, tool)
     out = tool.evaluate(INSPECT_JS)
     out.update(page.evaluate(PAGE_PROBLEMS_JS, list(PLACEHOLDERS)))
     return {k: v for k, v in out.items() if v}
