@@ -192,13 +192,15 @@ def run_plain(train_img, train_lab, test_img, k, seed, minutes, patch=128, batch
     net = UNet(2, 1, k, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     z, h, w = img.shape
+    # patches from the slices that hold labels (all of them unless --labelled-slices)
+    zs = np.flatnonzero((lab >= 0).reshape(z, -1).any(1))
     t_end = time.perf_counter() + minutes * 60
     steps = 0
     net.train()
     while time.perf_counter() < t_end:
         xb, yb = [], []
         for _ in range(batch):
-            zz, y0, x0 = rng.integers(z), rng.integers(h - patch + 1), rng.integers(w - patch + 1)
+            zz, y0, x0 = rng.choice(zs), rng.integers(h - patch + 1), rng.integers(w - patch + 1)
             xi = img[zz, y0 : y0 + patch, x0 : x0 + patch]
             yi = lab[zz, y0 : y0 + patch, x0 : x0 + patch]
             r = rng.integers(4)

@@ -73,7 +73,7 @@ def test_no_limit_is_none_in_core_and_panel():
 
     ws = Workspace()
     panel = TrainingParamsPanel(ws)
-    assert panel.fields["max_minutes"].value is None and ws.params.max_minutes is None
+    assert panel.fields["max_minutes"].value == 10.0 and ws.params.max_minutes == 10.0
     panel.fields["max_minutes"].value = 3.0
     assert ws.params.max_minutes == 3.0
     panel.fields["max_minutes"].value = None

@@ -211,8 +211,8 @@ def plan_training(
 
     ``params``: the starting point (default: the defaults); only patch size, batch size,
     epochs, ``max_minutes`` and ``class_balance`` are planned, the rest is kept.
-    ``budget_minutes``: the wall-clock budget (default ``params.max_minutes``, else 5 on a
-    CPU, 10 on a GPU). ``step_seconds``: the time of one step, if known (else measured in a
+    ``budget_minutes``: the wall-clock budget (default 5 minutes on a CPU, 10 on a GPU,
+    whatever ``params.max_minutes`` says: the plan sets it). ``step_seconds``: the time of one step, if known (else measured in a
     few steps of the network on ``device``, default ``params.device``, at 32-bit precision:
     with bf16 on a GPU the plan errs towards fewer epochs). ``validation``: the share of the
     labelled patches kept for validation (as for :func:`nbseg.train`; 0 for separate sets).
@@ -222,7 +222,7 @@ def plan_training(
     base = dataclasses.replace(base, device=dev)
     gpu = torch_device(dev).startswith("cuda")
     if budget_minutes is None:
-        budget_minutes = base.max_minutes or (10.0 if gpu else 5.0)
+        budget_minutes = 10.0 if gpu else 5.0
     if not float(budget_minutes) > 0:
         raise InputError(f"budget_minutes={budget_minutes!r} is invalid: give minutes > 0.")
     fp = fingerprint(training_sets, spec)
