@@ -253,8 +253,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("nbseg: interrupted before the first epoch ended; nothing saved", file=sys.stderr)
             return 130
         path = result.model.save(out)
+        teacher = f"; {result.teacher_text}" if result.teacher_text else ""
         print(
-            f"nbseg: interrupted; saved the model with {epochs} completed epochs to {path}",
+            f"nbseg: interrupted; saved the model with {epochs} completed epochs to {path}"
+            f"{teacher}",
             file=sys.stderr,
             flush=True,
         )

@@ -151,3 +151,12 @@ def test_plan_keeps_edits_made_while_it_was_timed(monkeypatch):
     monkeypatch.setattr(fpmod, "plan_training", slow_plan)
     panel.plan_from_data(wait=True)
     assert ws.params.learning_rate == 5e-4 and ws.params.max_minutes == 5.0
+
+
+def test_plan_takes_a_budget_the_user_set_in_max_minutes():
+    image, labels, _ = blobs((6, 48, 48), labelled=(1,))
+    ts = nbseg.TrainingSet(image, labels)
+    own = plan_training(ts, _spec(), nbseg.TrainingParams(max_minutes=2.0), step_seconds=0.1)
+    assert own.params.max_minutes == 2.0
+    default = plan_training(ts, _spec(), nbseg.TrainingParams(), step_seconds=0.1)
+    assert default.params.max_minutes == 5.0  # the 10-minute default is not a user's budget

@@ -551,3 +551,17 @@ def test_a_time_budget_still_anneals_when_the_epochs_end_first():
     result = nbseg.train(model, nbseg.TrainingSet(image, labels), params, feedback=False)
     lrs = result.metric("lr")
     assert lrs[0] > 0.5e-3 and lrs[-1] < 0.3e-3, lrs  # annealed by the steps, not the clock
+
+
+def test_the_eta_is_capped_by_the_time_limit():
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import Timer
+
+    from nbseg.training.callbacks import _eta
+
+    timer = Timer(duration={"seconds": 30})
+    timer.time_remaining = lambda stage: 12.0  # type: ignore[method-assign]
+    assert _eta(SimpleNamespace(callbacks=[timer]), 600.0) == 12.0  # the budget ends first
+    assert _eta(SimpleNamespace(callbacks=[timer]), 5.0) == 5.0  # the epochs end first
+    assert _eta(SimpleNamespace(callbacks=[]), 600.0) == 600.0  # no time limit

@@ -726,7 +726,7 @@ class LiveFeedback(pl.Callback):
                 total=total,
                 unit="batch",
                 rate=rate,
-                eta_s=(total - done) / rate if rate else None,
+                eta_s=_eta(trainer, (total - done) / rate) if rate else None,
                 elapsed_s=elapsed,
                 stage=f"epoch {epoch}/{epochs}",
                 extra={
@@ -779,3 +779,16 @@ class LiveFeedback(pl.Callback):
             k: v.detach().clone() for k, v in self.model.network.state_dict().items()
         }
         self._notify("on_epoch_end", dict(record), None if pred is None else pred.copy())
+
+
+def _eta(trainer: pl.Trainer, by_epochs: float) -> float:
+    """Seconds left: by the epochs, or by the time limit (``max_minutes``, Lightning's
+    ``Timer``) when that ends the run first."""
+    from pytorch_lightning.callbacks import Timer
+
+    for cb in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(cb, Timer):
+            left = cb.time_remaining("train")
+            if left is not None:
+                return min(by_epochs, max(0.0, float(left)))
+    return by_epochs

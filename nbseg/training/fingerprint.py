@@ -12,7 +12,8 @@ parameters (nnU-Net's idea, sized for the CPU or GPU that will train):
 - **epochs and time budget**: the budget (``budget_minutes``, default 5 minutes on a CPU and
   10 on a GPU) divided by the measured time of one training step gives the optimiser steps;
   ``epochs`` is that over the steps of one epoch (the labelled patches / batch), between 3 and
-  500, and ``max_minutes`` becomes the budget (the cosine schedule follows the clock);
+  500, and ``max_minutes`` becomes the budget (the cosine schedule follows the nearer of
+  the clock and the epochs);
 - **rare-class sampling**: ``class_balance = 0.5`` when a labelled class holds under 2 % of the
   labelled voxels, else 0.
 
@@ -211,8 +212,8 @@ def plan_training(
 
     ``params``: the starting point (default: the defaults); only patch size, batch size,
     epochs, ``max_minutes`` and ``class_balance`` are planned, the rest is kept.
-    ``budget_minutes``: the wall-clock budget (default 5 minutes on a CPU, 10 on a GPU,
-    whatever ``params.max_minutes`` says: the plan sets it). ``step_seconds``: the time of one step, if known (else measured in a
+    ``budget_minutes``: the wall-clock budget (default: ``params.max_minutes`` when it is
+    not the 10-minute default, else 5 minutes on a CPU and 10 on a GPU). ``step_seconds``: the time of one step, if known (else measured in a
     few steps of the network on ``device``, default ``params.device``, at 32-bit precision:
     with bf16 on a GPU the plan errs towards fewer epochs). ``validation``: the share of the
     labelled patches kept for validation (as for :func:`nbseg.train`; 0 for separate sets).
@@ -222,7 +223,8 @@ def plan_training(
     base = dataclasses.replace(base, device=dev)
     gpu = torch_device(dev).startswith("cuda")
     if budget_minutes is None:
-        budget_minutes = 10.0 if gpu else 5.0
+        own = base.max_minutes if base.max_minutes != TrainingParams().max_minutes else None
+        budget_minutes = own or (10.0 if gpu else 5.0)
     if not float(budget_minutes) > 0:
         raise InputError(f"budget_minutes={budget_minutes!r} is invalid: give minutes > 0.")
     fp = fingerprint(training_sets, spec)
@@ -261,7 +263,10 @@ def plan_training(
         f"{steps_per_epoch} steps per epoch ({patches} labelled patches x {factor} "
         f"augmented copies / batch {batch})"
     )
-    reasons["max_minutes"] = "the time budget: training stops on time, the schedule follows it"
+    reasons["max_minutes"] = (
+        "the time budget: training stops on time, the schedule follows it or the epochs, "
+        "whichever ends first"
+    )
     rare, share = fp.rarest
     balance = 0.5 if share < RARE_CLASS else 0.0
     reasons["class_balance"] = f"rarest class {rare!r} holds {share:.2%} of the labelled voxels" + (

@@ -686,6 +686,16 @@ class SegmentationModule(pl.LightningModule):
                     stacklevel=2,
                 )
 
+    def _optimizer_steps_per_epoch(self) -> int:
+        """Optimiser steps of one epoch in this process: the batches split over the devices
+        (DDP) and grouped by gradient accumulation."""
+        try:
+            world = max(1, int(self.trainer.world_size))
+            accumulate = max(1, int(self.trainer.accumulate_grad_batches))
+        except (AttributeError, RuntimeError):  # not attached to a trainer
+            world, accumulate = 1, 1
+        return max(1, math.ceil(math.ceil(self.steps_per_epoch / world) / accumulate))
+
     def configure_optimizers(self) -> Any:
         opt = build_optimizer(self.params, self.network.parameters())
         p = self.params
@@ -700,7 +710,7 @@ class SegmentationModule(pl.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor}}
         if p.lr_schedule == "cosine" and p.max_minutes:
             budget = max(0.1 * p.max_minutes * 60.0, p.max_minutes * 60.0 - self.time_spent_s)
-            total = max(1, p.epochs * self.steps_per_epoch)
+            total = max(1, p.epochs * self._optimizer_steps_per_epoch())
             sched = torch.optim.lr_scheduler.LambdaLR(opt, _TimeCosine(budget, total))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if p.lr_schedule == "cosine":

@@ -247,25 +247,43 @@ def fit_teacher(
     patches), or None.
     """
     rng = np.random.default_rng([seed, 7])
-    # which labelled voxels to sample: up to max_samples / K of each class, over all sets
-    found: list[list[np.ndarray]] = [[] for _ in range(class_count)]
-    for i, ps in enumerate(sets):
-        lab = ps.labels
-        ok = lab >= 0
-        out_i = exclude[i] if exclude is not None else None
-        if out_i is not None:
-            ok &= ~out_i
-        idx = np.flatnonzero(ok)
-        cls = lab.reshape(-1)[idx]
-        for c in range(class_count):
-            found[c].append(np.stack([np.full(int((cls == c).sum()), i), idx[cls == c]], 1))
     per_class = max_samples // max(1, class_count)
+
+    # which labelled voxels to sample: up to max_samples / K of each class over all sets,
+    # each slice drawing its share of a class's quota; one slice at a time, so memory stays
+    # that of a slice however large the labelled volume is
+    def slice_labels(i: int, z: int) -> np.ndarray:
+        lab = np.asarray(sets[i].labels[z])
+        out_i = exclude[i] if exclude is not None else None
+        return lab if out_i is None else np.where(out_i[z], -1, lab)
+
+    per_slice: list[np.ndarray] = []  # per set, (Z, K) labelled voxels per slice and class
+    for i, ps in enumerate(sets):
+        cz = np.zeros((ps.labels.shape[0], class_count), np.int64)
+        for z in range(ps.labels.shape[0]):
+            lab = slice_labels(i, z)
+            cz[z] = np.bincount(lab[lab >= 0].ravel(), minlength=class_count)[:class_count]
+        per_slice.append(cz)
+    totals = np.sum([cz.sum(0) for cz in per_slice], axis=0)
     picks = []
-    for c in range(class_count):
-        allc = np.concatenate(found[c]) if found[c] else np.zeros((0, 2), np.int64)
-        if len(allc) > per_class:
-            allc = allc[rng.choice(len(allc), per_class, replace=False)]
-        picks.append(np.concatenate([allc, np.full((len(allc), 1), c)], 1))
+    for i, ps in enumerate(sets):
+        plane = int(np.prod(ps.labels.shape[1:]))
+        for zi in np.flatnonzero(per_slice[i].any(1)):
+            z = int(zi)
+            lab = slice_labels(i, z).reshape(-1)
+            for c in np.flatnonzero(per_slice[i][z]):
+                n = int(per_slice[i][z, c])
+                if totals[c] > per_class:  # this slice's share, randomly rounded
+                    share = per_class * n / totals[c]
+                    n = min(n, int(share) + int(rng.random() < share - int(share)))
+                if n == 0:
+                    continue
+                where = np.flatnonzero(lab == c)
+                pos = where if n == len(where) else rng.choice(where, n, replace=False)
+                rows = np.stack([np.full(n, i), z * plane + pos, np.full(n, c)], 1)
+                picks.append(rows.astype(np.int64))
+    if not picks:
+        picks.append(np.zeros((0, 3), np.int64))
     chosen = np.concatenate(picks)
     feats, targets = [], []
     for i, ps in enumerate(sets):

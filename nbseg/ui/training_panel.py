@@ -537,10 +537,14 @@ class TrainingPanel(widgets.VBox):
         if self._base_history:
             in_all = f" ({epochs_text(self._base_history + self._records)} trained in all)"
         took = result.duration if result is not None else time.perf_counter() - self._started_at
+        params = run.params or TrainingParams()
+        teacher = f" {result.teacher_text}" if result is not None and result.teacher_text else ""
+        budget = ""  # the time limit, not the epochs, ended a completed run
+        if status == "completed" and params.max_minutes and 0 < n < params.epochs:
+            budget = f" The time limit ({params.max_minutes:g} min) ended it before epoch {params.epochs}."
         restored = ""
         if result is not None and result.best_epoch is not None and self._records:
             last = self._records[-1]["epoch"]
-            params = run.params or TrainingParams()
             if params.restore_best and result.best_epoch != last and status != "failed":
                 restored = f" The model holds the weights of the best epoch {result.best_epoch}."
         if status == "failed":
@@ -565,7 +569,7 @@ class TrainingPanel(widgets.VBox):
             self.progress.bar_style = "warning"
             self.message.show(
                 f"Stopped after {trained} in {took:.1f} s{in_all}; the model keeps its "
-                f"weights.{restored}",
+                f"weights.{restored}{teacher}",
                 "info",
             )
         else:
@@ -573,11 +577,8 @@ class TrainingPanel(widgets.VBox):
             self.status.value = f"<b>{word}</b>"
             self.progress.bar_style = "success"
             self.progress.value = self.progress.max
-            teacher = (
-                f" {result.teacher_text}" if result is not None and result.teacher_text else ""
-            )
             self.message.show(
-                f"{word}: {trained} in {took:.1f} s{in_all}.{restored}{teacher}", "info"
+                f"{word}: {trained} in {took:.1f} s{in_all}.{budget}{restored}{teacher}", "info"
             )
 
     def _fill_after_training(self, result: TrainingResult) -> None:
