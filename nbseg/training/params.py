@@ -254,8 +254,8 @@ class TrainingParams(Settings):
         "filter features (ilastik-style), trained on the labels first, labels the training "
         "volumes' unlabelled voxels where it is confident; 'auto' = pseudo_labels when "
         "unlabelled images are given, else feature_teacher when under half of the voxels in "
-        "the training patches are labelled (strokes), else (painted slices) the teacher is "
-        "fitted for the prediction only (see teacher_blend)",
+        "the training patches are labelled (strokes), else (painted slices, full labels) the "
+        "teacher is fitted for the prediction only (see teacher_blend)",
         group=_SEMI,
     )
     unlabelled_weight: float = setting(
@@ -360,9 +360,9 @@ class TrainingParams(Settings):
         Float(0.0, open_min=True, optional=True, none_text="no limit"),
         "Time limit",
         "Wall-clock budget of the training, the feature teacher's fit included (None = no "
-        "limit). 10 min caps big data without touching small: on 2 CPU cores 20 epochs of "
-        "isbi2012 (20 slices of 512²) end in 6 min, while the sandstone (6 slices of "
-        "1024²) took 30 min for 0.965 and scores 0.963 in 3 (docs/benchmarks.md)",
+        "limit). 10 min caps big data and leaves small data its epochs: on 2 CPU cores 20 "
+        "epochs of isbi2012 (20 slices of 512²) end in about 6 min, while the sandstone (6 "
+        "slices of 1024²) took 30 min for 0.965 and scores 0.965 in 3 (docs/benchmarks.md)",
         group=_RUN,
         unit="min",
     )
