@@ -361,8 +361,9 @@ class TrainingParams(Settings):
         "Time limit",
         "Wall-clock budget of the training, the feature teacher's fit included (None = no "
         "limit). 10 min caps big data and leaves small data its epochs: on 2 CPU cores 20 "
-        "epochs of isbi2012 (20 slices of 512²) end in about 6 min, while the sandstone (6 "
-        "slices of 1024²) took 30 min for 0.965 and scores 0.965 in 3 (docs/benchmarks.md)",
+        "epochs of isbi2012 (20 slices of 512²) end in about 6 min; the sandstone (6 slices of "
+        "1024²) took 6.4 min on one host and 30 on a slower one, and scores 0.965 in 3 "
+        "(docs/benchmarks.md)",
         group=_RUN,
         unit="min",
     )
